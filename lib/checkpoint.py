@@ -263,6 +263,21 @@ class SafetensorsFile(Mapping):
         dtype, shape, _, _ = self._entries[key]
         return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
 
+    def read_into(self, key: str, out: np.ndarray) -> None:
+        """Read tensor `key` straight into the C-contiguous array `out` (same dtype and shape) with plain
+        file reads: no memory map stays resident, so loading needs ~1× the checkpoint in memory."""
+        if key not in self._entries:
+            raise KeyError(f"{self.path} has no tensor {key!r}")
+        dtype, shape, start, end = self._entries[key]
+        if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+            raise ValueError(
+                f"{self.path}: cannot read {key!r} {dtype}{list(shape)} into a {out.dtype}{list(out.shape)} array"
+            )
+        with open(self.path, "rb") as f:
+            f.seek(self._data_start + start)
+            if f.readinto(out.reshape(-1).view(np.uint8)) != end - start:
+                raise CheckpointError(f"{self.path} ended while reading {key!r}")
+
 
 class ShardedSafetensors(Mapping):
     """The shards of a `*.safetensors.index.json` checkpoint, seen as one lazy mapping."""
@@ -309,6 +324,9 @@ class ShardedSafetensors(Mapping):
 
     def nbytes(self, key: str) -> int:
         return self._file(key).nbytes(key)
+
+    def read_into(self, key: str, out: np.ndarray) -> None:
+        self._file(key).read_into(key, out)
 
 
 def open_safetensors(path: str | os.PathLike) -> SafetensorsFile | ShardedSafetensors:
