@@ -579,7 +579,8 @@ class AutoConfig:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> PretrainedConfig:
         path = str(pretrained_model_name_or_path)
-        resolve_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only", "token") if k in kwargs}
+        resolve_keys = ("revision", "cache_dir", "local_files_only", "token")
+        resolve_kwargs = {k: kwargs.pop(k) for k in resolve_keys if k in kwargs}
         config_file = path if os.path.isfile(path) else resolve_file(path, CONFIG_NAME, **resolve_kwargs)
         model_type = _read_json(config_file).get("model_type")
         return cls.config_class(model_type, config_file).from_pretrained(config_file, **kwargs)

@@ -10,7 +10,8 @@ Each backend registers the classes as pytrees when it loads (`register_torch_pyt
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 __all__ = [
     "ModelOutput",
@@ -210,7 +211,9 @@ OUTPUT_CLASSES: tuple[type[ModelOutput], ...] = (
 
 
 def _flatten(output: ModelOutput) -> tuple[list[Any], list[str]]:
-    names = [f.name for f in dataclasses.fields(output)]
+    # Only the fields that are set become children, so None never appears as a leaf (torch's pytree
+    # would treat it as one); unflattening leaves the others at None.
+    names = output.keys()
     return [getattr(output, n) for n in names], names
 
 
