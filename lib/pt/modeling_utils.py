@@ -1,0 +1,538 @@
+"""`PreTrainedModel`: the PyTorch base class — weights init and tying, `from_pretrained` / `save_pretrained`.
+
+Loading is low-memory: the model is built on the `meta` device (no parameter memory), then each parameter
+is allocated once in its final dtype and the checkpoint tensor is read straight into it, so the peak
+resident memory above the imports stays about 1× the checkpoint (Hugging Face needs 2×).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..checkpoint import (
+    GENERATION_CONFIG_NAME,
+    PT_WEIGHTS_INDEX_NAME,
+    PT_WEIGHTS_NAME,
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    CheckpointError,
+    SafetensorsFile,
+    ShardedSafetensors,
+    atomic_output,
+    atomic_write_text,
+    read_index,
+    resolve_file,
+    save_sharded,
+    write_index,
+    write_safetensors,
+)
+from ..configuration import COMPATIBLE_TRANSFORMERS_VERSION, GENERATION_DEFAULTS, PretrainedConfig
+from .ops import Conv1D, from_numpy, numpy_view
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PreTrainedModel", "ATTN_IMPLEMENTATIONS"]
+
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+_FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                 "float64": torch.float64}
+# Generation ids Hugging Face copies from the model config into generation_config.json when set.
+_GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+class PreTrainedModel(nn.Module):
+    """Base of every PyTorch model: holds the config, initializes and ties weights, loads and saves
+    Hugging Face-layout checkpoints.
+
+    Subclasses set `config_class`, and `_tied_weights_keys` when their output embedding may share the input
+    embedding. Text generation (`generate()`) is added later by a mixin from `twinformers.pt.generation`;
+    `can_generate()` already tells which classes get it.
+    """
+
+    config_class: type[PretrainedConfig] = PretrainedConfig
+    base_model_prefix = "transformer"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _tied_weights_keys: list[str] | None = None
+    _is_generative = False
+
+    def __init__(self, config: PretrainedConfig, *inputs: Any, **kwargs: Any) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise ValueError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}"
+            )
+        if inputs or kwargs:
+            raise TypeError(f"{type(self).__name__}() takes only a config, got extra arguments {inputs} {kwargs}")
+        self.config = config
+        if config._attn_implementation is None:
+            config._attn_implementation = "sdpa"
+        if config._attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {config._attn_implementation!r}"
+            )
+        self.gradient_checkpointing = False
+
+    # ----------------------------------------------------------------------------------------- properties
+    @property
+    def base_model(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix, self)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for param in self.parameters():
+            if param.is_floating_point():
+                return param.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """Whether the class has a language-modeling head (and so gets `generate()` and a generation config)."""
+        return cls._is_generative
+
+    # ----------------------------------------------------------------------------------------- init and ties
+    def post_init(self) -> None:
+        """Called at the end of every subclass `__init__`: initialize the weights and tie them."""
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        self.apply(self._init_weights)
+        self.tie_weights()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """N(0, initializer_range) for projections and embeddings, zero biases, unit LayerNorm."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, Conv1D)):
+            module.weight.data.normal_(mean=0.0, std=std)
+            if module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.data.normal_(mean=0.0, std=std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.data.fill_(1.0)
+            module.bias.data.zero_()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.base_model.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.base_model.wte = value
+
+    def get_output_embeddings(self) -> nn.Linear | None:
+        return getattr(self, "lm_head", None)
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def tie_weights(self) -> None:
+        """Share the input embedding matrix with `lm_head` when `config.tie_word_embeddings`."""
+        output_embeddings = self.get_output_embeddings()
+        if output_embeddings is not None and self.config.tie_word_embeddings:
+            output_embeddings.weight = self.get_input_embeddings().weight
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None
+                                ) -> nn.Embedding:
+        """Grow or shrink the vocabulary to `new_num_tokens` rows (rounded up to `pad_to_multiple_of`).
+
+        Existing rows are kept, new rows initialized like fresh weights; an untied `lm_head` (GPT-J) is resized
+        with it, a tied one stays tied. Updates `config.vocab_size`. Returns the new input embedding.
+        """
+        old_embeddings = self.get_input_embeddings()
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return old_embeddings
+        new_num_tokens = old_embeddings.num_embeddings if new_num_tokens is None else new_num_tokens
+        if pad_to_multiple_of is not None:
+            if not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
+                raise ValueError(f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}")
+            new_num_tokens = math.ceil(new_num_tokens / pad_to_multiple_of) * pad_to_multiple_of
+        if not isinstance(new_num_tokens, int) or new_num_tokens < 1:
+            raise ValueError(f"new_num_tokens must be a positive int, got {new_num_tokens!r}")
+        weight = old_embeddings.weight
+        kept = min(old_embeddings.num_embeddings, new_num_tokens)
+        new_embeddings = nn.Embedding(new_num_tokens, weight.shape[1], device=weight.device, dtype=weight.dtype)
+        self._init_weights(new_embeddings)
+        with torch.no_grad():
+            new_embeddings.weight[:kept] = weight[:kept]
+        self.set_input_embeddings(new_embeddings)
+        output_embeddings = self.get_output_embeddings()
+        if output_embeddings is not None and not self.config.tie_word_embeddings:
+            has_bias = output_embeddings.bias is not None
+            new_head = nn.Linear(weight.shape[1], new_num_tokens, bias=has_bias, device=weight.device,
+                                 dtype=output_embeddings.weight.dtype)
+            self._init_weights(new_head)
+            with torch.no_grad():
+                new_head.weight[:kept] = output_embeddings.weight[:kept]
+                if has_bias:
+                    new_head.bias[:kept] = output_embeddings.bias[:kept]
+            self.set_output_embeddings(new_head)
+        self.config.vocab_size = new_num_tokens
+        self.tie_weights()
+        return new_embeddings
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Number of (distinct) parameters; tied matrices count once."""
+        excluded = set()
+        if exclude_embeddings:
+            excluded = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+        return sum(
+            p.numel() for p in self.parameters() if id(p) not in excluded and (p.requires_grad or not only_trainable)
+        )
+
+    # ----------------------------------------------------------------------------------------- training
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Recompute each block's activations in the backward pass (torch.utils.checkpoint); while training
+        this turns `use_cache` off."""
+        self.base_model.gradient_checkpointing = True
+        self.base_model._checkpointing_kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.base_model.gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.base_model.gradient_checkpointing
+
+    def _checkpointing_active(self, use_cache: bool) -> bool:
+        """True when blocks are checkpointed in this call; warns that the cache is then off."""
+        active = self.gradient_checkpointing and self.training
+        if active and use_cache:
+            logger.warning("`use_cache=True` is incompatible with gradient checkpointing; setting use_cache=False")
+        return active
+
+    def _run_block(self, block: nn.Module, checkpointed: bool, *args: Any) -> Any:
+        if checkpointed:
+            return checkpoint(block, *args, **getattr(self, "_checkpointing_kwargs", {"use_reentrant": False}))
+        return block(*args)
+
+    # ----------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args: Any,
+        config: PretrainedConfig | str | os.PathLike | None = None,
+        torch_dtype: str | torch.dtype | None = None,
+        attn_implementation: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        output_loading_info: bool = False,
+        **config_kwargs: Any,
+    ) -> PreTrainedModel | tuple[PreTrainedModel, dict[str, list]]:
+        """Load a model from a directory or Hub id holding `config.json` and Hugging Face PyTorch weights.
+
+        Files are looked up in Hugging Face's order: `model.safetensors`, `model.safetensors.index.json`,
+        `pytorch_model.bin`, `pytorch_model.bin.index.json`. Base-model checkpoints load into head models and
+        vice versa; missing and unexpected keys are logged (and returned with `output_loading_info`).
+
+        Args:
+            pretrained_model_name_or_path: checkpoint directory or Hub repository id.
+            config: a config (or a path to one) to use instead of the checkpoint's `config.json`.
+            torch_dtype: parameter dtype — None (float32), "auto" (config.torch_dtype, else the checkpoint's),
+                or a torch dtype / its name.
+            attn_implementation: "eager" or "sdpa" (default "sdpa").
+            revision, cache_dir, local_files_only, token: Hub download options.
+            output_loading_info: also return {"missing_keys", "unexpected_keys", "mismatched_keys",
+                "error_msgs"}.
+            **config_kwargs: config attributes to override (e.g. `pad_token_id=0`).
+        """
+        path = os.fspath(pretrained_model_name_or_path)
+        hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        if config is None or isinstance(config, (str, os.PathLike)):
+            config, unused = cls.config_class.from_pretrained(
+                config if config is not None else path, return_unused_kwargs=True, **hub, **config_kwargs
+            )
+        else:
+            config = copy.deepcopy(config)
+            unused = {k: v for k, v in config_kwargs.items() if not hasattr(config, k)}
+            config.update({k: v for k, v in config_kwargs.items() if k not in unused})
+        if unused:
+            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments {sorted(unused)}")
+        if attn_implementation is not None:
+            config._attn_implementation = attn_implementation
+        config.name_or_path = path
+
+        weights = _open_weights(path, hub)
+        dtype = _resolve_dtype(torch_dtype, config, weights)
+        config.torch_dtype = str(dtype).removeprefix("torch.")
+        with torch.device("meta"):
+            model = cls(config, *model_args)
+        loading_info = model._load_weights(weights, dtype)
+        model.eval()
+        return (model, loading_info) if output_loading_info else model
+
+    def _load_weights(self, weights: Mapping, dtype: torch.dtype) -> dict[str, list]:
+        """Materialize this meta-device model from `weights` (a lazy name → NumPy mapping)."""
+        placement, missing, unexpected = _plan_keys(self, weights)
+        parameters = dict(self.named_parameters())  # a tied alias shares its parameter and is not listed
+        mismatched = [
+            f"{key}: checkpoint {tuple(weights.shape(key))} vs model {tuple(parameters[name].shape)} ({name})"
+            for name, key in placement.items()
+            if name in parameters and tuple(weights.shape(key)) != tuple(parameters[name].shape)
+        ]
+        if mismatched:
+            raise ValueError(
+                f"{type(self).__name__}: checkpoint shapes do not match the config: {'; '.join(mismatched)}"
+            )
+        materialized = {}
+        for name, param in parameters.items():
+            module_name, _, attr = name.rpartition(".")
+            tensor = torch.empty(param.shape, dtype=dtype if param.is_floating_point() else param.dtype)
+            materialized[name] = nn.Parameter(tensor, requires_grad=param.requires_grad)
+            self.get_submodule(module_name)._parameters[attr] = materialized[name]
+        for name, buffer in self.named_buffers():
+            if buffer.is_meta:
+                raise RuntimeError(f"buffer {name} was created on the meta device; build it from NumPy instead")
+        # Initialize whole modules that own a missing parameter before reading, so a partly present module
+        # keeps its loaded tensors.
+        for module_name in sorted({name.rpartition(".")[0] for name in missing if name in parameters}):
+            self._init_weights(self.get_submodule(module_name))
+        with torch.no_grad():
+            for name, key in placement.items():
+                if name not in materialized:
+                    continue  # the tied alias (lm_head.weight) of a parameter loaded under its other name
+                out = numpy_view(materialized[name].data)
+                if weights.dtype(key) == out.dtype:
+                    weights.read_into(key, out)
+                else:
+                    materialized[name].data.copy_(from_numpy(weights[key]))
+        self.tie_weights()
+        if missing:
+            logger.warning("Some weights of %s were not in the checkpoint and are newly initialized: %s",
+                           type(self).__name__, missing)
+        if unexpected:
+            logger.warning("Some weights of the checkpoint were not used by %s: %s", type(self).__name__, unexpected)
+        return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": [], "error_msgs": []}
+
+    # ----------------------------------------------------------------------------------------- saving
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        max_shard_size: int | str = "5GB",
+        state_dict: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Write `config.json`, `generation_config.json` (LM heads) and the weights in Hugging Face's layout.
+
+        Args:
+            save_directory: created if needed; an existing file there is an error.
+            safe_serialization: `model.safetensors` (tied weights stored once, `{"format": "pt"}` metadata)
+                or, if False, `pytorch_model.bin` (tied keys kept, sharing storage).
+            max_shard_size: above this, shards `model-0000k-of-0000n.safetensors` plus an index are written.
+            state_dict: tensors to save instead of `self.state_dict()`.
+        """
+        save_directory = os.fspath(save_directory)
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_directory {save_directory!r} is a file, expected a directory")
+        os.makedirs(save_directory, exist_ok=True)
+
+        config = copy.deepcopy(self.config)
+        config.architectures = [type(self).__name__]
+        config.torch_dtype = str(self.dtype).removeprefix("torch.")
+        if self.can_generate():
+            generation = {"_from_model_config": True}
+            generation.update({k: getattr(config, k) for k in _GENERATION_IDS if getattr(config, k) is not None})
+            moved = {k: getattr(config, k) for k, v in GENERATION_DEFAULTS.items() if getattr(config, k) != v}
+            if moved:
+                warnings.warn(
+                    f"Moving the following attributes in the config to the generation config: {moved}. You are "
+                    "seeing this warning because you've set generation parameters in the model config, as "
+                    "opposed to in the generation config.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                for key in moved:
+                    setattr(config, key, None)
+            generation.update(moved)
+            generation["transformers_version"] = COMPATIBLE_TRANSFORMERS_VERSION
+            atomic_write_text(os.path.join(save_directory, GENERATION_CONFIG_NAME),
+                              json.dumps(generation, indent=2, sort_keys=True) + "\n")
+        config.save_pretrained(save_directory)
+
+        state_dict = self.state_dict() if state_dict is None else state_dict
+        state_dict = {k: v.detach() for k, v in state_dict.items()}
+        aliases = self._tied_aliases(state_dict)  # alias name -> the name it shares storage with
+        stored = [k for k in state_dict if k not in aliases]
+        sizes = [(k, state_dict[k].numel() * state_dict[k].element_size()) for k in stored]
+        if safe_serialization:
+            def write_shard(path: str, names: list[str]) -> None:
+                arrays = {n: numpy_view(state_dict[n].cpu().contiguous()) for n in names}
+                specs = {n: (a.dtype, a.shape) for n, a in arrays.items()}
+                write_safetensors(path, specs=specs, fetch=arrays.__getitem__, metadata={"format": "pt"})
+
+            save_sharded(save_directory, sizes, write_shard, SAFE_WEIGHTS_NAME, max_shard_size)
+            return
+
+        def write_bin_shard(path: str, names: list[str]) -> None:
+            names = names + [a for a, target in aliases.items() if target in names]
+            with atomic_output(path) as f:
+                torch.save({n: state_dict[n].cpu().contiguous() for n in names}, f)
+
+        written = save_sharded(save_directory, sizes, write_bin_shard, PT_WEIGHTS_NAME, max_shard_size)
+        if PT_WEIGHTS_INDEX_NAME in written and aliases:
+            # Hugging Face lists the tied keys in the .bin index too, beside their storage twin.
+            index_path = os.path.join(save_directory, PT_WEIGHTS_INDEX_NAME)
+            weight_map, metadata = read_index(index_path)
+            weight_map.update({alias: weight_map[target] for alias, target in aliases.items()})
+            write_index(index_path, dict(sorted(weight_map.items())), metadata["total_size"])
+
+    def _tied_aliases(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, str]:
+        """Names whose tensor shares storage with an earlier kept name (`_tied_weights_keys` are dropped first)."""
+        groups: dict[tuple, list[str]] = {}
+        for name, tensor in state_dict.items():
+            if tensor.device.type == "meta":
+                continue
+            groups.setdefault((tensor.device, tensor.untyped_storage().data_ptr()), []).append(name)
+        tied_keys = set(self._tied_weights_keys or ())
+        aliases = {}
+        for names in groups.values():
+            if len(names) < 2:
+                continue
+            keep = next((n for n in names if n not in tied_keys), names[0])
+            aliases.update({n: keep for n in names if n != keep})
+        return aliases
+
+
+# --------------------------------------------------------------------------------------------- checkpoint files
+class _TorchWeights(Mapping):
+    """`pytorch_model.bin` files (one, or the shards of an index) as a name → NumPy mapping.
+
+    Read with `torch.load(weights_only=True, mmap=True)`: no code in the pickle runs, and tensors stay in
+    the mapped files until copied into the model.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        for path in paths:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except FileNotFoundError as err:
+                raise CheckpointError(f"checkpoint file not found: {path}") from err
+            except Exception as err:  # UnpicklingError for non-weights pickles, RuntimeError for corrupt zips
+                raise CheckpointError(
+                    f"{path} cannot be loaded with torch.load(weights_only=True) (it must hold only a dict of "
+                    f"tensors): {err}"
+                ) from err
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise CheckpointError(f"{path} does not hold a plain dict of tensors")
+            self.tensors.update(state)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return numpy_view(self.tensors[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self.tensors[key].shape)
+
+    def dtype(self, key: str) -> np.dtype:
+        return self[key].dtype
+
+    def read_into(self, key: str, out: np.ndarray) -> None:
+        np.copyto(out, self[key])
+
+
+def _open_weights(path: str, hub: dict[str, Any]) -> Mapping:
+    """The weights of a checkpoint directory / Hub id, lazily, in Hugging Face's lookup order."""
+    for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, PT_WEIGHTS_NAME, PT_WEIGHTS_INDEX_NAME):
+        file = resolve_file(path, name, required=False, **hub)
+        if file is None:
+            continue
+        if name.endswith(".index.json"):
+            weight_map, _ = read_index(file, check_files=False)
+            shard_paths = {s: resolve_file(path, s, **hub) for s in sorted(set(weight_map.values()))}
+            if name == PT_WEIGHTS_INDEX_NAME:
+                return _TorchWeights(list(shard_paths.values()))
+            weights: Mapping = ShardedSafetensors(file, shard_paths)
+        elif name == PT_WEIGHTS_NAME:
+            return _TorchWeights([file])
+        else:
+            weights = SafetensorsFile(file)
+        if weights.format != "pt":
+            # TF/Flax-layout safetensors hold other names and layouts; they need the conversion tables.
+            raise CheckpointError(
+                f"{file} holds {weights.format!r}-format weights; the PyTorch models read 'pt'-format files"
+            )
+        return weights
+    raise CheckpointError(
+        f"{path} has no PyTorch weights: looked for {SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME}, "
+        f"{PT_WEIGHTS_NAME} and {PT_WEIGHTS_INDEX_NAME}"
+    )
+
+
+def _resolve_dtype(torch_dtype: str | torch.dtype | None, config: PretrainedConfig, weights: Mapping) -> torch.dtype:
+    if torch_dtype is None:
+        return torch.float32
+    if torch_dtype == "auto":
+        torch_dtype = config.torch_dtype
+        if torch_dtype is None:
+            floating = (weights.dtype(k) for k in weights if np.issubdtype(weights.dtype(k), np.floating)
+                        or weights.dtype(k).name == "bfloat16")
+            torch_dtype = next((d.name for d in floating), "float32")
+    if isinstance(torch_dtype, torch.dtype):
+        torch_dtype = str(torch_dtype).removeprefix("torch.")
+    if torch_dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"torch_dtype must be None, 'auto' or one of {sorted(_FLOAT_DTYPES)}, got {torch_dtype!r}")
+    return _FLOAT_DTYPES[torch_dtype]
+
+
+def _plan_keys(model: PreTrainedModel, weights: Mapping) -> tuple[dict[str, str], list[str], list[str]]:
+    """Match checkpoint keys to the model's state_dict names.
+
+    Returns (model name → checkpoint key, missing model names, unexpected checkpoint keys) with Hugging Face's
+    rules: the `transformer.` prefix is added or removed between base and head checkpoints, legacy
+    `gamma`/`beta` names map to `weight`/`bias`, buffer names (old causal-mask tables) are ignored, and a tied
+    alias is not missing when its twin was loaded.
+    """
+    prefix = model.base_model_prefix + "."
+    model_names = list(model.state_dict().keys())
+    is_head = hasattr(model, model.base_model_prefix)
+    checkpoint_is_head = any(k.startswith(prefix) for k in weights)
+    buffers = {name for name, _ in model.named_buffers()}
+
+    placement: dict[str, str] = {}
+    unexpected = []
+    names = set(model_names)
+    for key in weights:
+        name = key
+        if name.endswith(".gamma"):
+            name = name[: -len("gamma")] + "weight"
+        elif name.endswith(".beta"):
+            name = name[: -len("beta")] + "bias"
+        if is_head and not checkpoint_is_head:
+            name = prefix + name
+        elif not is_head and checkpoint_is_head and name.startswith(prefix):
+            name = name[len(prefix):]
+        if name in names:
+            placement[name] = key
+        elif name not in buffers and not name.endswith((".attn.bias", ".attn.masked_bias")):
+            unexpected.append(key)
+
+    # A name that shares its parameter with a loaded one (the tied lm_head) is not missing.
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {id(params[n]) for n in placement if n in params}
+    missing = [n for n in model_names if n not in placement and not (n in params and id(params[n]) in loaded)]
+    return placement, missing, sorted(unexpected)

@@ -1,0 +1,413 @@
+"""PyTorch helpers shared by the three families; `lib/tf/ops.py` and `lib/flax/ops.py` have the same names.
+
+Mask and rotary tables come from `twinformers.model_math`; this module only turns them into tensors and
+applies them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..configuration import ACTIVATIONS, PretrainedConfig
+from ..model_math import MASK_VALUE, causal_mask, rotary_tables
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ACT_FNS",
+    "get_activation",
+    "Conv1D",
+    "causal_table",
+    "rotary_table",
+    "apply_rotary",
+    "split_heads",
+    "merge_heads",
+    "masked_softmax",
+    "eager_attention",
+    "sdpa_attention",
+    "attention",
+    "check_inputs",
+    "check_ids",
+    "past_length",
+    "default_position_ids",
+    "padding_mask",
+    "expand_head_mask",
+    "causal_lm_loss",
+    "sequence_classification_loss",
+    "cross_entropy_loss",
+    "question_answering_loss",
+    "pool_last_token",
+    "classifier_dropout",
+]
+
+
+# --------------------------------------------------------------------------------------------- activations
+def gelu_new(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GELU, the tanh approximation `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`."""
+    return F.gelu(x, approximate="tanh")
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
+def linear(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+ACT_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,
+    "gelu_new": gelu_new,
+    "gelu_fast": gelu_new,  # the same tanh formula, factored differently
+    "gelu_pytorch_tanh": gelu_new,
+    "quick_gelu": quick_gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "linear": linear,
+}
+assert set(ACT_FNS) == set(ACTIVATIONS), "ACT_FNS must cover configuration.ACTIVATIONS"
+
+
+def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation function called `name` (one of `configuration.ACTIVATIONS`)."""
+    if name not in ACT_FNS:
+        raise ValueError(f"activation_function {name!r} is not supported; choose one of {', '.join(ACT_FNS)}")
+    return ACT_FNS[name]
+
+
+# --------------------------------------------------------------------------------------------- layers
+class Conv1D(nn.Module):
+    """GPT-2's projection: `x @ weight + bias` with `weight` stored (in, out), as in Hugging Face checkpoints.
+
+    Args:
+        nf: output features. nx: input features.
+    """
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.empty(nx, nf))
+        self.bias = nn.Parameter(torch.zeros(nf))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (..., in) -> (..., out)
+        size_out = x.shape[:-1] + (self.nf,)
+        x = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight)
+        return x.view(size_out)
+
+
+# --------------------------------------------------------------------------------------------- tables
+@functools.cache
+def causal_table(num_positions: int, window: int | None = None) -> torch.Tensor:
+    """(1, 1, P, P) bool table of `model_math.causal_mask`, built once per size and shared by every layer
+    (a CPU tensor even while a model is built on the meta device)."""
+    return torch.from_numpy(causal_mask(num_positions, num_positions, window))[None, None]
+
+
+@functools.cache
+def rotary_table(num_positions: int, rotary_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPT-J's float32 (sin, cos) tables, each (P, rotary_dim // 2), from `model_math.rotary_tables`."""
+    sin, cos = rotary_tables(num_positions, rotary_dim)
+    return torch.from_numpy(sin), torch.from_numpy(cos)
+
+
+def apply_rotary(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs (2k, 2k+1) of `x` by the angles behind `sin`/`cos` ("rotate every two").
+
+    Args:
+        x: (B, T, H, R) the rotary part of query or key heads.
+        sin, cos: (B, T, 1, R/2) float32 tables gathered at the token positions.
+    Returns:
+        (B, T, H, R), in x's dtype.
+    """
+    x_float = x.float()
+    x1, x2 = x_float[..., 0::2], x_float[..., 1::2]  # (B, T, H, R/2) each
+    rotated = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)  # (B, T, H, R/2, 2)
+    return rotated.flatten(-2).to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------- attention
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    # (B, T, H*D) -> (B, H, T, D)
+    return x.view(x.shape[:-1] + (num_heads, -1)).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    # (B, H, T, D) -> (B, T, H*D)
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+
+def masked_softmax(attn_weights: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over keys in float32, with positions where the boolean `mask` is False set to MASK_VALUE.
+
+    Args:
+        attn_weights: (B, H, T, S) scores. mask: bool, broadcastable to (B, H, T, S), True = may attend.
+    Returns:
+        (B, H, T, S) float32 probabilities.
+    """
+    attn_weights = attn_weights.float()
+    if mask is not None:
+        attn_weights = torch.where(mask, attn_weights, MASK_VALUE)
+    return torch.softmax(attn_weights, dim=-1)
+
+
+def eager_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    dropout: nn.Dropout,
+    head_mask: torch.Tensor | None = None,
+    upcast: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out, returning the probabilities too.
+
+    Args:
+        query: (B, H, T, D). key, value: (B, H, S, D). mask: bool (B or 1, 1, T, S), True = may attend.
+        scale: factor applied to the scores. head_mask: (1, H, 1, 1) multiplier of the probabilities.
+        upcast: compute the scores in float32 (GPT-J, GPT-Neo, GPT-2's `reorder_and_upcast_attn`).
+    Returns:
+        attn_output (B, H, T, D) in value's dtype, attn_weights (B, H, T, S).
+    """
+    if upcast:
+        query, key = query.float(), key.float()
+    attn_weights = torch.matmul(query * scale, key.transpose(-1, -2))  # (B, H, T, S)
+    # Softmax in float32, then back to the value dtype as the checkpoints' authors trained with.
+    attn_weights = masked_softmax(attn_weights, mask).to(value.dtype)
+    attn_weights = dropout(attn_weights)
+    if head_mask is not None:
+        attn_weights = attn_weights * head_mask
+    attn_output = torch.matmul(attn_weights, value)  # (B, H, T, D)
+    return attn_output, attn_weights
+
+
+def sdpa_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    dropout: nn.Dropout,
+    upcast: bool = False,
+) -> torch.Tensor:
+    """`torch.nn.functional.scaled_dot_product_attention` with the same explicit boolean mask as the eager
+    path (so GPT-Neo's local window holds here too). Shapes as in `eager_attention`; returns attn_output."""
+    dtype = value.dtype
+    if upcast:
+        query, key, value = query.float(), key.float(), value.float()
+    dropout_p = dropout.p if dropout.training else 0.0
+    attn_output = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    return attn_output.to(dtype)
+
+
+def attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    dropout: nn.Dropout,
+    implementation: str,
+    head_mask: torch.Tensor | None = None,
+    output_attentions: bool = False,
+    upcast: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Dispatch to `sdpa_attention` or `eager_attention`; the eager path is used whenever probabilities are
+    returned or heads are masked. Returns attn_output (B, H, T, D) and attn_weights (B, H, T, S) or None."""
+    if implementation == "sdpa" and not output_attentions and head_mask is None:
+        return sdpa_attention(query, key, value, mask, scale, dropout, upcast), None
+    return eager_attention(query, key, value, mask, scale, dropout, head_mask, upcast)
+
+
+# --------------------------------------------------------------------------------------------- inputs
+def check_ids(ids: torch.Tensor, limit: int, name: str, limit_name: str) -> None:
+    """Raise ValueError unless every entry of `ids` lies in [0, limit)."""
+    if ids.numel() == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= limit:
+        bad = low if low < 0 else high
+        raise ValueError(f"{name} contains {bad}, outside [0, {limit_name}={limit})")
+
+
+def check_inputs(
+    input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, vocab_size: int
+) -> tuple[int, ...]:
+    """Validate the token input and return its shape without the hidden axis ((B, T) or (B, C, T))."""
+    if input_ids is not None and inputs_embeds is not None:
+        raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
+    if input_ids is not None:
+        if input_ids.dim() < 2:
+            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        if input_ids.dtype.is_floating_point:
+            raise ValueError(f"input_ids must hold integer ids, got dtype {input_ids.dtype}")
+        check_ids(input_ids, vocab_size, "input_ids", "vocab_size")
+        return tuple(input_ids.shape)
+    if inputs_embeds is not None:
+        if inputs_embeds.dim() < 3:
+            raise ValueError(f"inputs_embeds must be (batch, seq_len, hidden), got {tuple(inputs_embeds.shape)}")
+        return tuple(inputs_embeds.shape[:-1])
+    raise ValueError("You have to specify either input_ids or inputs_embeds")
+
+
+def past_length(past_key_values: Sequence[tuple[torch.Tensor, torch.Tensor]] | None, num_layers: int) -> int:
+    """Cached length S - T of a `past_key_values` tuple (one (key, value) per layer, each (B, H, S, D))."""
+    if past_key_values is None:
+        return 0
+    if len(past_key_values) != num_layers:
+        raise ValueError(f"past_key_values has {len(past_key_values)} entries, expected one per layer ({num_layers})")
+    return past_key_values[0][0].shape[-2]
+
+
+def default_position_ids(past: int, seq_len: int, max_positions: int, device: torch.device) -> torch.Tensor:
+    """(1, T) consecutive positions after the cache (Hugging Face's default); ValueError past the table."""
+    if past + seq_len > max_positions:
+        raise ValueError(
+            f"sequence length {past + seq_len} (past_key_values {past} + input {seq_len}) exceeds the "
+            f"model's maximum of {max_positions} positions (n_positions / max_position_embeddings)"
+        )
+    return torch.arange(past, past + seq_len, dtype=torch.long, device=device)[None]
+
+
+def padding_mask(attention_mask: torch.Tensor | None, batch_size: int, key_len: int, name: str) -> torch.Tensor | None:
+    """(B, S) 0/1 `attention_mask` (1 = keep) → (B, 1, 1, S) bool, ValueError on a shape mismatch."""
+    if attention_mask is None:
+        return None
+    if attention_mask.numel() != batch_size * key_len:
+        raise ValueError(
+            f"{name} has shape {tuple(attention_mask.shape)}, expected (batch, past + seq_len) = "
+            f"({batch_size}, {key_len})"
+        )
+    return attention_mask.reshape(batch_size, 1, 1, key_len).bool()
+
+
+def expand_head_mask(head_mask: torch.Tensor | None, num_layers: int, num_heads: int) -> list[torch.Tensor | None]:
+    """(H,) or (L, H) head mask (1 keeps a head) → per layer a (1, H, 1, 1) multiplier (or None)."""
+    if head_mask is None:
+        return [None] * num_layers
+    if head_mask.dim() == 1 and head_mask.shape[0] == num_heads:
+        head_mask = head_mask[None].expand(num_layers, num_heads)
+    if tuple(head_mask.shape) != (num_layers, num_heads):
+        raise ValueError(
+            f"head_mask has shape {tuple(head_mask.shape)}, expected ({num_heads},) or ({num_layers}, {num_heads})"
+        )
+    return list(head_mask[:, None, :, None, None])
+
+
+# --------------------------------------------------------------------------------------------- losses
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy: logits (..., T, V) at t predict labels (..., T) at t+1; -100 is ignored.
+    Computed in float32 and averaged over the counted tokens."""
+    shift_logits = logits[..., :-1, :].float()
+    shift_labels = labels[..., 1:].to(logits.device)
+    return F.cross_entropy(shift_logits.reshape(-1, logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
+
+
+def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: PretrainedConfig) -> torch.Tensor:
+    """Loss of (B, num_labels) logits by `config.problem_type` (inferred as Hugging Face does when unset):
+    regression → MSE, single_label_classification → cross-entropy, multi_label_classification → BCE."""
+    num_labels = config.num_labels
+    labels = labels.to(logits.device)
+    problem_type = config.problem_type
+    if problem_type is None:
+        if num_labels == 1:
+            problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            problem_type = "single_label_classification"
+        else:
+            problem_type = "multi_label_classification"
+    if problem_type == "regression":
+        if num_labels == 1:
+            return F.mse_loss(logits.squeeze().float(), labels.squeeze().float())
+        return F.mse_loss(logits.float(), labels.float())
+    if problem_type == "single_label_classification":
+        return F.cross_entropy(logits.reshape(-1, num_labels).float(), labels.reshape(-1))
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.to(torch.float32))
+
+
+def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of (..., C) logits against (...) class ids, in float32; -100 is ignored (token
+    classification, multiple choice)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.to(logits.device).reshape(-1))
+
+
+def question_answering_loss(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor, end_positions: torch.Tensor
+) -> torch.Tensor:
+    """Mean of the start and end cross-entropies over (B, T) logits; positions outside the sequence are
+    clamped to T and ignored."""
+    ignored_index = start_logits.shape[1]
+    losses = []
+    for logits, positions in ((start_logits, start_positions), (end_logits, end_positions)):
+        if positions.dim() > 1:
+            positions = positions.squeeze(-1)
+        positions = positions.to(logits.device).clamp(0, ignored_index)
+        losses.append(F.cross_entropy(logits.float(), positions, ignore_index=ignored_index))
+    return (losses[0] + losses[1]) / 2
+
+
+# --------------------------------------------------------------------------------------------- heads
+def pool_last_token(
+    logits: torch.Tensor, input_ids: torch.Tensor | None, pad_token_id: int | None, owner: str
+) -> torch.Tensor:
+    """Pick each row's logits at its last non-padding token.
+
+    Args:
+        logits: (B, T, C). input_ids: (B, T) or None (inputs_embeds were given).
+        pad_token_id: the padding id, or None (then the last position is used, and batches > 1 are refused
+            because padding could not be told apart). owner: the model class name, for messages.
+    Returns:
+        (B, C) pooled logits.
+    """
+    batch_size, seq_len = logits.shape[:2]
+    if pad_token_id is None and batch_size != 1:
+        raise ValueError(f"{owner}: cannot handle batch sizes > 1 if no padding token is defined (pad_token_id)")
+    if pad_token_id is None:
+        last = torch.full((batch_size,), seq_len - 1, device=logits.device)
+    elif input_ids is None:
+        logger.warning(
+            "%s will not detect padding tokens in `inputs_embeds`. Results may be unexpected if using padding "
+            "tokens in conjunction with `inputs_embeds.`",
+            owner,
+        )
+        last = torch.full((batch_size,), seq_len - 1, device=logits.device)
+    else:
+        # The rightmost non-pad token, so left- and right-padded rows both pool their last real token.
+        positions = torch.arange(seq_len, device=logits.device)
+        last = ((input_ids.to(logits.device) != pad_token_id).long() * positions).argmax(-1)
+    return logits[torch.arange(batch_size, device=logits.device), last]
+
+
+def classifier_dropout(config: PretrainedConfig) -> float:
+    """Dropout before a token-classification head: `config.classifier_dropout` when set, else 0.1 (as HF)."""
+    rate = getattr(config, "classifier_dropout", None)
+    return 0.1 if rate is None else float(rate)
+
+
+def numpy_view(tensor: torch.Tensor) -> np.ndarray:
+    """A NumPy array sharing `tensor`'s CPU memory (bfloat16 as `ml_dtypes.bfloat16`)."""
+    if tensor.dtype == torch.bfloat16:
+        from ..checkpoint import bfloat16_dtype
+
+        return tensor.view(torch.int16).numpy().view(bfloat16_dtype())
+    return tensor.numpy()
+
+
+def from_numpy(array: np.ndarray) -> torch.Tensor:
+    """A CPU tensor over a copy of `array` (bfloat16 understood)."""
+    array = np.array(array)
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
