@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,20 +25,17 @@ from ..checkpoint import (
     GENERATION_CONFIG_NAME,
     PT_WEIGHTS_INDEX_NAME,
     PT_WEIGHTS_NAME,
-    SAFE_WEIGHTS_INDEX_NAME,
     SAFE_WEIGHTS_NAME,
-    CheckpointError,
-    SafetensorsFile,
-    ShardedSafetensors,
     atomic_output,
     atomic_write_text,
     read_index,
-    resolve_file,
     save_sharded,
     write_index,
     write_safetensors,
 )
 from ..configuration import COMPATIBLE_TRANSFORMERS_VERSION, GENERATION_DEFAULTS, PretrainedConfig
+from ..conversion import CanonicalCheckpoint, open_checkpoint
+from ..loading import plan_load
 from .ops import Conv1D, from_numpy, numpy_view
 
 logger = logging.getLogger(__name__)
@@ -271,7 +268,7 @@ class PreTrainedModel(nn.Module):
             config._attn_implementation = attn_implementation
         config.name_or_path = path
 
-        weights = _open_weights(path, hub)
+        weights = open_checkpoint(path, **hub)
         dtype = _resolve_dtype(torch_dtype, config, weights)
         config.torch_dtype = str(dtype).removeprefix("torch.")
         with torch.device("meta"):
@@ -280,19 +277,15 @@ class PreTrainedModel(nn.Module):
         model.eval()
         return (model, loading_info) if output_loading_info else model
 
-    def _load_weights(self, weights: Mapping, dtype: torch.dtype) -> dict[str, list]:
-        """Materialize this meta-device model from `weights` (a lazy name → NumPy mapping)."""
-        placement, missing, unexpected = _plan_keys(self, weights)
+    def _load_weights(self, weights: CanonicalCheckpoint, dtype: torch.dtype) -> dict[str, list]:
+        """Materialize this meta-device model from `weights` (canonical key → NumPy, read lazily)."""
         parameters = dict(self.named_parameters())  # a tied alias shares its parameter and is not listed
-        mismatched = [
-            f"{key}: checkpoint {tuple(weights.shape(key))} vs model {tuple(parameters[name].shape)} ({name})"
-            for name, key in placement.items()
-            if name in parameters and tuple(weights.shape(key)) != tuple(parameters[name].shape)
-        ]
-        if mismatched:
-            raise ValueError(
-                f"{type(self).__name__}: checkpoint shapes do not match the config: {'; '.join(mismatched)}"
-            )
+        plan = plan_load(
+            {name: tuple(p.shape) for name, p in self.named_parameters(remove_duplicate=False)},
+            weights.shapes(),
+            base_model_prefix=self.base_model_prefix if hasattr(self, self.base_model_prefix) else "",
+            tied_keys=self._tied_parameter_names(),
+        )
         materialized = {}
         for name, param in parameters.items():
             module_name, _, attr = name.rpartition(".")
@@ -304,24 +297,36 @@ class PreTrainedModel(nn.Module):
                 raise RuntimeError(f"buffer {name} was created on the meta device; build it from NumPy instead")
         # Initialize whole modules that own a missing parameter before reading, so a partly present module
         # keeps its loaded tensors.
-        for module_name in sorted({name.rpartition(".")[0] for name in missing if name in parameters}):
+        for module_name in sorted({name.rpartition(".")[0] for name in plan.missing_keys}):
             self._init_weights(self.get_submodule(module_name))
         with torch.no_grad():
-            for name, key in placement.items():
+            for name, key in plan.mapping.items():
                 if name not in materialized:
                     continue  # the tied alias (lm_head.weight) of a parameter loaded under its other name
                 out = numpy_view(materialized[name].data)
                 if weights.dtype(key) == out.dtype:
-                    weights.read_into(key, out)
+                    weights.read_into(key, out)  # straight from the file into the parameter
                 else:
                     materialized[name].data.copy_(from_numpy(weights[key]))
         self.tie_weights()
-        if missing:
+        if plan.missing_keys:
             logger.warning("Some weights of %s were not in the checkpoint and are newly initialized: %s",
-                           type(self).__name__, missing)
-        if unexpected:
-            logger.warning("Some weights of the checkpoint were not used by %s: %s", type(self).__name__, unexpected)
-        return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": [], "error_msgs": []}
+                           type(self).__name__, plan.missing_keys)
+        if plan.unexpected_keys:
+            logger.warning("Some weights of the checkpoint were not used by %s: %s",
+                           type(self).__name__, plan.unexpected_keys)
+        return plan.loading_info()
+
+    def _tied_parameter_names(self) -> dict[str, str]:
+        """Alias → the first name of every parameter registered under several names (the tied lm_head)."""
+        first: dict[int, str] = {}
+        tied = {}
+        for name, param in self.named_parameters(remove_duplicate=False):
+            if id(param) in first:
+                tied[name] = first[id(param)]
+            else:
+                first[id(param)] = name
+        return tied
 
     # ----------------------------------------------------------------------------------------- saving
     def save_pretrained(
@@ -412,77 +417,7 @@ class PreTrainedModel(nn.Module):
         return aliases
 
 
-# --------------------------------------------------------------------------------------------- checkpoint files
-class _TorchWeights(Mapping):
-    """`pytorch_model.bin` files (one, or the shards of an index) as a name → NumPy mapping.
-
-    Read with `torch.load(weights_only=True, mmap=True)`: no code in the pickle runs, and tensors stay in
-    the mapped files until copied into the model.
-    """
-
-    def __init__(self, paths: list[str]) -> None:
-        self.tensors: dict[str, torch.Tensor] = {}
-        for path in paths:
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except FileNotFoundError as err:
-                raise CheckpointError(f"checkpoint file not found: {path}") from err
-            except Exception as err:  # UnpicklingError for non-weights pickles, RuntimeError for corrupt zips
-                raise CheckpointError(
-                    f"{path} cannot be loaded with torch.load(weights_only=True) (it must hold only a dict of "
-                    f"tensors): {err}"
-                ) from err
-            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-                raise CheckpointError(f"{path} does not hold a plain dict of tensors")
-            self.tensors.update(state)
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        return numpy_view(self.tensors[key])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.tensors)
-
-    def __len__(self) -> int:
-        return len(self.tensors)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self.tensors[key].shape)
-
-    def dtype(self, key: str) -> np.dtype:
-        return self[key].dtype
-
-    def read_into(self, key: str, out: np.ndarray) -> None:
-        np.copyto(out, self[key])
-
-
-def _open_weights(path: str, hub: dict[str, Any]) -> Mapping:
-    """The weights of a checkpoint directory / Hub id, lazily, in Hugging Face's lookup order."""
-    for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, PT_WEIGHTS_NAME, PT_WEIGHTS_INDEX_NAME):
-        file = resolve_file(path, name, required=False, **hub)
-        if file is None:
-            continue
-        if name.endswith(".index.json"):
-            weight_map, _ = read_index(file, check_files=False)
-            shard_paths = {s: resolve_file(path, s, **hub) for s in sorted(set(weight_map.values()))}
-            if name == PT_WEIGHTS_INDEX_NAME:
-                return _TorchWeights(list(shard_paths.values()))
-            weights: Mapping = ShardedSafetensors(file, shard_paths)
-        elif name == PT_WEIGHTS_NAME:
-            return _TorchWeights([file])
-        else:
-            weights = SafetensorsFile(file)
-        if weights.format != "pt":
-            # TF/Flax-layout safetensors hold other names and layouts; they need the conversion tables.
-            raise CheckpointError(
-                f"{file} holds {weights.format!r}-format weights; the PyTorch models read 'pt'-format files"
-            )
-        return weights
-    raise CheckpointError(
-        f"{path} has no PyTorch weights: looked for {SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME}, "
-        f"{PT_WEIGHTS_NAME} and {PT_WEIGHTS_INDEX_NAME}"
-    )
-
-
+# --------------------------------------------------------------------------------------------- helpers
 def _resolve_dtype(torch_dtype: str | torch.dtype | None, config: PretrainedConfig, weights: Mapping) -> torch.dtype:
     if torch_dtype is None:
         return torch.float32
@@ -497,42 +432,3 @@ def _resolve_dtype(torch_dtype: str | torch.dtype | None, config: PretrainedConf
     if torch_dtype not in _FLOAT_DTYPES:
         raise ValueError(f"torch_dtype must be None, 'auto' or one of {sorted(_FLOAT_DTYPES)}, got {torch_dtype!r}")
     return _FLOAT_DTYPES[torch_dtype]
-
-
-def _plan_keys(model: PreTrainedModel, weights: Mapping) -> tuple[dict[str, str], list[str], list[str]]:
-    """Match checkpoint keys to the model's state_dict names.
-
-    Returns (model name → checkpoint key, missing model names, unexpected checkpoint keys) with Hugging Face's
-    rules: the `transformer.` prefix is added or removed between base and head checkpoints, legacy
-    `gamma`/`beta` names map to `weight`/`bias`, buffer names (old causal-mask tables) are ignored, and a tied
-    alias is not missing when its twin was loaded.
-    """
-    prefix = model.base_model_prefix + "."
-    model_names = list(model.state_dict().keys())
-    is_head = hasattr(model, model.base_model_prefix)
-    checkpoint_is_head = any(k.startswith(prefix) for k in weights)
-    buffers = {name for name, _ in model.named_buffers()}
-
-    placement: dict[str, str] = {}
-    unexpected = []
-    names = set(model_names)
-    for key in weights:
-        name = key
-        if name.endswith(".gamma"):
-            name = name[: -len("gamma")] + "weight"
-        elif name.endswith(".beta"):
-            name = name[: -len("beta")] + "bias"
-        if is_head and not checkpoint_is_head:
-            name = prefix + name
-        elif not is_head and checkpoint_is_head and name.startswith(prefix):
-            name = name[len(prefix):]
-        if name in names:
-            placement[name] = key
-        elif name not in buffers and not name.endswith((".attn.bias", ".attn.masked_bias")):
-            unexpected.append(key)
-
-    # A name that shares its parameter with a loaded one (the tied lm_head) is not missing.
-    params = dict(model.named_parameters(remove_duplicate=False))
-    loaded = {id(params[n]) for n in placement if n in params}
-    missing = [n for n in model_names if n not in placement and not (n in params and id(params[n]) in loaded)]
-    return placement, missing, sorted(unexpected)
