@@ -12,8 +12,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from helpers import HF_FIXTURES
+from helpers import FIXTURES, HF_FIXTURES, tiny_config
+from twinformers import conversion
 from twinformers.checkpoint import CheckpointError, SafetensorsFile, bfloat16_dtype, write_safetensors
+from twinformers.configuration import AutoConfig
 from twinformers.conversion import open_checkpoint
 
 
@@ -196,3 +198,235 @@ def test_bin_without_torch_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
     with pytest.raises(ImportError, match=r"twinformers\[pt\]"):
         open_checkpoint(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------- every HF layout
+def hf_layout_fixtures() -> list[str]:
+    names = []
+    for name in sorted(os.listdir(HF_FIXTURES)):
+        parts = name.split("-")
+        if len(parts) >= 3 and parts[1] in ("tf", "flax") and os.path.isdir(fixture(name)):
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("name", hf_layout_fixtures())
+def test_tf_and_flax_fixtures_read_as_the_pt_fixture(name):
+    # Hugging Face converted the same PT weights into every TF / Flax fixture (FORMATS.md §12), so reading
+    # any of them canonically must give the PT safetensors bit for bit.
+    family, framework, head = name.split("-")[:3]
+    checkpoint = open_checkpoint(fixture(name))
+    assert checkpoint.source_format == framework and checkpoint.family == family
+    assert_same_tensors(checkpoint, stored(f"{family}-pt-{head}"))
+
+
+# --------------------------------------------------------------------------------------------- the tables
+def hf_conversion_records() -> list[str]:
+    return sorted(os.listdir(os.path.join(HF_FIXTURES, "conversion")))
+
+
+def load_config(family: str, head: str):
+    return AutoConfig.from_pretrained(os.path.join(FIXTURES, "config-examples", f"{family}-{head}.config.json"))
+
+
+@pytest.mark.parametrize("record", hf_conversion_records())
+def test_table_reproduces_hugging_face_names_and_shapes(record):
+    # Each record is one row per PT key as transformers 4.47.1 measured it: PT shape, the TF variable and
+    # Flax param it became, and their shapes.
+    with open(os.path.join(HF_FIXTURES, "conversion", record), encoding="utf-8") as f:
+        data = json.load(f)
+    family, head = data["family"], data["head"]
+    shapes = conversion.expected_shapes(load_config(family, head), head)
+    assert list(shapes) == [row["pt_key"] for row in data["rows"]]  # state_dict order too
+    for row in data["rows"]:
+        key, pt_shape = row["pt_key"], tuple(row["pt_shape"])
+        assert shapes[key] == pt_shape, key
+        for backend, info, name_field, shape_field in (
+            ("tf_h5", row.get("tf"), "tf_name_without_model_prefix", "tf_shape"),
+            ("flax", row.get("flax"), "flax_path", "flax_shape"),
+        ):
+            if not info:
+                continue
+            assert conversion.canonical_to_backend_name(family, backend, key) == info[name_field], key
+            transform = conversion.transform_for(family, backend, key)
+            assert transform.backend_shape(pt_shape) == tuple(info[shape_field]), key
+
+
+def random_canonical(config, head: str, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in conversion.expected_shapes(config, head).items()}
+
+
+def family_heads():
+    return [(family, head) for family, table in conversion.TABLES.items() for head in table.heads]
+
+
+@pytest.mark.parametrize("backend", ["pt", "tf", "tf_h5", "flax"])
+@pytest.mark.parametrize("family,head", family_heads())
+def test_round_trip_is_bit_exact(family, head, backend):
+    overrides = {"add_cross_attention": True} if family == "gpt2" and head == "causal_lm" else {}
+    config = tiny_config(family, **overrides)
+    canonical = random_canonical(config, head)
+    converted = conversion.to_backend(family, backend, canonical, head=head, config=config)
+    plan = conversion.plan_to_backend(family, backend, canonical, head=head, config=config)
+    for key, (name, transform) in plan.items():
+        assert converted[name].shape == transform.backend_shape(canonical[key].shape)
+    back = conversion.from_backend(family, backend, converted, head=head, config=config)
+    tied = conversion.tie_word_embeddings(family, config) and "lm_head.weight" in canonical
+    assert sorted(back) == sorted(k for k in canonical if not (tied and k == "lm_head.weight"))
+    for key, value in back.items():
+        assert value.dtype == canonical[key].dtype and np.array_equal(value, canonical[key]), key
+
+
+@pytest.mark.parametrize("family,head", family_heads())
+def test_table_covers_exactly_the_expected_parameters(family, head):
+    # Every parameter of every head has exactly one rule, each rule's target is distinct, and nothing else.
+    for overrides in ({}, {"add_cross_attention": True}, {"summary_use_proj": False}, {"tie_word_embeddings": False}):
+        if family != "gpt2" and set(overrides) - {"tie_word_embeddings"}:
+            continue
+        config = tiny_config(family, **overrides)
+        shapes = conversion.expected_shapes(config, head)
+        for backend in conversion.BACKENDS:
+            plan = conversion.plan_to_backend(family, backend, shapes, head=head, config=config)
+            names = [name for name, _ in plan.values()]
+            assert len(set(names)) == len(names)
+            dropped = set(shapes) - set(plan)
+            tied = "lm_head.weight" in shapes and config.tie_word_embeddings
+            assert dropped == ({"lm_head.weight"} if tied else set())
+
+
+def test_every_rule_is_used_by_some_head():
+    for family, table in conversion.TABLES.items():
+        used = set()
+        for head in table.heads:
+            for overrides in ({}, {"add_cross_attention": True}):
+                if family != "gpt2" and overrides:
+                    continue
+                for key in conversion.expected_shapes(tiny_config(family, **overrides), head):
+                    used.add(conversion._canonical_rule(family, key)[0].template)
+        assert used == set(conversion._rules(family)), family
+
+
+def test_names_of_both_kinds_of_model():
+    name = conversion.canonical_to_backend_name
+    assert name("gpt2", "tf", "transformer.h.0.attn.c_attn.weight") == "transformer/h_._0/attn/c_attn/weight"
+    assert name("gpt2", "tf", "h.0.attn.c_attn.weight") == "transformer/h_._0/attn/c_attn/weight"
+    assert name("gpt2", "tf_h5", "wte.weight") == "transformer/wte/embeddings:0"
+    assert name("gptj", "tf", "transformer.wte.weight") == "transformer/wte/weight"
+    assert name("gpt2", "flax", "h.11.mlp.c_proj.bias") == "h/11/mlp/c_proj/bias"
+    assert name("gpt2", "flax", "transformer.h.11.mlp.c_proj.bias") == "transformer/h/11/mlp/c_proj/bias"
+    assert name("gpt2", "flax", "transformer.wte.weight", head="base") == "wte/embedding"
+    assert name("gpt2", "flax", "wte.weight", head="causal_lm") == "transformer/wte/embedding"
+    assert name("gpt_neo", "flax", "transformer.h.0.attn.attention.out_proj.weight") == (
+        "transformer/h/0/attn/attention/out_proj/kernel"
+    )
+    assert name("gpt2", "tf", "multiple_choice_head.summary.weight") == "multiple_choice_head/summary/kernel"
+    assert name("gpt2", "tf", "score.weight") == "score/kernel"
+    with pytest.raises(ValueError, match="transformer.score.weight"):
+        name("gpt2", "tf", "transformer.score.weight")
+    with pytest.raises(ValueError, match="backend"):
+        name("gpt2", "onnx", "wte.weight")
+
+
+def test_transforms_are_named_and_invertible():
+    assert conversion.transform_for("gpt2", "tf", "h.0.attn.c_attn.weight").name == "identity"
+    assert conversion.transform_for("gpt2", "flax", "h.0.attn.c_attn.weight").name == "transpose"
+    assert conversion.transform_for("gpt2", "tf_h5", "h.0.attn.c_attn.bias").name == "reshape_row"
+    assert conversion.transform_for("gpt2", "tf", "h.0.attn.c_attn.bias").name == "identity"
+    assert conversion.transform_for("gptj", "tf", "h.0.attn.q_proj.weight").name == "transpose"
+    assert conversion.transform_for("gpt_neo", "flax", "h.0.mlp.c_fc.weight").name == "transpose"
+    row = conversion.TRANSFORMS["reshape_row"]
+    assert row.to_backend(np.arange(3.0)).shape == (1, 3)
+    with pytest.raises(ValueError, match="reshape_row"):
+        row.canonical_shape((2, 3))
+
+
+def test_strict_mapping_lists_every_unknown_key():
+    canonical = random_canonical(tiny_config("gpt2"), "causal_lm")
+    canonical["transformer.h.0.attn.c_attn.extra"] = np.zeros(3, np.float32)
+    canonical["pooler.weight"] = np.zeros(3, np.float32)
+    canonical["transformer.h.0.attn.bias"] = np.zeros((1, 1, 19, 19), bool)  # ignorable buffer: dropped
+    with pytest.raises(ValueError) as info:
+        conversion.to_backend("gpt2", "flax", canonical)
+    message = str(info.value)
+    assert "2 canonical name(s)" in message
+    assert "transformer.h.0.attn.c_attn.extra" in message and "pooler.weight" in message
+
+
+def test_two_keys_for_one_target_is_an_error():
+    value = np.zeros((97, 24), np.float32)
+    with pytest.raises(ValueError, match="transformer/wte/embeddings"):
+        conversion.to_backend("gpt2", "tf", {"wte.weight": value, "transformer.wte.weight": value})
+    with pytest.raises(ValueError, match="ln_f"):
+        conversion.from_backend("gpt2", "pt", {"ln_f.gamma": np.ones(3), "ln_f.weight": np.ones(3)})
+
+
+def test_legacy_names_convert():
+    back = conversion.to_backend("gpt2", "tf", {"h.0.ln_1.gamma": np.ones(4), "h.0.ln_1.beta": np.zeros(4)})
+    assert sorted(back) == ["transformer/h_._0/ln_1/beta", "transformer/h_._0/ln_1/gamma"]
+
+
+def test_shapes_checked_against_the_config_all_at_once():
+    config = tiny_config("gptj")
+    canonical = random_canonical(config, "causal_lm")
+    canonical["lm_head.bias"] = np.zeros(5, np.float32)
+    canonical["transformer.h.1.mlp.fc_in.weight"] = np.zeros((24, 96), np.float32)
+    with pytest.raises(ValueError) as info:
+        conversion.to_backend("gptj", "tf", canonical, config=config)
+    message = str(info.value)
+    assert "lm_head.bias: checkpoint (5,) vs expected (97,)" in message
+    assert "transformer.h.1.mlp.fc_in.weight: checkpoint (24, 96) vs expected (96, 24)" in message
+    canonical = random_canonical(config, "causal_lm")
+    canonical["transformer.h.2.ln_1.weight"] = np.ones(24, np.float32)  # a third block in a 2-layer config
+    with pytest.raises(ValueError, match="no parameter.*transformer.h.2.ln_1.weight"):
+        conversion.to_backend("gptj", "tf", canonical, config=config)
+
+
+def test_impossible_layouts_are_reported():
+    with pytest.raises(ValueError, match="transpose needs a 2-D"):
+        conversion.to_backend("gptj", "flax", {"lm_head.weight": np.zeros(3, np.float32)})
+    with pytest.raises(ValueError, match="impossible layout.*c_attn/bias"):
+        conversion.from_backend("gpt2", "tf_h5", {"transformer/h_._0/attn/c_attn/bias:0": np.zeros((2, 3))})
+
+
+def test_tied_head_is_dropped_only_when_tied():
+    config = tiny_config("gpt2")
+    canonical = random_canonical(config, "causal_lm")
+    assert "lm_head/kernel" not in conversion.to_backend("gpt2", "flax", canonical, config=config)
+    untied = tiny_config("gpt2", tie_word_embeddings=False)
+    out = conversion.to_backend("gpt2", "flax", canonical, config=untied)
+    assert np.array_equal(out["lm_head/kernel"], canonical["lm_head.weight"].T)
+    gptj = conversion.to_backend("gptj", "tf", random_canonical(tiny_config("gptj"), "causal_lm"))
+    assert "lm_head/kernel" in gptj and "lm_head/bias" in gptj
+
+
+def test_family_and_head_helpers():
+    assert conversion.family_of("gpt_neo") == "gpt_neo"
+    assert conversion.family_of(tiny_config("gptj")) == "gptj"
+    assert conversion.family_of({"model_type": "gpt2"}) == "gpt2"
+    with pytest.raises(ValueError, match="llama"):
+        conversion.family_of("llama")
+    assert conversion.head_of(load_config("gpt2", "double_heads")) == "double_heads"
+    assert conversion.head_of(load_config("gptj", "base")) == "base"
+    assert conversion.head_of(tiny_config("gpt2", architectures=["TFGPT2ForSequenceClassification"])) == "seq_cls"
+    assert conversion.head_of(tiny_config("gpt2")) is None
+    infer = conversion.infer_head
+    assert infer("gpt2", ["transformer.wte.weight", "multiple_choice_head.summary.weight", "lm_head.weight"]) == (
+        "double_heads"
+    )
+    assert infer("gptj", ["transformer.wte.weight", "qa_outputs.weight"]) == "qa"
+    assert infer("gptj", ["wte.weight"]) == "base"
+    assert infer("gpt2", ["transformer.wte.weight"]) == "causal_lm"
+
+
+def test_pt_twin_parameters_are_exactly_the_table():
+    # A renamed layer in the PyTorch twin breaks this test: its state_dict must be the table's keys and shapes.
+    pytest.importorskip("torch")
+    import twinformers.pt as pt
+
+    for family, table in conversion.TABLES.items():
+        for head, class_name in table.classes.items():
+            config = tiny_config(family)
+            model = getattr(pt, class_name)(config)
+            state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+            assert state == conversion.expected_shapes(config, head), class_name
