@@ -1,0 +1,628 @@
+"""GPT-2 in TensorFlow (Keras 3): the base model and its LM, double-heads, classification and QA heads.
+
+Layer and variable names are Hugging Face's, so a variable's path (minus the model's name) equals the
+checkpoint's TF name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from ..configuration import GPT2Config
+from ..outputs import (
+    BaseModelOutputWithPastAndCrossAttentions,
+    CausalLMOutputWithCrossAttentions,
+    GPT2DoubleHeadsModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutputWithPast,
+    TokenClassifierOutput,
+)
+from .modeling_utils import PreTrainedModel
+from .ops import (
+    Conv1D,
+    Embedding,
+    LMHead,
+    attention,
+    causal_lm_loss,
+    causal_table,
+    check_ids,
+    check_inputs,
+    classifier_dropout,
+    cross_entropy_loss,
+    default_position_ids,
+    expand_head_mask,
+    get_activation,
+    init_normal,
+    merge_heads,
+    padding_mask,
+    past_length,
+    pool_last_token,
+    question_answering_loss,
+    residual_init_std,
+    sequence_classification_loss,
+    shape_list,
+    split_heads,
+)
+
+__all__ = [
+    "GPT2Attention",
+    "GPT2MLP",
+    "GPT2Block",
+    "SequenceSummary",
+    "GPT2PreTrainedModel",
+    "GPT2Model",
+    "GPT2LMHeadModel",
+    "GPT2DoubleHeadsModel",
+    "GPT2ForSequenceClassification",
+    "GPT2ForTokenClassification",
+    "GPT2ForQuestionAnswering",
+    "GPT2ForCausalLM",
+]
+
+Tensor = tf.Tensor
+PastKeyValues = tuple[tuple[Tensor, Tensor], ...]
+
+
+class GPT2Attention(keras.layers.Layer):
+    """Multi-head self-attention (or cross-attention) with Conv1D projections."""
+
+    def __init__(self, config: GPT2Config, is_cross_attention: bool = False, layer_idx: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.embed_dim = config.n_embd
+        self.num_heads = config.n_head
+        self.head_dim = self.embed_dim // self.num_heads
+        self.is_cross_attention = is_cross_attention
+        self.reorder_and_upcast_attn = config.reorder_and_upcast_attn
+        self.scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            self.scale /= layer_idx + 1
+        std = config.initializer_range
+        if is_cross_attention:
+            self.c_attn = Conv1D(2 * self.embed_dim, self.embed_dim, std, name="c_attn")
+            self.q_attn = Conv1D(self.embed_dim, self.embed_dim, std, name="q_attn")
+        else:
+            self.c_attn = Conv1D(3 * self.embed_dim, self.embed_dim, std, name="c_attn")
+        # GPT-2's scaled init of the residual projections: N(0, initializer_range / √(2·n_layer)).
+        self.c_proj = Conv1D(self.embed_dim, self.embed_dim, residual_init_std(std, config.n_layer), name="c_proj")
+        self.attn_dropout = keras.layers.Dropout(config.attn_pdrop, name="attn_dropout")
+        self.resid_dropout = keras.layers.Dropout(config.resid_pdrop, name="resid_dropout")
+        # Hugging Face's name for the causal table; a constant, not a variable, so it is not in the weights.
+        self.bias = causal_table(config.n_positions)
+
+    def call(
+        self,
+        hidden_states: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
+        use_cache: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
+        """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool → (B, T, H*D), present, attn_weights."""
+        if encoder_hidden_states is not None:
+            query = self.q_attn(hidden_states)
+            key, value = tf.split(self.c_attn(encoder_hidden_states), 2, axis=2)
+        else:
+            query, key, value = tf.split(self.c_attn(hidden_states), 3, axis=2)
+        query = split_heads(query, self.num_heads)  # (B, T, H*D) -> (B, H, T, D)
+        key = split_heads(key, self.num_heads)  # (B, S, H*D) -> (B, H, S, D)
+        value = split_heads(value, self.num_heads)
+
+        if encoder_hidden_states is not None:
+            mask = encoder_attention_mask
+        else:
+            if layer_past is not None:
+                past_key, past_value = layer_past
+                key = tf.concat((past_key, key), axis=-2)
+                value = tf.concat((past_value, value), axis=-2)
+            query_len, key_len = shape_list(query)[-2], shape_list(key)[-2]
+            mask = self.bias[:, :, key_len - query_len : key_len, :key_len]  # (1, 1, T, S)
+            if attention_mask is not None:
+                mask = mask & attention_mask
+        present = (key, value) if use_cache else None
+
+        attn_output, attn_weights = attention(
+            query, key, value, mask, self.scale, self.attn_dropout, "eager",
+            head_mask, output_attentions, upcast=self.reorder_and_upcast_attn,
+        )
+        attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
+        attn_output = self.resid_dropout(self.c_proj(attn_output))
+        return attn_output, present, attn_weights
+
+
+class GPT2MLP(keras.layers.Layer):
+    def __init__(self, intermediate_size: int, config: GPT2Config, **kwargs) -> None:
+        super().__init__(**kwargs)
+        std = config.initializer_range
+        self.c_fc = Conv1D(intermediate_size, config.n_embd, std, name="c_fc")
+        self.c_proj = Conv1D(config.n_embd, intermediate_size, residual_init_std(std, config.n_layer), name="c_proj")
+        self.act = get_activation(config.activation_function)
+        self.dropout = keras.layers.Dropout(config.resid_pdrop, name="dropout")
+
+    def call(self, hidden_states: Tensor) -> Tensor:
+        hidden_states = self.act(self.c_fc(hidden_states))
+        return self.dropout(self.c_proj(hidden_states))
+
+
+class GPT2Block(keras.layers.Layer):
+    """Pre-LayerNorm block: attention, optional cross-attention, MLP, each added to the residual."""
+
+    def __init__(self, config: GPT2Config, layer_idx: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        inner_dim = config.n_inner if config.n_inner is not None else 4 * config.n_embd
+        self.ln_1 = keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name="ln_1")
+        self.attn = GPT2Attention(config, layer_idx=layer_idx, name="attn")
+        self.ln_2 = keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name="ln_2")
+        if config.add_cross_attention:
+            self.crossattention = GPT2Attention(config, is_cross_attention=True, layer_idx=layer_idx,
+                                                name="crossattention")
+            self.ln_cross_attn = keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon,
+                                                                 name="ln_cross_attn")
+        self.mlp = GPT2MLP(inner_dim, config, name="mlp")
+
+    def call(
+        self,
+        hidden_states: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
+        use_cache: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None, Tensor | None]:
+        """Returns hidden_states (B, T, H*D), present, attn_weights, cross_attn_weights."""
+        residual = hidden_states
+        attn_output, present, attn_weights = self.attn(
+            self.ln_1(hidden_states), layer_past, attention_mask, head_mask,
+            use_cache=use_cache, output_attentions=output_attentions,
+        )
+        hidden_states = residual + attn_output
+
+        cross_attn_weights = None
+        if encoder_hidden_states is not None:
+            if not hasattr(self, "crossattention"):
+                raise ValueError(
+                    "encoder_hidden_states were passed, but the model has no cross-attention layers: build it "
+                    "with config.add_cross_attention=True"
+                )
+            residual = hidden_states
+            attn_output, _, cross_attn_weights = self.crossattention(
+                self.ln_cross_attn(hidden_states), None, None, head_mask, encoder_hidden_states,
+                encoder_attention_mask, output_attentions=output_attentions,
+            )
+            hidden_states = residual + attn_output
+
+        residual = hidden_states
+        hidden_states = residual + self.mlp(self.ln_2(hidden_states))
+        return hidden_states, present, attn_weights, cross_attn_weights
+
+
+class SequenceSummary(keras.layers.Layer):
+    """Pools one vector per sequence for the multiple-choice head, as `config.summary_*` describes.
+
+    `summary_type`: "last" / "first" token, "mean" over tokens, or "cls_index" (the token at `cls_index`,
+    default the last). Then optional dropout, projection (to `num_labels` if `summary_proj_to_labels`) and
+    `summary_activation`.
+    """
+
+    def __init__(self, config: GPT2Config, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.summary_type = config.summary_type
+        self.summary = keras.layers.Identity(name="summary")
+        if config.summary_use_proj:
+            num_classes = config.num_labels if config.summary_proj_to_labels and config.num_labels > 0 else None
+            self.summary = keras.layers.Dense(num_classes or config.n_embd,
+                                              kernel_initializer=init_normal(config.initializer_range), name="summary")
+        activation = getattr(config, "summary_activation", None)
+        self.activation = get_activation(activation) if activation else keras.layers.Identity(name="activation")
+        first_dropout = getattr(config, "summary_first_dropout", 0.0) or 0.0
+        last_dropout = getattr(config, "summary_last_dropout", 0.0) or 0.0
+        self.first_dropout = keras.layers.Dropout(first_dropout, name="first_dropout") if first_dropout > 0 \
+            else keras.layers.Identity(name="first_dropout")
+        self.last_dropout = keras.layers.Dropout(last_dropout, name="last_dropout") if last_dropout > 0 \
+            else keras.layers.Identity(name="last_dropout")
+
+    def call(self, hidden_states: Tensor, cls_index: Tensor | None = None) -> Tensor:
+        """hidden_states (..., T, H*D); cls_index (...) token index → (..., num_classes)."""
+        # Pool over the token axis (-2). Hugging Face indexes axis 1 for "last"/"first"/"mean", which for
+        # the double-heads input (B, C, T, H*D) is the choice axis; the documented meaning is the token.
+        if self.summary_type == "last":
+            output = hidden_states[..., -1, :]
+        elif self.summary_type == "first":
+            output = hidden_states[..., 0, :]
+        elif self.summary_type == "mean":
+            output = tf.reduce_mean(hidden_states, axis=-2)
+        else:  # cls_index
+            if cls_index is None:
+                cls_index = tf.fill(shape_list(hidden_states)[:-2], shape_list(hidden_states)[-2] - 1)
+            check_ids(cls_index, shape_list(hidden_states)[-2], "mc_token_ids", "seq_len")
+            output = tf.gather(hidden_states, cls_index, axis=-2, batch_dims=cls_index.shape.rank)  # (..., H*D)
+        output = self.first_dropout(output)
+        output = self.activation(self.summary(output))
+        return self.last_dropout(output)
+
+
+class GPT2PreTrainedModel(PreTrainedModel):
+    config_class = GPT2Config
+
+
+class GPT2Model(GPT2PreTrainedModel):
+    """The bare GPT-2 transformer: token + position embeddings, `n_layer` blocks, final LayerNorm."""
+
+    def __init__(self, config: GPT2Config, **kwargs) -> None:
+        super().__init__(config, **kwargs)
+        self.embed_dim = config.n_embd
+        self.wte = Embedding(config.vocab_size, self.embed_dim, config.initializer_range, name="wte")
+        self.wpe = Embedding(config.n_positions, self.embed_dim, config.initializer_range, name="wpe")
+        self.drop = keras.layers.Dropout(config.embd_pdrop, name="drop")
+        self.h = [GPT2Block(config, layer_idx=i, name=f"h_._{i}") for i in range(config.n_layer)]
+        self.ln_f = keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name="ln_f")
+
+    def call(
+        self,
+        input_ids: Tensor | None = None,
+        past_key_values: PastKeyValues | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ) -> BaseModelOutputWithPastAndCrossAttentions | tuple:
+        """Args:
+            input_ids: (B, T) int token ids (or (B, C, T) for multiple choice). inputs_embeds: (B, T, H*D)
+                instead of input_ids.
+            past_key_values: per layer (key, value), each (B, H, S - T, D).
+            attention_mask: (B, S) 1 = attend, 0 = padding, covering past and current tokens.
+            token_type_ids, position_ids: (B, T); token types are embedded with `wte`, positions default to
+                consecutive ids after the cache.
+            head_mask: (H,) or (L, H), 1 keeps a head.
+            encoder_hidden_states: (B, S_enc, H*D) for cross-attention; encoder_attention_mask (B, S_enc).
+        """
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        use_cache = config.use_cache if use_cache is None else use_cache
+        return_dict = config.use_return_dict if return_dict is None else return_dict
+
+        input_shape = check_inputs(input_ids, inputs_embeds, config.vocab_size)
+        seq_len = input_shape[-1]
+        batch_size = math.prod(input_shape[:-1])  # choices are folded into the batch
+        past = past_length(past_key_values, config.n_layer)
+        if position_ids is None:
+            position_ids = default_position_ids(past, seq_len, config.n_positions)
+        else:
+            default_position_ids(past, seq_len, config.n_positions)  # the same length check
+            check_ids(position_ids, config.n_positions, "position_ids", "n_positions")
+            position_ids = tf.reshape(position_ids, (-1, seq_len))
+
+        if inputs_embeds is None:
+            inputs_embeds = self.wte(tf.reshape(input_ids, (-1, seq_len)))
+        inputs_embeds = tf.reshape(inputs_embeds, (batch_size, seq_len, self.embed_dim))
+        hidden_states = inputs_embeds + self.wpe(position_ids)
+        if token_type_ids is not None:
+            check_ids(token_type_ids, config.vocab_size, "token_type_ids", "vocab_size")
+            hidden_states = hidden_states + self.wte(tf.reshape(token_type_ids, (-1, seq_len)))
+        hidden_states = self.drop(hidden_states)
+
+        attention_mask = padding_mask(attention_mask, batch_size, past + seq_len, "attention_mask")
+        if encoder_hidden_states is not None and encoder_attention_mask is not None:
+            encoder_attention_mask = padding_mask(
+                encoder_attention_mask, batch_size, shape_list(encoder_hidden_states)[-2], "encoder_attention_mask"
+            )
+        head_masks = expand_head_mask(head_mask, config.n_layer, config.n_head)
+
+        output_shape = [*input_shape, self.embed_dim]
+        presents = () if use_cache else None
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        all_cross_attentions = () if output_attentions and config.add_cross_attention else None
+        for i, block in enumerate(self.h):
+            if output_hidden_states:
+                all_hidden_states += (tf.reshape(hidden_states, output_shape),)
+            layer_past = past_key_values[i] if past_key_values is not None else None
+            hidden_states, present, attn_weights, cross_attn_weights = block(
+                hidden_states, layer_past, attention_mask, head_masks[i],
+                encoder_hidden_states, encoder_attention_mask, use_cache=use_cache, output_attentions=output_attentions,
+            )
+            if use_cache:
+                presents += (present,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+                if all_cross_attentions is not None:
+                    all_cross_attentions += (cross_attn_weights,)
+
+        hidden_states = tf.reshape(self.ln_f(hidden_states), output_shape)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        output = BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden_states,
+            past_key_values=presents,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+            cross_attentions=all_cross_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GPT2LMHeadModel(GPT2PreTrainedModel):
+    """GPT-2 with a language-modeling head tied to the token embedding."""
+
+    _is_generative = True
+
+    def __init__(self, config: GPT2Config, **kwargs) -> None:
+        super().__init__(config, **kwargs)
+        self.transformer = GPT2Model(config, name="transformer")
+        self.lm_head = LMHead(config.vocab_size, config.n_embd, embedding=_tied(config, self.transformer.wte),
+                              initializer_range=config.initializer_range, name="lm_head")
+
+    def call(
+        self,
+        input_ids: Tensor | None = None,
+        past_key_values: PastKeyValues | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ) -> CausalLMOutputWithCrossAttentions | tuple:
+        """As `GPT2Model.call`, plus `labels` (B, T): next-token targets, shifted inside; -100 is ignored.
+        Returns logits (B, T, V)."""
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
+            encoder_hidden_states, encoder_attention_mask, use_cache, output_attentions, output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.lm_head(transformer_outputs.last_hidden_state)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        output = CausalLMOutputWithCrossAttentions(
+            loss=loss,
+            logits=logits,
+            past_key_values=transformer_outputs.past_key_values,
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+            cross_attentions=transformer_outputs.cross_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
+    """GPT-2 with the tied LM head and a multiple-choice head over (B, C, T) inputs (sets num_labels = 1)."""
+
+    label_names = ("labels", "mc_labels")
+    _is_generative = True
+
+    def __init__(self, config: GPT2Config, **kwargs) -> None:
+        super().__init__(config, **kwargs)
+        config.num_labels = 1
+        self.transformer = GPT2Model(config, name="transformer")
+        self.lm_head = LMHead(config.vocab_size, config.n_embd, embedding=_tied(config, self.transformer.wte),
+                              initializer_range=config.initializer_range, name="lm_head")
+        self.multiple_choice_head = SequenceSummary(config, name="multiple_choice_head")
+
+    @property
+    def dummy_inputs(self) -> dict[str, keras.KerasTensor]:
+        return {"input_ids": keras.KerasTensor((1, 1, 1), dtype="int32")}  # (B, C, T)
+
+    def call(
+        self,
+        input_ids: Tensor | None = None,
+        past_key_values: PastKeyValues | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        mc_token_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+        mc_labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ) -> GPT2DoubleHeadsModelOutput | tuple:
+        """Args:
+            input_ids: (B, C, T) one sequence per choice; attention_mask etc. (B, C, T).
+            mc_token_ids: (B, C) index of the token summarized per choice (default: the last).
+            labels: (B, C, T) LM targets (-100 ignored). mc_labels: (B,) the right choice.
+        Returns logits (B, C, T, V) and mc_logits (B, C).
+        """
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden_states = transformer_outputs.last_hidden_state  # (B, C, T, H*D)
+        logits = self.lm_head(hidden_states)
+        mc_logits = tf.squeeze(self.multiple_choice_head(hidden_states, mc_token_ids), -1)  # (B, C)
+        mc_loss = None
+        if mc_labels is not None:
+            mc_loss = cross_entropy_loss(mc_logits, mc_labels)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        output = GPT2DoubleHeadsModelOutput(
+            loss=loss,
+            mc_loss=mc_loss,
+            logits=logits,
+            mc_logits=mc_logits,
+            past_key_values=transformer_outputs.past_key_values,
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GPT2ForSequenceClassification(GPT2PreTrainedModel):
+    """GPT-2 with a bias-free linear `score` head on the last non-padding token."""
+
+    def __init__(self, config: GPT2Config, **kwargs) -> None:
+        super().__init__(config, **kwargs)
+        self.num_labels = config.num_labels
+        self.transformer = GPT2Model(config, name="transformer")
+        self.score = keras.layers.Dense(self.num_labels, use_bias=False,
+                                        kernel_initializer=init_normal(config.initializer_range), name="score")
+
+    def call(
+        self,
+        input_ids: Tensor | None = None,
+        past_key_values: PastKeyValues | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ) -> SequenceClassifierOutputWithPast | tuple:
+        """As `GPT2Model.call`, plus `labels`: (B,) class ids, (B,) or (B, num_labels) floats for
+        regression, (B, num_labels) 0/1 for multi-label. Returns logits (B, num_labels)."""
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.score(transformer_outputs.last_hidden_state)  # (B, T, num_labels)
+        pooled_logits = pool_last_token(logits, input_ids, self.config.pad_token_id, type(self).__name__)
+        loss = sequence_classification_loss(pooled_logits, labels, self.config) if labels is not None else None
+        output = SequenceClassifierOutputWithPast(
+            loss=loss,
+            logits=pooled_logits,
+            past_key_values=transformer_outputs.past_key_values,
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GPT2ForTokenClassification(GPT2PreTrainedModel):
+    """GPT-2 with dropout and a linear `classifier` on every token."""
+
+    def __init__(self, config: GPT2Config, **kwargs) -> None:
+        super().__init__(config, **kwargs)
+        self.num_labels = config.num_labels
+        self.transformer = GPT2Model(config, name="transformer")
+        self.dropout = keras.layers.Dropout(classifier_dropout(config), name="dropout")
+        self.classifier = keras.layers.Dense(
+            config.num_labels, kernel_initializer=init_normal(config.initializer_range), name="classifier"
+        )
+
+    def call(
+        self,
+        input_ids: Tensor | None = None,
+        past_key_values: PastKeyValues | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ) -> TokenClassifierOutput | tuple:
+        """As `GPT2Model.call`, plus `labels` (B, T) class ids (-100 ignored). Returns logits
+        (B, T, num_labels)."""
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden_states = self.dropout(transformer_outputs.last_hidden_state)
+        logits = self.classifier(hidden_states)
+        loss = cross_entropy_loss(logits, labels) if labels is not None else None
+        output = TokenClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
+    """GPT-2 with a linear `qa_outputs` head giving span start and end scores per token."""
+
+    label_names = ("start_positions", "end_positions")
+
+    def __init__(self, config: GPT2Config, **kwargs) -> None:
+        super().__init__(config, **kwargs)
+        self.num_labels = config.num_labels
+        self.transformer = GPT2Model(config, name="transformer")
+        self.qa_outputs = keras.layers.Dense(2, kernel_initializer=init_normal(config.initializer_range),
+                                             name="qa_outputs")
+
+    def call(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        start_positions: Tensor | None = None,
+        end_positions: Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ) -> QuestionAnsweringModelOutput | tuple:
+        """As `GPT2Model.call` (no cache), plus `start_positions`/`end_positions` (B,) span targets,
+        clamped to the sequence. Returns start_logits and end_logits (B, T)."""
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, None, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
+            use_cache=False, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.qa_outputs(transformer_outputs.last_hidden_state)  # (B, T, 2)
+        start_logits, end_logits = tf.unstack(logits, axis=-1)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+        output = QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+def _tied(config: GPT2Config, wte: Embedding) -> Embedding | None:
+    """The token table an LM head shares (`tie_word_embeddings`), or None for a head of its own."""
+    return wte if config.tie_word_embeddings else None
+
+
+GPT2ForCausalLM = GPT2LMHeadModel

@@ -1,0 +1,212 @@
+"""`PreTrainedModel`: the TensorFlow base class — input formats, building from shapes, Keras training with the
+model's own loss, `from_pretrained` / `save_pretrained`.
+
+Variables are created by one symbolic call of `call` (Keras `compute_output_spec` on placeholder inputs): no
+real computation runs, so building costs the same whatever the model size, and every sublayer creates its
+variables inside its own name scope. A variable's `.path` minus its first component (the model's name) is
+Hugging Face's TF name without `:0` (`transformer/h_._0/attn/c_attn/weight`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import numpy as np
+import optree
+
+from ..configuration import PretrainedConfig
+from ..outputs import OUTPUT_CLASSES, ModelOutput
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PreTrainedModel", "register_keras_pytrees"]
+
+# Keyword arguments `keras.Model.__init__` accepts besides a config.
+_KERAS_KWARGS = ("name", "dtype", "trainable")
+
+
+_registered = False
+
+
+def register_keras_pytrees() -> None:
+    """Register every output class in Keras' pytree namespace (idempotent), so symbolic calls, `predict` and
+    the trainers see the tensors inside. None fields are left out of the leaves, as in `to_tuple()`."""
+    global _registered
+    if _registered:
+        return
+    for cls in OUTPUT_CLASSES:
+        optree.register_pytree_node(
+            cls,
+            lambda output: (tuple(output.values()), tuple(output.keys()), tuple(output.keys())),
+            lambda names, values, cls=cls: cls(**dict(zip(names, values))),
+            namespace="keras",
+        )
+    _registered = True
+
+
+class PreTrainedModel(keras.Model):
+    """Base of every TensorFlow model: holds the config, accepts Hugging Face's TF input formats, builds its
+    variables from shapes, trains with its own loss under `fit`, loads and saves Hugging Face checkpoints.
+
+    Inputs (Hugging Face's "TF models accept two input formats"): keyword arguments, or everything in the first
+    positional argument — one tensor (`input_ids`), a list/tuple in `call`'s argument order, or a dict keyed by
+    argument name; NumPy arrays or tensors.
+
+    Keras training: `compile(optimizer=...)` without a `loss` makes `fit`/`evaluate` use the model's own loss —
+    labels (`labels`; `start_positions`/`end_positions` for QA; `labels`/`mc_labels` for double heads) either in
+    the input dict or given as `y` (a tensor for the first label name, or a dict). With a Keras `loss`, it
+    receives the logits (a tuple of them for QA and double heads). The model's loss is a float32 scalar: the
+    mean over the counted tokens (-100 ignored), as in the PyTorch twin.
+    """
+
+    config_class: type[PretrainedConfig] = PretrainedConfig
+    base_model_prefix = "transformer"
+    main_input_name = "input_ids"
+    label_names: tuple[str, ...] = ("labels",)
+    _is_generative = False
+
+    def __init__(self, config: PretrainedConfig, *inputs: Any, **kwargs: Any) -> None:
+        extra = {k: v for k, v in kwargs.items() if k not in _KERAS_KWARGS}
+        if inputs or extra:
+            raise TypeError(f"{type(self).__name__}() takes a config and Keras' name/dtype only, got {inputs} {extra}")
+        super().__init__(**kwargs)
+        if not isinstance(config, self.config_class):
+            raise ValueError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}"
+            )
+        self.config = config
+
+    # ----------------------------------------------------------------------------------------- properties
+    @property
+    def base_model(self) -> keras.layers.Layer:
+        return getattr(self, self.base_model_prefix, self)
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """Whether the class has a language-modeling head (and so gets a generation config)."""
+        return cls._is_generative
+
+    def get_input_embeddings(self) -> keras.layers.Layer:
+        return self.base_model.wte
+
+    def get_output_embeddings(self) -> keras.layers.Layer | None:
+        return getattr(self, "lm_head", None)
+
+    @property
+    def dummy_inputs(self) -> dict[str, keras.KerasTensor]:
+        """Placeholder inputs that reach every layer: one token, plus encoder states for cross-attention."""
+        inputs = {self.main_input_name: keras.KerasTensor((1, 1), dtype="int32")}
+        if getattr(self.config, "add_cross_attention", False):
+            hidden_size = self.config.hidden_size
+            inputs["encoder_hidden_states"] = keras.KerasTensor((1, 1, hidden_size), dtype=self.compute_dtype)
+        return inputs
+
+    # ----------------------------------------------------------------------------------------- building
+    def build(self, input_shape: Any = None) -> None:
+        """Create every variable from the config's shapes (`input_shape` is not needed and ignored).
+
+        One symbolic call of `call` on `dummy_inputs` traces the model in a scratch graph: sublayers build
+        themselves inside their name scopes and nothing is computed. A base model used on its own opens a
+        `transformer` scope first: inside a head it *is* the head's `transformer` sublayer (the PyTorch twin's
+        layout), and Hugging Face's TF names keep `transformer/` in every class, base models included.
+        """
+        standalone_base = not hasattr(self, self.base_model_prefix) and self.name != self.base_model_prefix
+        scope = keras.name_scope(self.base_model_prefix) if standalone_base else contextlib.nullcontext()
+        with scope:
+            self.compute_output_spec(**self.dummy_inputs)
+
+    # ----------------------------------------------------------------------------------------- calling
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(**self._inputs_as_kwargs(args, kwargs))
+
+    def _inputs_as_kwargs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Hugging Face's input formats → keyword arguments of `call`."""
+        names = [n for n in inspect.signature(self.call).parameters if n != "training"]
+        if args and isinstance(args[0], Mapping):
+            packed, args = dict(args[0]), args[1:]
+        elif args and isinstance(args[0], (list, tuple)):
+            if len(args[0]) > len(names):
+                raise ValueError(f"{type(self).__name__} got {len(args[0])} inputs in a list; it takes at most "
+                                 f"{len(names)}: {', '.join(names)}")
+            packed, args = dict(zip(names, args[0])), args[1:]
+        else:
+            packed = {}
+        if packed and args:
+            raise TypeError(f"{type(self).__name__}: inputs packed in a dict or list take no further positional ones")
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes at most {len(names)} positional inputs, got {len(args)}")
+        unknown = sorted(set(packed) - set(names))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} got unknown inputs {unknown}; it takes {', '.join(names)}")
+        packed.update(zip(names, args))
+        for name, value in kwargs.items():
+            if name in packed:
+                raise TypeError(f"{type(self).__name__} got multiple values for input {name!r}")
+            packed[name] = value
+        return packed
+
+    # ----------------------------------------------------------------------------------------- Keras training
+    def train_step(self, data: Any) -> dict[str, Any]:
+        return super().train_step(self._labels_as_inputs(data))
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        return super().test_step(self._labels_as_inputs(data))
+
+    def _labels_as_inputs(self, data: Any) -> tuple[Any, Any, Any]:
+        """Without a compiled loss the model computes its own, so labels given as `y` join the inputs; labels
+        found in the inputs become `y` for compiled metrics."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self.loss is not None:
+            return x, y, sample_weight
+        x = dict(x) if isinstance(x, Mapping) else {self.main_input_name: x}
+        if y is None:
+            labels = {k: x[k] for k in self.label_names if k in x}
+            y = next(iter(labels.values())) if len(labels) == 1 else (labels or None)
+            return x, y, sample_weight
+        if isinstance(y, Mapping):
+            labels = dict(y)
+        elif isinstance(y, (list, tuple)):
+            labels = dict(zip(self.label_names, y))
+        else:
+            labels = {self.label_names[0]: y}
+        unknown = sorted(set(labels) - set(self.label_names))
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown label names {unknown}; expected {list(self.label_names)}")
+        x.update(labels)
+        return x, y, sample_weight
+
+    def compute_loss(
+        self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None, training: bool = True
+    ) -> Any:
+        if self.loss is not None:
+            return super().compute_loss(x, y, _keras_predictions(y_pred), sample_weight, training)
+        loss = y_pred.get("loss") if isinstance(y_pred, ModelOutput) else None
+        if loss is None:
+            raise ValueError(
+                f"{type(self).__name__} was compiled without a loss, so it trains on its own loss, which needs "
+                f"labels: pass {' / '.join(self.label_names)} in the input dict or as y, or compile with a loss"
+            )
+        return loss
+
+    def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict[str, Any]:
+        return super().compute_metrics(x, y, _keras_predictions(y_pred), sample_weight)
+
+
+def _keras_predictions(y_pred: Any) -> Any:
+    """The logits of a model output, for Keras losses and metrics: one tensor, or a tuple of all `*logits`
+    fields (QA start/end, double-heads LM/multiple-choice)."""
+    if not isinstance(y_pred, ModelOutput):
+        return y_pred
+    logits = tuple(getattr(y_pred, f.name) for f in dataclasses.fields(y_pred)
+                   if f.name.endswith("logits") and getattr(y_pred, f.name) is not None)
+    return logits[0] if len(logits) == 1 else logits
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
