@@ -1,0 +1,730 @@
+"""GPT-2 in Flax: the base model and its LM, double-heads, classification and QA heads.
+
+Module and parameter names are Hugging Face's, so `model.params` is exactly the `flax_model.msgpack` tree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ..configuration import GPT2Config
+from ..outputs import (
+    BaseModelOutputWithPastAndCrossAttentions,
+    CausalLMOutputWithCrossAttentions,
+    GPT2DoubleHeadsModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutputWithPast,
+    TokenClassifierOutput,
+)
+from .modeling_utils import (
+    PreTrainedModel,
+    cache_key_length,
+    causal_rows,
+    pack_presents,
+    static_padding,
+    update_cache,
+)
+from .ops import (
+    Conv1D,
+    ModuleList,
+    attention,
+    causal_lm_loss,
+    causal_table,
+    check_ids,
+    check_inputs,
+    classifier_dropout,
+    cross_entropy_loss,
+    default_position_ids,
+    expand_head_mask,
+    get_activation,
+    init_normal,
+    linear,
+    lm_head_logits,
+    merge_heads,
+    padding_mask,
+    past_length,
+    pool_last_token,
+    question_answering_loss,
+    sequence_classification_loss,
+    split_heads,
+)
+
+__all__ = [
+    "GPT2Attention",
+    "GPT2MLP",
+    "GPT2Block",
+    "SequenceSummary",
+    "GPT2PreTrainedModel",
+    "GPT2Model",
+    "GPT2LMHeadModel",
+    "GPT2DoubleHeadsModel",
+    "GPT2ForSequenceClassification",
+    "GPT2ForTokenClassification",
+    "GPT2ForQuestionAnswering",
+    "GPT2ForCausalLM",
+]
+
+Array = jax.Array
+PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
+
+
+class GPT2Attention(nn.Module):
+    """Multi-head self-attention (or cross-attention) with Conv1D projections."""
+
+    config: GPT2Config
+    is_cross_attention: bool = False
+    layer_idx: int = 0
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        config = self.config
+        self.embed_dim = config.n_embd
+        self.num_heads = config.n_head
+        self.head_dim = self.embed_dim // self.num_heads
+        self.reorder_and_upcast_attn = config.reorder_and_upcast_attn
+        scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            scale /= self.layer_idx + 1
+        self.scale = scale
+        std = config.initializer_range
+        if self.is_cross_attention:
+            self.c_attn = Conv1D(2 * self.embed_dim, std, dtype=self.dtype)
+            self.q_attn = Conv1D(self.embed_dim, std, dtype=self.dtype)
+        else:
+            self.c_attn = Conv1D(3 * self.embed_dim, std, dtype=self.dtype)
+        self.c_proj = Conv1D(self.embed_dim, std, dtype=self.dtype)
+        self.attn_dropout = nn.Dropout(config.attn_pdrop)
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        # Hugging Face's name for the causal table; a constant, not a parameter.
+        self.bias = causal_table(config.n_positions)
+
+    def __call__(
+        self,
+        hidden_states: Array,
+        layer_past: tuple[Array, Array] | None = None,
+        attention_mask: Array | None = None,
+        head_mask: Array | None = None,
+        encoder_hidden_states: Array | None = None,
+        encoder_attention_mask: Array | None = None,
+        use_cache: bool = False,
+        output_attentions: bool = False,
+        cache_index: Array | None = None,
+        deterministic: bool = True,
+    ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
+        """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool → (B, T, H*D), present, attn_weights."""
+        if encoder_hidden_states is not None:
+            query = self.q_attn(hidden_states)
+            key, value = jnp.split(self.c_attn(encoder_hidden_states), 2, axis=2)
+        else:
+            query, key, value = jnp.split(self.c_attn(hidden_states), 3, axis=2)
+        query = split_heads(query, self.num_heads)  # (B, T, H*D) -> (B, H, T, D)
+        key = split_heads(key, self.num_heads)  # (B, S, H*D) -> (B, H, S, D)
+        value = split_heads(value, self.num_heads)
+
+        if encoder_hidden_states is not None:
+            mask = encoder_attention_mask
+        else:
+            if layer_past is not None:
+                key, value = update_cache(layer_past, key, value, cache_index)
+            query_len, key_len = query.shape[-2], key.shape[-2]
+            mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
+            if attention_mask is not None:
+                mask = mask & attention_mask
+        present = (key, value) if use_cache else None
+
+        attn_output, attn_weights = attention(
+            query, key, value, mask, self.scale, self.attn_dropout, self.config._attn_implementation, deterministic,
+            head_mask, output_attentions, upcast=self.reorder_and_upcast_attn,
+        )
+        attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
+        attn_output = self.resid_dropout(self.c_proj(attn_output), deterministic=deterministic)
+        return attn_output, present, attn_weights
+
+
+class GPT2MLP(nn.Module):
+    intermediate_size: int
+    config: GPT2Config
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        config = self.config
+        self.c_fc = Conv1D(self.intermediate_size, config.initializer_range, dtype=self.dtype)
+        self.c_proj = Conv1D(config.n_embd, config.initializer_range, dtype=self.dtype)
+        self.act = get_activation(config.activation_function)
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def __call__(self, hidden_states: Array, deterministic: bool = True) -> Array:
+        hidden_states = self.act(self.c_fc(hidden_states))
+        return self.dropout(self.c_proj(hidden_states), deterministic=deterministic)
+
+
+class GPT2Block(nn.Module):
+    """Pre-LayerNorm block: attention, optional cross-attention, MLP, each added to the residual."""
+
+    config: GPT2Config
+    layer_idx: int = 0
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        config = self.config
+        inner_dim = config.n_inner if config.n_inner is not None else 4 * config.n_embd
+        self.ln_1 = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=self.dtype)
+        self.attn = GPT2Attention(config, layer_idx=self.layer_idx, dtype=self.dtype)
+        self.ln_2 = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=self.dtype)
+        if config.add_cross_attention:
+            self.crossattention = GPT2Attention(
+                config, is_cross_attention=True, layer_idx=self.layer_idx, dtype=self.dtype
+            )
+            self.ln_cross_attn = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=self.dtype)
+        self.mlp = GPT2MLP(inner_dim, config, dtype=self.dtype)
+
+    def __call__(
+        self,
+        hidden_states: Array,
+        layer_past: tuple[Array, Array] | None = None,
+        attention_mask: Array | None = None,
+        head_mask: Array | None = None,
+        encoder_hidden_states: Array | None = None,
+        encoder_attention_mask: Array | None = None,
+        use_cache: bool = False,
+        output_attentions: bool = False,
+        cache_index: Array | None = None,
+        deterministic: bool = True,
+    ) -> tuple[Array, tuple[Array, Array] | None, Array | None, Array | None]:
+        """Returns hidden_states (B, T, H*D), present, attn_weights, cross_attn_weights."""
+        residual = hidden_states
+        attn_output, present, attn_weights = self.attn(
+            self.ln_1(hidden_states), layer_past, attention_mask, head_mask,
+            use_cache=use_cache, output_attentions=output_attentions, cache_index=cache_index,
+            deterministic=deterministic,
+        )
+        hidden_states = residual + attn_output
+
+        cross_attn_weights = None
+        if encoder_hidden_states is not None:
+            if not self.config.add_cross_attention:
+                raise ValueError(
+                    "encoder_hidden_states were passed, but the model has no cross-attention layers: build it "
+                    "with config.add_cross_attention=True"
+                )
+            residual = hidden_states
+            attn_output, _, cross_attn_weights = self.crossattention(
+                self.ln_cross_attn(hidden_states), None, None, head_mask, encoder_hidden_states,
+                encoder_attention_mask, output_attentions=output_attentions, deterministic=deterministic,
+            )
+            hidden_states = residual + attn_output
+
+        residual = hidden_states
+        hidden_states = residual + self.mlp(self.ln_2(hidden_states), deterministic)
+        return hidden_states, present, attn_weights, cross_attn_weights
+
+
+class SequenceSummary(nn.Module):
+    """Pools one vector per sequence for the multiple-choice head, as `config.summary_*` describes.
+
+    `summary_type`: "last" / "first" token, "mean" over tokens, or "cls_index" (the token at `cls_index`,
+    default the last). Then optional dropout, projection (to `num_labels` if `summary_proj_to_labels`) and
+    `summary_activation`.
+    """
+
+    config: GPT2Config
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        config = self.config
+        self.summary_type = config.summary_type
+        self.summary = linear
+        if config.summary_use_proj:
+            num_classes = config.num_labels if config.summary_proj_to_labels and config.num_labels > 0 else None
+            self.summary = nn.Dense(
+                num_classes or config.n_embd, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
+            )
+        activation = getattr(config, "summary_activation", None)
+        self.activation = get_activation(activation) if activation else linear
+        first_dropout = getattr(config, "summary_first_dropout", 0.0) or 0.0
+        last_dropout = getattr(config, "summary_last_dropout", 0.0) or 0.0
+        self.first_dropout = nn.Dropout(first_dropout)
+        self.last_dropout = nn.Dropout(last_dropout)
+
+    def __call__(self, hidden_states: Array, cls_index: Array | None = None, deterministic: bool = True) -> Array:
+        """hidden_states (..., T, H*D); cls_index (...) token index → (..., num_classes)."""
+        # Pool over the token axis (-2). Hugging Face indexes axis 1 for "last"/"first"/"mean", which for
+        # the double-heads input (B, C, T, H*D) is the choice axis; the documented meaning is the token.
+        if self.summary_type == "last":
+            output = hidden_states[..., -1, :]
+        elif self.summary_type == "first":
+            output = hidden_states[..., 0, :]
+        elif self.summary_type == "mean":
+            output = hidden_states.mean(axis=-2)
+        else:  # cls_index
+            if cls_index is None:
+                cls_index = jnp.full(hidden_states.shape[:-2], hidden_states.shape[-2] - 1, dtype=jnp.int32)
+            check_ids(cls_index, hidden_states.shape[-2], "mc_token_ids", "seq_len")
+            index = cls_index[..., None, None]
+            output = jnp.take_along_axis(hidden_states, index, axis=-2).squeeze(-2)  # (..., H*D)
+        output = self.first_dropout(output, deterministic=deterministic)
+        output = self.activation(self.summary(output))
+        return self.last_dropout(output, deterministic=deterministic)
+
+
+class GPT2PreTrainedModel(PreTrainedModel):
+    config_class = GPT2Config
+
+    def dummy_inputs(self, input_shape: tuple[int, ...]) -> dict[str, Array]:
+        inputs = super().dummy_inputs(input_shape)
+        if self.config.add_cross_attention:
+            # The cross-attention layers only get parameters when they run.
+            inputs["encoder_hidden_states"] = jnp.zeros((*input_shape, self.config.n_embd), self.dtype)
+        return inputs
+
+    def __call__(
+        self,
+        input_ids: Array | None = None,
+        attention_mask: Array | None = None,
+        position_ids: Array | None = None,
+        encoder_hidden_states: Array | None = None,
+        encoder_attention_mask: Array | None = None,
+        params: dict | None = None,
+        past_key_values: PastKeyValues | None = None,
+        dropout_rng: Array | None = None,
+        train: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`PreTrainedModel.__call__` with GPT-2's argument order (the encoder inputs come fourth and fifth)."""
+        return super().__call__(
+            input_ids, attention_mask, position_ids, params, past_key_values, dropout_rng, train,
+            output_attentions, output_hidden_states, return_dict,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask, **kwargs,
+        )
+
+
+class GPT2ModelModule(nn.Module):
+    """The bare GPT-2 transformer: token + position embeddings, `n_layer` blocks, final LayerNorm."""
+
+    config: GPT2Config
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        config = self.config
+        self.embed_dim = config.n_embd
+        embedding_init = init_normal(config.initializer_range)
+        self.wte = nn.Embed(config.vocab_size, self.embed_dim, embedding_init=embedding_init, dtype=self.dtype)
+        self.wpe = nn.Embed(config.n_positions, self.embed_dim, embedding_init=embedding_init, dtype=self.dtype)
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = ModuleList([GPT2Block(config, layer_idx=i, dtype=self.dtype) for i in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=self.dtype)
+
+    def __call__(
+        self,
+        input_ids: Array | None = None,
+        past_key_values: PastKeyValues | None = None,
+        attention_mask: Array | None = None,
+        token_type_ids: Array | None = None,
+        position_ids: Array | None = None,
+        head_mask: Array | None = None,
+        inputs_embeds: Array | None = None,
+        encoder_hidden_states: Array | None = None,
+        encoder_attention_mask: Array | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        deterministic: bool = True,
+    ) -> BaseModelOutputWithPastAndCrossAttentions | tuple:
+        """Args:
+            input_ids: (B, T) int token ids (or (B, C, T) for multiple choice). inputs_embeds: (B, T, H*D)
+                instead of input_ids.
+            past_key_values: per layer (key, value), each (B, H, S - T, D); or a `StaticCache`.
+            attention_mask: (B, S) 1 = attend, 0 = padding, covering past and current tokens (with a static
+                cache: up to its max_length).
+            token_type_ids, position_ids: (B, T); token types are embedded with `wte`, positions default to
+                consecutive ids after the cache.
+            head_mask: (H,) or (L, H), 1 keeps a head.
+            encoder_hidden_states: (B, S_enc, H*D) for cross-attention; encoder_attention_mask (B, S_enc).
+            deterministic: False turns dropout on (needs a "dropout" PRNG key).
+        """
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        use_cache = config.use_cache if use_cache is None else use_cache
+        return_dict = config.use_return_dict if return_dict is None else return_dict
+
+        input_shape = check_inputs(input_ids, inputs_embeds, config.vocab_size)
+        seq_len = input_shape[-1]
+        batch_size = math.prod(input_shape[:-1])  # choices are folded into the batch
+        past = past_length(past_key_values, config.n_layer)
+        cache_index = getattr(past_key_values, "index", None)
+        if position_ids is None:
+            position_ids = default_position_ids(past, seq_len, config.n_positions)
+        else:
+            default_position_ids(past, seq_len, config.n_positions)  # the same length check
+            check_ids(position_ids, config.n_positions, "position_ids", "n_positions")
+            position_ids = position_ids.reshape(-1, seq_len)
+
+        if inputs_embeds is None:
+            inputs_embeds = self.wte(input_ids.reshape(-1, seq_len))
+        inputs_embeds = inputs_embeds.reshape(batch_size, seq_len, self.embed_dim)
+        hidden_states = inputs_embeds + self.wpe(position_ids)
+        if token_type_ids is not None:
+            check_ids(token_type_ids, config.vocab_size, "token_type_ids", "vocab_size")
+            hidden_states = hidden_states + self.wte(token_type_ids.reshape(-1, seq_len))
+        hidden_states = self.drop(hidden_states, deterministic=deterministic)
+
+        attention_mask = static_padding(attention_mask, past_key_values)
+        key_len = cache_key_length(past_key_values, past, seq_len)
+        attention_mask = padding_mask(attention_mask, batch_size, key_len, "attention_mask")
+        if encoder_hidden_states is not None and encoder_attention_mask is not None:
+            encoder_attention_mask = padding_mask(
+                encoder_attention_mask, batch_size, encoder_hidden_states.shape[-2], "encoder_attention_mask"
+            )
+        head_masks = expand_head_mask(head_mask, config.n_layer, config.n_head)
+
+        output_shape = (*input_shape, self.embed_dim)
+        presents = () if use_cache else None
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        all_cross_attentions = () if output_attentions and config.add_cross_attention else None
+        for i, block in enumerate(self.h):
+            if output_hidden_states:
+                all_hidden_states += (hidden_states.reshape(output_shape),)
+            layer_past = past_key_values[i] if past_key_values is not None else None
+            hidden_states, present, attn_weights, cross_attn_weights = block(
+                hidden_states, layer_past, attention_mask, head_masks[i], encoder_hidden_states,
+                encoder_attention_mask, use_cache, output_attentions, cache_index, deterministic,
+            )
+            if use_cache:
+                presents += (present,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+                if all_cross_attentions is not None:
+                    all_cross_attentions += (cross_attn_weights,)
+
+        hidden_states = self.ln_f(hidden_states).reshape(output_shape)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        output = BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden_states,
+            past_key_values=pack_presents(presents, past_key_values, seq_len),
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+            cross_attentions=all_cross_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GPT2Model(GPT2PreTrainedModel):
+    """The bare GPT-2 transformer: token + position embeddings, `n_layer` blocks, final LayerNorm."""
+
+    module_class = GPT2ModelModule
+
+
+class GPT2LMHeadModelModule(nn.Module):
+    """GPT-2 with a language-modeling head tied to the token embedding."""
+
+    config: GPT2Config
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        config = self.config
+        self.transformer = GPT2ModelModule(config, dtype=self.dtype)
+        self.lm_head = None if config.tie_word_embeddings else nn.Dense(
+            config.vocab_size, use_bias=False, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
+        )
+
+    def __call__(
+        self,
+        input_ids: Array | None = None,
+        past_key_values: PastKeyValues | None = None,
+        attention_mask: Array | None = None,
+        token_type_ids: Array | None = None,
+        position_ids: Array | None = None,
+        head_mask: Array | None = None,
+        inputs_embeds: Array | None = None,
+        encoder_hidden_states: Array | None = None,
+        encoder_attention_mask: Array | None = None,
+        labels: Array | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        deterministic: bool = True,
+    ) -> CausalLMOutputWithCrossAttentions | tuple:
+        """As `GPT2ModelModule.__call__`, plus `labels` (B, T): next-token targets, shifted inside; -100 is
+        ignored. Returns logits (B, T, V)."""
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
+            encoder_hidden_states, encoder_attention_mask, use_cache, output_attentions, output_hidden_states,
+            return_dict=True, deterministic=deterministic,
+        )
+        logits = lm_head_logits(self.lm_head, self.transformer.wte, transformer_outputs.last_hidden_state)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        output = CausalLMOutputWithCrossAttentions(
+            loss=loss,
+            logits=logits,
+            past_key_values=transformer_outputs.past_key_values,
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+            cross_attentions=transformer_outputs.cross_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GPT2LMHeadModel(GPT2PreTrainedModel):
+    """GPT-2 with a language-modeling head tied to the token embedding."""
+
+    module_class = GPT2LMHeadModelModule
+    _is_generative = True
+
+
+class GPT2DoubleHeadsModelModule(nn.Module):
+    """GPT-2 with the tied LM head and a multiple-choice head over (B, C, T) inputs (needs num_labels = 1)."""
+
+    config: GPT2Config
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        config = self.config
+        self.transformer = GPT2ModelModule(config, dtype=self.dtype)
+        self.lm_head = None if config.tie_word_embeddings else nn.Dense(
+            config.vocab_size, use_bias=False, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
+        )
+        self.multiple_choice_head = SequenceSummary(config, dtype=self.dtype)
+
+    def __call__(
+        self,
+        input_ids: Array | None = None,
+        past_key_values: PastKeyValues | None = None,
+        attention_mask: Array | None = None,
+        token_type_ids: Array | None = None,
+        position_ids: Array | None = None,
+        head_mask: Array | None = None,
+        inputs_embeds: Array | None = None,
+        mc_token_ids: Array | None = None,
+        labels: Array | None = None,
+        mc_labels: Array | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        deterministic: bool = True,
+    ) -> GPT2DoubleHeadsModelOutput | tuple:
+        """Args:
+            input_ids: (B, C, T) one sequence per choice; attention_mask etc. (B, C, T).
+            mc_token_ids: (B, C) index of the token summarized per choice (default: the last).
+            labels: (B, C, T) LM targets (-100 ignored). mc_labels: (B,) the right choice.
+        Returns logits (B, C, T, V) and mc_logits (B, C).
+        """
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True, deterministic=deterministic,
+        )
+        hidden_states = transformer_outputs.last_hidden_state  # (B, C, T, H*D)
+        logits = lm_head_logits(self.lm_head, self.transformer.wte, hidden_states)
+        mc_logits = self.multiple_choice_head(hidden_states, mc_token_ids, deterministic).squeeze(-1)  # (B, C)
+        mc_loss = cross_entropy_loss(mc_logits, mc_labels) if mc_labels is not None else None
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        output = GPT2DoubleHeadsModelOutput(
+            loss=loss,
+            mc_loss=mc_loss,
+            logits=logits,
+            mc_logits=mc_logits,
+            past_key_values=transformer_outputs.past_key_values,
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
+    """GPT-2 with the tied LM head and a multiple-choice head over (B, C, T) inputs (sets num_labels = 1)."""
+
+    module_class = GPT2DoubleHeadsModelModule
+    _is_generative = True
+
+    def __init__(self, config: GPT2Config, *args: Any, **kwargs: Any) -> None:
+        config.num_labels = 1
+        super().__init__(config, *args, **kwargs)
+
+
+class GPT2ForSequenceClassificationModule(nn.Module):
+    """GPT-2 scoring each sequence from its last non-padding token."""
+
+    config: GPT2Config
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        config = self.config
+        self.num_labels = config.num_labels
+        self.transformer = GPT2ModelModule(config, dtype=self.dtype)
+        self.score = nn.Dense(
+            config.num_labels, use_bias=False, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
+        )
+
+    def __call__(
+        self,
+        input_ids: Array | None = None,
+        past_key_values: PastKeyValues | None = None,
+        attention_mask: Array | None = None,
+        token_type_ids: Array | None = None,
+        position_ids: Array | None = None,
+        head_mask: Array | None = None,
+        inputs_embeds: Array | None = None,
+        labels: Array | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        deterministic: bool = True,
+    ) -> SequenceClassifierOutputWithPast | tuple:
+        """As `GPT2ModelModule.__call__`, plus `labels` (B,) class ids or (B, num_labels) floats. Returns
+        logits (B, num_labels) at each row's last non-padding token (needs `pad_token_id` for B > 1)."""
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True, deterministic=deterministic,
+        )
+        logits = self.score(transformer_outputs.last_hidden_state)  # (B, T, num_labels)
+        pooled_logits = pool_last_token(logits, input_ids, self.config.pad_token_id, type(self).__name__)
+        loss = sequence_classification_loss(pooled_logits, labels, self.config) if labels is not None else None
+        output = SequenceClassifierOutputWithPast(
+            loss=loss,
+            logits=pooled_logits,
+            past_key_values=transformer_outputs.past_key_values,
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GPT2ForSequenceClassification(GPT2PreTrainedModel):
+    """GPT-2 scoring each sequence from its last non-padding token."""
+
+    module_class = GPT2ForSequenceClassificationModule
+
+
+class GPT2ForTokenClassificationModule(nn.Module):
+    """GPT-2 with a per-token classifier."""
+
+    config: GPT2Config
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        config = self.config
+        self.num_labels = config.num_labels
+        self.transformer = GPT2ModelModule(config, dtype=self.dtype)
+        self.dropout = nn.Dropout(classifier_dropout(config))
+        self.classifier = nn.Dense(
+            config.num_labels, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
+        )
+
+    def __call__(
+        self,
+        input_ids: Array | None = None,
+        past_key_values: PastKeyValues | None = None,
+        attention_mask: Array | None = None,
+        token_type_ids: Array | None = None,
+        position_ids: Array | None = None,
+        head_mask: Array | None = None,
+        inputs_embeds: Array | None = None,
+        labels: Array | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        deterministic: bool = True,
+    ) -> TokenClassifierOutput | tuple:
+        """As `GPT2ModelModule.__call__`, plus `labels` (B, T) class ids (-100 ignored). Returns logits
+        (B, T, num_labels)."""
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True, deterministic=deterministic,
+        )
+        hidden_states = self.dropout(transformer_outputs.last_hidden_state, deterministic=deterministic)
+        logits = self.classifier(hidden_states)
+        loss = cross_entropy_loss(logits, labels) if labels is not None else None
+        output = TokenClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GPT2ForTokenClassification(GPT2PreTrainedModel):
+    """GPT-2 with a per-token classifier."""
+
+    module_class = GPT2ForTokenClassificationModule
+
+
+class GPT2ForQuestionAnsweringModule(nn.Module):
+    """GPT-2 predicting answer-span start and end positions."""
+
+    config: GPT2Config
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        config = self.config
+        self.num_labels = config.num_labels
+        self.transformer = GPT2ModelModule(config, dtype=self.dtype)
+        self.qa_outputs = nn.Dense(2, kernel_init=init_normal(config.initializer_range), dtype=self.dtype)
+
+    def __call__(
+        self,
+        input_ids: Array | None = None,
+        attention_mask: Array | None = None,
+        token_type_ids: Array | None = None,
+        position_ids: Array | None = None,
+        head_mask: Array | None = None,
+        inputs_embeds: Array | None = None,
+        start_positions: Array | None = None,
+        end_positions: Array | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        deterministic: bool = True,
+    ) -> QuestionAnsweringModelOutput | tuple:
+        """As `GPT2ModelModule.__call__` (no cache), plus `start_positions`/`end_positions` (B,). Returns
+        start_logits and end_logits (B, T)."""
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, None, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
+            use_cache=False, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True, deterministic=deterministic,
+        )
+        logits = self.qa_outputs(transformer_outputs.last_hidden_state)  # (B, T, 2)
+        start_logits, end_logits = (x.squeeze(-1) for x in jnp.split(logits, logits.shape[-1], axis=-1))
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+        output = QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
+    """GPT-2 predicting answer-span start and end positions."""
+
+    module_class = GPT2ForQuestionAnsweringModule
+
+
+GPT2ForCausalLM = GPT2LMHeadModel

@@ -1,0 +1,455 @@
+"""Flax helpers shared by the three families; `lib/pt/ops.py` and `lib/tf/ops.py` have the same names.
+
+Mask and rotary tables come from `twinformers.model_math`; this module only turns them into arrays and
+applies them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ..configuration import ACTIVATIONS, PretrainedConfig
+from ..model_math import MASK_VALUE, causal_mask, rotary_tables
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ACT_FNS",
+    "get_activation",
+    "linear",
+    "Conv1D",
+    "ModuleList",
+    "causal_table",
+    "rotary_table",
+    "apply_rotary",
+    "split_heads",
+    "merge_heads",
+    "masked_softmax",
+    "eager_attention",
+    "sdpa_attention",
+    "attention",
+    "check_inputs",
+    "check_ids",
+    "past_length",
+    "default_position_ids",
+    "padding_mask",
+    "expand_head_mask",
+    "causal_lm_loss",
+    "sequence_classification_loss",
+    "cross_entropy_loss",
+    "question_answering_loss",
+    "pool_last_token",
+    "lm_head_logits",
+    "classifier_dropout",
+    "init_normal",
+]
+
+Array = jax.Array
+
+
+# --------------------------------------------------------------------------------------------- activations
+def gelu_new(x: Array) -> Array:
+    """GPT-2's GELU, the tanh approximation `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`."""
+    return jax.nn.gelu(x, approximate=True)
+
+
+def gelu(x: Array) -> Array:
+    return jax.nn.gelu(x, approximate=False)
+
+
+def quick_gelu(x: Array) -> Array:
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+def linear(x: Array) -> Array:
+    return x
+
+
+ACT_FNS: dict[str, Callable[[Array], Array]] = {
+    "gelu": gelu,
+    "gelu_new": gelu_new,
+    "gelu_fast": gelu_new,  # the same tanh formula, factored differently
+    "gelu_pytorch_tanh": gelu_new,
+    "quick_gelu": quick_gelu,
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "linear": linear,
+}
+assert set(ACT_FNS) == set(ACTIVATIONS), "ACT_FNS must cover configuration.ACTIVATIONS"
+
+
+def get_activation(name: str) -> Callable[[Array], Array]:
+    """The activation function called `name` (one of `configuration.ACTIVATIONS`)."""
+    if name not in ACT_FNS:
+        raise ValueError(f"activation_function {name!r} is not supported; choose one of {', '.join(ACT_FNS)}")
+    return ACT_FNS[name]
+
+
+# --------------------------------------------------------------------------------------------- layers
+class Conv1D(nn.Module):
+    """GPT-2's projection: `x @ kernel.T + bias` with `kernel` stored (out, in), as in Hugging Face's Flax
+    checkpoints (the transpose of the PyTorch weight).
+
+    Attributes:
+        features: output features. initializer_range: std of the kernel's normal init.
+    """
+
+    features: int
+    initializer_range: float = 0.02
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", init_normal(self.initializer_range), (self.features, x.shape[-1]))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        # (..., in) -> (..., out), contracting with the kernel's second axis: no transposed copy of it
+        x = lax.dot_general(x, kernel, (((x.ndim - 1,), (1,)), ((), ())))
+        return x + bias
+
+
+class ModuleList(nn.Module):
+    """`torch.nn.ModuleList` for linen: children are named "0", "1", ... so parameter paths read
+    `h/0/attn/...` as in Hugging Face's checkpoints."""
+
+    layers: Sequence[nn.Module]
+
+    def setup(self) -> None:
+        self.blocks = [layer.clone(parent=self, name=str(i)) for i, layer in enumerate(self.layers)]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        return iter(self.blocks)
+
+    def __getitem__(self, index: int) -> nn.Module:
+        return self.blocks[index]
+
+
+# --------------------------------------------------------------------------------------------- tables
+@functools.cache
+def causal_table(num_positions: int, window: int | None = None) -> np.ndarray:
+    """(1, 1, P, P) bool table of `model_math.causal_mask`, built once per size and shared by every layer
+    (a NumPy constant: jit embeds the slice it needs)."""
+    table = causal_mask(num_positions, num_positions, window)[None, None]
+    table.setflags(write=False)
+    return table
+
+
+@functools.cache
+def rotary_table(num_positions: int, rotary_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """GPT-J's float32 (sin, cos) tables, each (P, rotary_dim // 2), from `model_math.rotary_tables`."""
+    sin, cos = rotary_tables(num_positions, rotary_dim)
+    sin.setflags(write=False)
+    cos.setflags(write=False)
+    return sin, cos
+
+
+def apply_rotary(x: Array, sin: Array, cos: Array) -> Array:
+    """Rotate adjacent pairs (2k, 2k+1) of `x` by the angles behind `sin`/`cos` ("rotate every two").
+
+    Args:
+        x: (B, T, H, R) the rotary part of query or key heads.
+        sin, cos: (B, T, 1, R/2) float32 tables gathered at the token positions.
+    Returns:
+        (B, T, H, R), in x's dtype.
+    """
+    x_float = x.astype(jnp.float32)
+    x1, x2 = x_float[..., 0::2], x_float[..., 1::2]  # (B, T, H, R/2) each
+    rotated = jnp.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), axis=-1)  # (B, T, H, R/2, 2)
+    return rotated.reshape(x.shape).astype(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------- attention
+def split_heads(x: Array, num_heads: int) -> Array:
+    # (B, T, H*D) -> (B, H, T, D)
+    return x.reshape(x.shape[:-1] + (num_heads, -1)).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x: Array) -> Array:
+    # (B, H, T, D) -> (B, T, H*D)
+    return x.transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[2], -1)
+
+
+def masked_softmax(attn_weights: Array, mask: Array | None) -> Array:
+    """Softmax over keys in float32, with positions where the boolean `mask` is False set to MASK_VALUE.
+
+    Args:
+        attn_weights: (B, H, T, S) scores. mask: bool, broadcastable to (B, H, T, S), True = may attend.
+    Returns:
+        (B, H, T, S) float32 probabilities.
+    """
+    attn_weights = attn_weights.astype(jnp.float32)
+    if mask is not None:
+        attn_weights = jnp.where(mask, attn_weights, MASK_VALUE)
+    return jax.nn.softmax(attn_weights, axis=-1)
+
+
+def eager_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    scale: float,
+    dropout: nn.Dropout,
+    deterministic: bool,
+    head_mask: Array | None = None,
+    upcast: bool = False,
+) -> tuple[Array, Array]:
+    """Attention written out, returning the probabilities too.
+
+    Args:
+        query: (B, H, T, D). key, value: (B, H, S, D). mask: bool (B or 1, 1, T, S), True = may attend.
+        scale: factor applied to the scores. head_mask: (1, H, 1, 1) multiplier of the probabilities.
+        upcast: compute the scores in float32 (GPT-J, GPT-Neo, GPT-2's `reorder_and_upcast_attn`).
+    Returns:
+        attn_output (B, H, T, D) in value's dtype, attn_weights (B, H, T, S).
+    """
+    if upcast:
+        query, key = query.astype(jnp.float32), key.astype(jnp.float32)
+    attn_weights = jnp.matmul(query * scale, key.swapaxes(-1, -2))  # (B, H, T, S)
+    # Softmax in float32, then back to the value dtype as the checkpoints' authors trained with.
+    attn_weights = masked_softmax(attn_weights, mask).astype(value.dtype)
+    attn_weights = dropout(attn_weights, deterministic=deterministic)
+    if head_mask is not None:
+        attn_weights = attn_weights * head_mask
+    attn_output = jnp.matmul(attn_weights, value)  # (B, H, T, D)
+    return attn_output, attn_weights
+
+
+def sdpa_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    scale: float,
+    upcast: bool = False,
+) -> Array:
+    """`jax.nn.dot_product_attention` with the same explicit boolean mask as the eager path (so GPT-Neo's
+    local window holds here too). Shapes as in `eager_attention`; returns attn_output."""
+    dtype = value.dtype
+    if upcast:
+        query, key, value = query.astype(jnp.float32), key.astype(jnp.float32), value.astype(jnp.float32)
+    # jax wants (B, T, H, D)
+    query, key, value = (x.transpose(0, 2, 1, 3) for x in (query, key, value))
+    attn_output = jax.nn.dot_product_attention(query, key, value, mask=mask, scale=scale)
+    return attn_output.transpose(0, 2, 1, 3).astype(dtype)
+
+
+def attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    scale: float,
+    dropout: nn.Dropout,
+    implementation: str,
+    deterministic: bool,
+    head_mask: Array | None = None,
+    output_attentions: bool = False,
+    upcast: bool = False,
+) -> tuple[Array, Array | None]:
+    """Dispatch to `sdpa_attention` or `eager_attention`; the eager path is used whenever probabilities are
+    returned, heads are masked or dropout is active. Returns attn_output (B, H, T, D) and attn_weights
+    (B, H, T, S) or None."""
+    dropout_active = not deterministic and dropout.rate > 0
+    if implementation == "sdpa" and not output_attentions and head_mask is None and not dropout_active:
+        return sdpa_attention(query, key, value, mask, scale, upcast), None
+    return eager_attention(query, key, value, mask, scale, dropout, deterministic, head_mask, upcast)
+
+
+# --------------------------------------------------------------------------------------------- inputs
+def check_ids(ids: Any, limit: int, name: str, limit_name: str) -> None:
+    """Raise ValueError unless every entry of `ids` lies in [0, limit). Traced values (inside `jax.jit`)
+    cannot be inspected; the model wrappers check them before tracing."""
+    if ids is None or isinstance(ids, jax.core.Tracer) or np.size(ids) == 0:
+        return
+    ids = np.asarray(ids)
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= limit:
+        bad = low if low < 0 else high
+        raise ValueError(f"{name} contains {bad}, outside [0, {limit_name}={limit})")
+
+
+def check_inputs(input_ids: Array | None, inputs_embeds: Array | None, vocab_size: int) -> tuple[int, ...]:
+    """Validate the token input and return its shape without the hidden axis ((B, T) or (B, C, T))."""
+    if input_ids is not None and inputs_embeds is not None:
+        raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
+    if input_ids is not None:
+        if input_ids.ndim < 2:
+            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        if not jnp.issubdtype(input_ids.dtype, jnp.integer):
+            raise ValueError(f"input_ids must hold integer ids, got dtype {input_ids.dtype}")
+        check_ids(input_ids, vocab_size, "input_ids", "vocab_size")
+        return tuple(input_ids.shape)
+    if inputs_embeds is not None:
+        if inputs_embeds.ndim < 3:
+            raise ValueError(f"inputs_embeds must be (batch, seq_len, hidden), got {tuple(inputs_embeds.shape)}")
+        return tuple(inputs_embeds.shape[:-1])
+    raise ValueError("You have to specify either input_ids or inputs_embeds")
+
+
+def past_length(past_key_values: Any, num_layers: int) -> int | Array:
+    """Cached length S - T of `past_key_values`: a tuple of one (key, value) per layer, each (B, H, S, D),
+    or a `StaticCache` (then its fill index, an int32 scalar that may be traced)."""
+    if past_key_values is None:
+        return 0
+    if len(past_key_values) != num_layers:
+        raise ValueError(f"past_key_values has {len(past_key_values)} entries, expected one per layer ({num_layers})")
+    index = getattr(past_key_values, "index", None)
+    return past_key_values[0][0].shape[-2] if index is None else index
+
+
+def default_position_ids(past: int | Array, seq_len: int, max_positions: int) -> Array:
+    """(1, T) consecutive positions after the cache (Hugging Face's default); ValueError past the table."""
+    if not isinstance(past, jax.core.Tracer) and int(past) + seq_len > max_positions:
+        raise ValueError(
+            f"sequence length {int(past) + seq_len} (past_key_values {int(past)} + input {seq_len}) exceeds the "
+            f"model's maximum of {max_positions} positions (n_positions / max_position_embeddings)"
+        )
+    return (past + jnp.arange(seq_len, dtype=jnp.int32))[None]
+
+
+def padding_mask(attention_mask: Array | None, batch_size: int, key_len: int, name: str) -> Array | None:
+    """(B, S) 0/1 `attention_mask` (1 = keep) → (B, 1, 1, S) bool, ValueError on a shape mismatch."""
+    if attention_mask is None:
+        return None
+    if attention_mask.size != batch_size * key_len:
+        raise ValueError(
+            f"{name} has shape {tuple(attention_mask.shape)}, expected (batch, past + seq_len) = "
+            f"({batch_size}, {key_len})"
+        )
+    return attention_mask.reshape(batch_size, 1, 1, key_len).astype(bool)
+
+
+def expand_head_mask(head_mask: Array | None, num_layers: int, num_heads: int) -> list[Array | None]:
+    """(H,) or (L, H) head mask (1 keeps a head) → per layer a (1, H, 1, 1) multiplier (or None)."""
+    if head_mask is None:
+        return [None] * num_layers
+    head_mask = jnp.asarray(head_mask)
+    if head_mask.ndim == 1 and head_mask.shape[0] == num_heads:
+        head_mask = jnp.broadcast_to(head_mask[None], (num_layers, num_heads))
+    if tuple(head_mask.shape) != (num_layers, num_heads):
+        raise ValueError(
+            f"head_mask has shape {tuple(head_mask.shape)}, expected ({num_heads},) or ({num_layers}, {num_heads})"
+        )
+    return list(head_mask[:, None, :, None, None])
+
+
+# --------------------------------------------------------------------------------------------- losses
+def causal_lm_loss(logits: Array, labels: Array) -> Array:
+    """Next-token cross-entropy: logits (..., T, V) at t predict labels (..., T) at t+1; -100 is ignored.
+    Computed in float32 and averaged over the counted tokens."""
+    shift_logits = logits[..., :-1, :].astype(jnp.float32)
+    shift_labels = labels[..., 1:]
+    return cross_entropy_loss(shift_logits, shift_labels)
+
+
+def sequence_classification_loss(logits: Array, labels: Array, config: PretrainedConfig) -> Array:
+    """Loss of (B, num_labels) logits by `config.problem_type` (inferred as Hugging Face does when unset):
+    regression → MSE, single_label_classification → cross-entropy, multi_label_classification → BCE."""
+    num_labels = config.num_labels
+    problem_type = config.problem_type
+    if problem_type is None:
+        if num_labels == 1:
+            problem_type = "regression"
+        elif jnp.issubdtype(labels.dtype, jnp.integer):
+            problem_type = "single_label_classification"
+        else:
+            problem_type = "multi_label_classification"
+    if problem_type == "regression":
+        if num_labels == 1:
+            return jnp.mean((logits.squeeze().astype(jnp.float32) - labels.squeeze().astype(jnp.float32)) ** 2)
+        return jnp.mean((logits.astype(jnp.float32) - labels.astype(jnp.float32)) ** 2)
+    if problem_type == "single_label_classification":
+        return cross_entropy_loss(logits.reshape(-1, num_labels), labels)
+    logits, labels = logits.astype(jnp.float32), labels.astype(jnp.float32)
+    # max(x, 0) - x·y + log(1 + e^-|x|): binary cross-entropy with logits that cannot overflow
+    return jnp.mean(jnp.maximum(logits, 0.0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+
+
+def cross_entropy_loss(logits: Array, labels: Array, ignore_index: int = -100) -> Array:
+    """Cross-entropy of (..., C) logits against (...) class ids, in float32; `ignore_index` is ignored (token
+    classification, multiple choice). The mean over counted labels (NaN when none counts, as PyTorch's)."""
+    log_probs = jax.nn.log_softmax(logits.reshape(-1, logits.shape[-1]).astype(jnp.float32), axis=-1)
+    labels = labels.reshape(-1)
+    counted = labels != ignore_index
+    nll = -jnp.take_along_axis(log_probs, jnp.where(counted, labels, 0)[:, None], axis=-1)[:, 0]
+    return jnp.sum(jnp.where(counted, nll, 0.0)) / jnp.sum(counted)
+
+
+def question_answering_loss(
+    start_logits: Array, end_logits: Array, start_positions: Array, end_positions: Array
+) -> Array:
+    """Mean of the start and end cross-entropies over (B, T) logits; positions outside the sequence are
+    clamped to T and ignored."""
+    ignored_index = start_logits.shape[1]
+    losses = []
+    for logits, positions in ((start_logits, start_positions), (end_logits, end_positions)):
+        if positions.ndim > 1:
+            positions = positions.squeeze(-1)
+        positions = jnp.clip(positions, 0, ignored_index)
+        losses.append(cross_entropy_loss(logits, positions, ignore_index=ignored_index))
+    return (losses[0] + losses[1]) / 2
+
+
+# --------------------------------------------------------------------------------------------- heads
+def pool_last_token(logits: Array, input_ids: Array | None, pad_token_id: int | None, owner: str) -> Array:
+    """Pick each row's logits at its last non-padding token.
+
+    Args:
+        logits: (B, T, C). input_ids: (B, T) or None (inputs_embeds were given).
+        pad_token_id: the padding id, or None (then the last position is used, and batches > 1 are refused
+            because padding could not be told apart). owner: the model class name, for messages.
+    Returns:
+        (B, C) pooled logits.
+    """
+    batch_size, seq_len = logits.shape[:2]
+    if pad_token_id is None and batch_size != 1:
+        raise ValueError(f"{owner}: cannot handle batch sizes > 1 if no padding token is defined (pad_token_id)")
+    if pad_token_id is None:
+        last = jnp.full((batch_size,), seq_len - 1)
+    elif input_ids is None:
+        logger.warning(
+            "%s will not detect padding tokens in `inputs_embeds`. Results may be unexpected if using padding "
+            "tokens in conjunction with `inputs_embeds.`",
+            owner,
+        )
+        last = jnp.full((batch_size,), seq_len - 1)
+    else:
+        # The rightmost non-pad token, so left- and right-padded rows both pool their last real token.
+        positions = jnp.arange(seq_len)
+        last = ((input_ids != pad_token_id).astype(jnp.int32) * positions).argmax(-1)
+    return logits[jnp.arange(batch_size), last]
+
+
+def lm_head_logits(lm_head: nn.Module | None, wte: nn.Embed, hidden_states: Array) -> Array:
+    """(..., H*D) → (..., V) logits. With tied word embeddings there is no `lm_head` parameter (as in Hugging
+    Face's Flax checkpoints): the logits are `hidden_states @ wte.embedding.T`."""
+    if lm_head is None:
+        return wte.attend(hidden_states)
+    return lm_head(hidden_states)
+
+
+def classifier_dropout(config: PretrainedConfig) -> float:
+    """Dropout before a token-classification head: `config.classifier_dropout` when set, else 0.1 (as HF)."""
+    rate = getattr(config, "classifier_dropout", None)
+    return 0.1 if rate is None else float(rate)
+
+
+def init_normal(std: float) -> Callable[..., Array]:
+    """N(0, std²) initializer of kernels and embeddings."""
+    return nn.initializers.normal(stddev=std)
