@@ -26,6 +26,26 @@ __all__ = [
     "open_checkpoint",
     "find_weights",
     "WEIGHT_FILES",
+    "BACKENDS",
+    "HEADS",
+    "TABLES",
+    "TRANSFORMS",
+    "Transform",
+    "FamilyTable",
+    "Layer",
+    "Leaf",
+    "family_of",
+    "head_of",
+    "infer_head",
+    "tie_word_embeddings",
+    "expected_shapes",
+    "check_shapes",
+    "canonical_to_backend_name",
+    "transform_for",
+    "plan_to_backend",
+    "plan_from_backend",
+    "to_backend",
+    "from_backend",
 ]
 
 # Weight files in Hugging Face's PyTorch lookup order (FORMATS.md §1): (file name, kind, is an index).
@@ -130,8 +150,20 @@ class CanonicalCheckpoint(Mapping):
             )
         if transform.keeps_memory_order and hasattr(source, "read_into") and out.flags.c_contiguous:
             source.read_into(raw_key, out.reshape(source.shape(raw_key)))
+        elif hasattr(source, "read_into"):
+            raw = np.empty(source.shape(raw_key), source.dtype(raw_key))
+            source.read_into(raw_key, raw)
+            np.copyto(out, transform.to_canonical(raw))
         else:
             np.copyto(out, self[key])
+
+    def read(self, key: str) -> np.ndarray:
+        """Tensor `key` as a new array owned by the caller, read with plain file reads where the format allows,
+        so streaming through a large checkpoint keeps about one tensor resident (a memory-mapped view would
+        leave every page it touched in the process's resident set)."""
+        out = np.empty(self.shape(key), self.dtype(key))
+        self.read_into(key, out)
+        return out
 
 
 def find_weights(
@@ -901,7 +933,7 @@ def to_backend(
         ValueError: unknown keys, duplicate targets, or shapes that disagree (all listed at once).
     """
     plan = plan_to_backend(family, backend, canonical.keys(), head=head, config=config)
-    _check_canonical_shapes(family, {k: np.shape(canonical[k]) for k in plan}, config)
+    check_shapes(family, {k: np.shape(canonical[k]) for k in plan}, config)
     return {name: transform.to_backend(np.asarray(canonical[key])) for key, (name, transform) in plan.items()}
 
 
@@ -928,12 +960,16 @@ def from_backend(
             bad_layout.append(f"{name}: {err}")
     if bad_layout:
         raise ValueError(f"{len(bad_layout)} {backend} tensor(s) have an impossible layout: " + "; ".join(bad_layout))
-    _check_canonical_shapes(family, shapes, config)
+    check_shapes(family, shapes, config)
     return {key: transform.to_canonical(np.asarray(arrays[name])) for name, (key, transform) in plan.items()}
 
 
-def _check_canonical_shapes(family: str, shapes: Mapping[str, tuple[int, ...]], config: Any) -> None:
-    """Shapes against the config (when given) and against each transform's rank; all problems at once."""
+def check_shapes(family: str, shapes: Mapping[str, tuple[int, ...]], config: Any = None) -> None:
+    """Check canonical shapes against `config` (when given) and each layout's rank; all problems at once.
+
+    Raises:
+        ValueError: naming every key whose shape disagrees (with both shapes) or that the config has no place for.
+    """
     rows, absent, impossible = [], [], []
     for key, shape in shapes.items():
         fixed = fix_legacy_key(key)

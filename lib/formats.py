@@ -82,6 +82,21 @@ class TensorFile(Mapping):
         dtype, shape = self._specs[key]
         return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
 
+    def read_into(self, key: str, out: np.ndarray) -> None:
+        """Copy tensor `key` into `out` (same dtype and shape). Readers that can use plain file reads
+        override this, so converting a big file does not leave its memory map resident."""
+        self._check_out(key, out)
+        np.copyto(out, self[key])
+
+    def _check_out(self, key: str, out: np.ndarray) -> None:
+        if key not in self._specs:
+            raise KeyError(f"{self.path} has no tensor {key!r}")
+        dtype, shape = self._specs[key]
+        if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+            raise ValueError(
+                f"{self.path}: cannot read {key!r} {dtype}{list(shape)} into a {out.dtype}{list(out.shape)} array"
+            )
+
 
 # --------------------------------------------------------------------------------------------- pytorch_model.bin
 class TorchBinFile(TensorFile):
@@ -340,6 +355,14 @@ class H5File(TensorFile):
         except OSError as err:
             raise CheckpointError(f"{self.path}: cannot read {key!r} (truncated or corrupt?): {err}") from err
 
+    def read_into(self, key: str, out: np.ndarray) -> None:
+        self._check_out(key, out)
+        if out.size:
+            try:
+                self._datasets[key].read_direct(out)
+            except OSError as err:
+                raise CheckpointError(f"{self.path}: cannot read {key!r} (truncated or corrupt?): {err}") from err
+
 
 def write_tf_h5(
     path: str | os.PathLike, specs: Specs, fetch: Fetch, *, model_name: str, shard: bool = False
@@ -545,6 +568,17 @@ class MsgpackFile(TensorFile):
         parts = [self._buffer[offset:offset + n] for offset, n in self._leaves[key]]
         data = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return data.view(dtype).reshape(shape)
+
+    def read_into(self, key: str, out: np.ndarray) -> None:
+        self._check_out(key, out)
+        flat = out.reshape(-1).view(np.uint8)
+        position = 0
+        with open(self.path, "rb") as f:
+            for offset, n in self._leaves[key]:
+                f.seek(offset)
+                if f.readinto(flat[position:position + n]) != n:
+                    raise CheckpointError(f"{self.path} ended while reading {key!r}")
+                position += n
 
 
 def _flatten(tree: dict, path: str, prefix: str = "") -> Iterator[tuple[str, Any]]:
