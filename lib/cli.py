@@ -10,7 +10,10 @@ import sys
 from . import __version__
 
 # subcommand → (module, one-line help). The module defines `add_arguments(parser)` and `run(args) -> int`.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "convert": ("twinformers.commands_convert", "convert a checkpoint between PyTorch, TensorFlow and Flax layouts"),
+    "inspect": ("twinformers.commands_inspect", "describe a checkpoint: family, size, dtypes, files, loadability"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

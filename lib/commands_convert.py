@@ -1,0 +1,50 @@
+"""`twinformers convert SRC DST`: any checkpoint layout → any other (see `twinformers.convert`)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from .convert import DTYPES, TARGETS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="checkpoint directory or Hugging Face Hub id")
+    parser.add_argument("dst", help="new directory to write (must not exist unless --force)")
+    parser.add_argument("--to", default="pt", choices=list(dict.fromkeys(to for to, _ in TARGETS)),
+                        help="target framework layout (default: pt; 'safetensors' = pt as safetensors)")
+    parser.add_argument("--format", dest="fmt", choices=sorted({fmt for _, fmt in TARGETS}),
+                        help="file format: pt safetensors|bin, tf h5|safetensors, flax msgpack|safetensors "
+                             "(default: the framework's Hugging Face default)")
+    parser.add_argument("--dtype", choices=DTYPES, help="cast floating weights (default: keep)")
+    parser.add_argument("--max-shard-size", default="5GB", help="largest file before sharding (default: 5GB)")
+    parser.add_argument("--verify", action="store_true",
+                        help="compare source and target outputs in the installed twins (fails above 1e-5 fp32)")
+    parser.add_argument("--force", action="store_true", help="replace DST if it exists")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--revision", help="Hub revision of SRC")
+    parser.add_argument("--local-files-only", action="store_true", help="never download SRC from the Hub")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    # A terminated conversion unwinds like an exception, so its staging directory is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    log = (lambda message: None) if args.quiet else print
+    try:
+        result = convert(
+            args.src, args.dst, to=args.to, fmt=args.fmt, dtype=args.dtype, max_shard_size=args.max_shard_size,
+            force=args.force, verify=args.verify, progress=not args.quiet, revision=args.revision,
+            local_files_only=args.local_files_only, log=log,
+        )
+    except (OSError, ValueError, ImportError, KeyError) as err:
+        message = " ".join(str(err).split())  # one line, whatever the library's message layout
+        print(f"twinformers convert: error: {message}", file=sys.stderr)
+        return 1
+    log(
+        f"wrote {result.tensors} tensors ({result.total_bytes / 1e6:.1f} MB, {result.family} {result.head}) "
+        f"as {result.target.weights_name} to {result.destination}: {', '.join(result.files)}"
+    )
+    return 0

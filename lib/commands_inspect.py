@@ -1,0 +1,81 @@
+"""`twinformers inspect PATH`: what a checkpoint holds and which twins can load it."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib.util
+import os
+import sys
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="checkpoint directory or Hugging Face Hub id")
+    parser.add_argument("--revision", help="Hub revision")
+    parser.add_argument("--local-files-only", action="store_true", help="never download from the Hub")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        lines = describe(args.path, revision=args.revision, local_files_only=args.local_files_only)
+    except (OSError, ValueError, ImportError, KeyError) as err:
+        print(f"twinformers inspect: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
+def describe(path: str, **hub: object) -> list[str]:
+    """The report `twinformers inspect` prints, one line per fact."""
+    from . import conversion
+    from ._backends import BACKENDS
+
+    checkpoint = conversion.open_checkpoint(path, **hub)
+    config = checkpoint.config
+    lines = [f"checkpoint: {path}"]
+    if config is None:
+        lines.append("config: none (no config.json: family and head unknown)")
+        family = head = None
+    else:
+        family = conversion.family_of(config)
+        head = conversion.infer_head(family, checkpoint.keys(), config)
+        lines.append(f"family: {family}   head: {head} ({conversion.TABLES[family].classes[head]})")
+        lines.append(
+            f"config: layers {config.num_hidden_layers}, hidden {config.hidden_size}, heads "
+            f"{config.num_attention_heads}, vocab {config.vocab_size}, positions {config.max_position_embeddings}"
+            + (f", rotary_dim {config.rotary_dim}" if family == "gptj" else "")
+            + (f", window {config.window_size}" if family == "gpt_neo" else "")
+        )
+    tied = family is not None and head in ("causal_lm", "double_heads") and config.tie_word_embeddings
+    # A .bin stores the tied lm_head.weight as a second name for wte's storage: count it once.
+    counted = [k for k in checkpoint if not (tied and k == "lm_head.weight")]
+    parameters = sum(int(np.prod(checkpoint.shape(k), dtype=np.int64)) for k in counted)
+    dtypes = collections.Counter(checkpoint.dtype(k).name for k in counted)
+    total = sum(checkpoint.nbytes(k) for k in counted)
+    lines.append(f"parameters: {parameters:,} in {len(counted)} tensors ({total / 1e6:.1f} MB)")
+    lines.append("dtypes: " + ", ".join(f"{name} ×{n}" for name, n in dtypes.most_common()))
+    lines.append(f"format: {checkpoint.weights_name} ({checkpoint.source_format} layout)")
+    shards = len(checkpoint.files) - 1 if checkpoint.weights_name.endswith(".index.json") else 0
+    lines.append(f"files: {len(checkpoint.files)}" + (f" (index + {shards} shards)" if shards else ""))
+    for file in checkpoint.files:
+        lines.append(f"  {os.path.basename(file)}  {os.path.getsize(file) / 1e6:.2f} MB")
+    if family is not None:
+        lines.append("tied weights: " + ("lm_head.weight = transformer.wte.weight" if tied else "none"))
+        try:
+            conversion.check_shapes(family, checkpoint.shapes(), config)
+            lines.append("weights match config: yes")
+        except ValueError as err:
+            lines.append(f"weights match config: NO: {' '.join(str(err).split())}")
+    for backend, (modules, extra) in BACKENDS.items():
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        needs_torch = checkpoint.weights_name.startswith("pytorch_model") and importlib.util.find_spec("torch") is None
+        if missing:
+            verdict = f"no ({', '.join(missing)} not installed: pip install 'twinformers[{extra}]')"
+        elif needs_torch:
+            verdict = "no (reading pytorch_model.bin needs torch; convert it to safetensors first)"
+        else:
+            verdict = "yes"
+        lines.append(f"loads in twinformers.{backend}: {verdict}")
+    return lines
