@@ -381,7 +381,9 @@ def write_safetensors(
         f.write(header_bytes)
         for name in names:
             dtype, shape = specs[name]
-            array = np.ascontiguousarray(fetch(name))
+            array = np.asarray(fetch(name))
+            if not array.flags.c_contiguous:  # np.ascontiguousarray would turn a 0-d scalar into shape (1,)
+                array = np.ascontiguousarray(array)
             if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
                 raise ValueError(
                     f"tensor {name!r} is {array.dtype}{list(array.shape)}, expected {np.dtype(dtype)}{list(shape)}"

@@ -67,9 +67,10 @@ class GPTJAttention(nn.Module):
         self.head_dim = self.embed_dim // self.num_heads
         self.rotary_dim = config.rotary_dim or self.head_dim
         self.scale = self.head_dim**-0.5
-        self.q_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=False)
+        # Declared k, v, q as in Hugging Face: state_dict order decides how checkpoints are sharded.
         self.k_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=False)
         self.v_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=False)
+        self.q_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=False)
         self.out_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=False)
         self.attn_dropout = nn.Dropout(config.attn_pdrop)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)

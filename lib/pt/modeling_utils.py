@@ -283,7 +283,7 @@ class PreTrainedModel(nn.Module):
         plan = plan_load(
             {name: tuple(p.shape) for name, p in self.named_parameters(remove_duplicate=False)},
             weights.shapes(),
-            base_model_prefix=self.base_model_prefix if hasattr(self, self.base_model_prefix) else "",
+            base_model_prefix=self.base_model_prefix,
             tied_keys=self._tied_parameter_names(),
         )
         materialized = {}
