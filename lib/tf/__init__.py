@@ -40,11 +40,31 @@ from .gpt2 import (  # noqa: E402
     GPT2Model,
     GPT2PreTrainedModel,
 )
+from .gpt_neo import (  # noqa: E402
+    GPTNeoForCausalLM,
+    GPTNeoForQuestionAnswering,
+    GPTNeoForSequenceClassification,
+    GPTNeoForTokenClassification,
+    GPTNeoModel,
+    GPTNeoPreTrainedModel,
+)
+from .gptj import (  # noqa: E402
+    GPTJForCausalLM,
+    GPTJForQuestionAnswering,
+    GPTJForSequenceClassification,
+    GPTJForTokenClassification,
+    GPTJModel,
+    GPTJPreTrainedModel,
+)
 
 __all__ = [
     "PreTrainedModel",
     "GPT2Model", "GPT2LMHeadModel", "GPT2ForCausalLM", "GPT2DoubleHeadsModel", "GPT2ForSequenceClassification",
     "GPT2ForTokenClassification", "GPT2ForQuestionAnswering", "GPT2PreTrainedModel",
+    "GPTJModel", "GPTJForCausalLM", "GPTJForSequenceClassification", "GPTJForTokenClassification",
+    "GPTJForQuestionAnswering", "GPTJPreTrainedModel",
+    "GPTNeoModel", "GPTNeoForCausalLM", "GPTNeoForSequenceClassification", "GPTNeoForTokenClassification",
+    "GPTNeoForQuestionAnswering", "GPTNeoPreTrainedModel",
     "TFGPT2Tokenizer",
 ]
 

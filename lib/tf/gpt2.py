@@ -366,7 +366,8 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config, **kwargs) -> None:
         super().__init__(config, **kwargs)
         self.transformer = GPT2Model(config, name="transformer")
-        self.lm_head = LMHead(config.vocab_size, config.n_embd, embedding=_tied(config, self.transformer.wte),
+        tied = self.transformer.wte if config.tie_word_embeddings else None
+        self.lm_head = LMHead(config.vocab_size, config.n_embd, embedding=tied,
                               initializer_range=config.initializer_range, name="lm_head")
 
     def call(
@@ -418,7 +419,8 @@ class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
         super().__init__(config, **kwargs)
         config.num_labels = 1
         self.transformer = GPT2Model(config, name="transformer")
-        self.lm_head = LMHead(config.vocab_size, config.n_embd, embedding=_tied(config, self.transformer.wte),
+        tied = self.transformer.wte if config.tie_word_embeddings else None
+        self.lm_head = LMHead(config.vocab_size, config.n_embd, embedding=tied,
                               initializer_range=config.initializer_range, name="lm_head")
         self.multiple_choice_head = SequenceSummary(config, name="multiple_choice_head")
 
@@ -618,11 +620,6 @@ class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
             attentions=transformer_outputs.attentions,
         )
         return output if return_dict else output.to_tuple()
-
-
-def _tied(config: GPT2Config, wte: Embedding) -> Embedding | None:
-    """The token table an LM head shares (`tie_word_embeddings`), or None for a head of its own."""
-    return wte if config.tie_word_embeddings else None
 
 
 GPT2ForCausalLM = GPT2LMHeadModel

@@ -10,9 +10,12 @@ Hugging Face's TF name without `:0` (`transformer/h_._0/attn/c_attn/weight`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import importlib.util
 import inspect
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +23,12 @@ import keras
 import numpy as np
 import optree
 
+from ..checkpoint import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME, plan_shards, save_sharded, write_safetensors
 from ..configuration import PretrainedConfig
+from ..conversion import Transform, family_of, open_checkpoint, plan_from_backend, plan_to_backend
+from ..formats import keras_model_name, write_tf_h5
+from ..generation_config import GenerationConfig
+from ..loading import plan_load
 from ..outputs import OUTPUT_CLASSES, ModelOutput
 
 logger = logging.getLogger(__name__)
@@ -197,6 +205,164 @@ class PreTrainedModel(keras.Model):
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict[str, Any]:
         return super().compute_metrics(x, y, _keras_predictions(y_pred), sample_weight)
 
+    # ----------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args: Any,
+        config: PretrainedConfig | str | os.PathLike | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        output_loading_info: bool = False,
+        **config_kwargs: Any,
+    ) -> PreTrainedModel | tuple[PreTrainedModel, dict[str, list]]:
+        """Load a model from a directory or Hub id holding `config.json` and Hugging Face weights.
+
+        Any layout loads, read through the conversion tables one tensor at a time: PyTorch-layout safetensors
+        (Hugging Face's default, single or sharded), TF-layout safetensors, `tf_model.h5` (single or sharded,
+        read with h5py), and `pytorch_model.bin` when torch is installed. Files are looked up in Hugging Face's
+        order — safetensors first; without torch `tf_model.h5` comes before `pytorch_model.bin`. Variables keep
+        the dtype policy's variable dtype (float16/bfloat16 checkpoints are cast). Base-model checkpoints load
+        into head models and vice versa; missing variables keep their fresh initialization and, like unused
+        checkpoint tensors, are logged.
+
+        Args:
+            pretrained_model_name_or_path: checkpoint directory or Hub repository id.
+            config: a config (or a path to one) to use instead of the checkpoint's `config.json`.
+            revision, cache_dir, local_files_only, token: Hub download options.
+            output_loading_info: also return {"missing_keys", "unexpected_keys", "mismatched_keys",
+                "error_msgs"} (canonical key names).
+            **config_kwargs: config attributes to override (e.g. `pad_token_id=0`).
+        Raises:
+            ValueError: checkpoint shapes that do not match the config (every one named with both shapes).
+            OSError: no weights, a missing shard, a truncated or corrupt file.
+        """
+        path = os.fspath(pretrained_model_name_or_path)
+        hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        if config is None or isinstance(config, (str, os.PathLike)):
+            config, unused = cls.config_class.from_pretrained(
+                config if config is not None else path, return_unused_kwargs=True, **hub, **config_kwargs
+            )
+        else:
+            config = copy.deepcopy(config)
+            unused = {k: v for k, v in config_kwargs.items() if not hasattr(config, k)}
+            config.update({k: v for k, v in config_kwargs.items() if k not in unused})
+        if unused:
+            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments {sorted(unused)}")
+        config.name_or_path = path
+
+        prefer = "h5" if importlib.util.find_spec("torch") is None else None
+        weights = open_checkpoint(path, prefer=prefer, **hub)
+        model = cls(config, *model_args)
+        model.build()
+        loading_info = model._load_weights(weights)
+        return (model, loading_info) if output_loading_info else model
+
+    def _canonical_plan(self) -> dict[str, tuple[keras.Variable, str, Transform]]:
+        """Our TF name → (variable, canonical key, transform), from the conversion table."""
+        if not self.built:
+            self.build()
+        variables = {v.path.split("/", 1)[1]: v for v in self.weights}
+        head = "base" if self.base_model is self else None
+        plan = plan_from_backend(family_of(self.config), "tf", variables, head=head)
+        return {name: (variables[name], key, transform) for name, (key, transform) in plan.items()}
+
+    def _load_weights(self, weights: Any) -> dict[str, list]:
+        """Assign every variable the checkpoint holds (canonical key → NumPy, read lazily, one at a time)."""
+        plan = self._canonical_plan()
+        model_shapes = {key: transform.canonical_shape(tuple(var.shape)) for var, key, transform in plan.values()}
+        # A tied LM head owns no variable: the checkpoint's `lm_head.weight` (in .bin files) is the embedding.
+        tied = getattr(self.get_output_embeddings(), "embedding", None) is not None
+        load = plan_load(
+            model_shapes,
+            weights.shapes(),
+            base_model_prefix=self.base_model_prefix if self.base_model is not self else "",
+            tied_keys={"lm_head.weight": f"{self.base_model_prefix}.wte.weight"} if tied else {},
+        )
+        for var, key, transform in plan.values():
+            if key not in load.mapping:
+                continue
+            source = load.mapping[key]
+            if transform.keeps_memory_order:
+                array = np.empty(weights.shape(source), weights.dtype(source))
+                weights.read_into(source, array)  # straight from the file
+                array = transform.to_backend(array)
+            else:
+                array = transform.to_backend(weights[source])
+            var.assign(np.asarray(array, dtype=var.dtype))
+            del array  # one host copy at a time
+        if load.missing_keys:
+            logger.warning("Some weights of %s were not in the checkpoint and are newly initialized: %s",
+                           type(self).__name__, load.missing_keys)
+        if load.unexpected_keys:
+            logger.warning("Some weights of the checkpoint were not used by %s: %s",
+                           type(self).__name__, load.unexpected_keys)
+        return load.loading_info()
+
+    # ----------------------------------------------------------------------------------------- saving
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        max_shard_size: int | str = "5GB",
+    ) -> None:
+        """Write `config.json`, `generation_config.json` (LM heads) and the weights.
+
+        Args:
+            save_directory: created if needed; an existing file there is an error.
+            safe_serialization: `model.safetensors` in the PyTorch layout (canonical keys and shapes,
+                `{"format": "pt"}`; every twin and Hugging Face PyTorch read it), or, if False, `tf_model.h5` in
+                Hugging Face's TF layout (Keras-2 `save_weights` groups, `:0` names, (1, n) Conv1D biases).
+            max_shard_size: above this, shards plus an index (`model.safetensors.index.json` or
+                `tf_model.h5.index.json`) are written.
+        """
+        save_directory = os.fspath(save_directory)
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_directory {save_directory!r} is a file, expected a directory")
+        plan = self._canonical_plan()
+        os.makedirs(save_directory, exist_ok=True)
+
+        config = copy.deepcopy(self.config)
+        config.architectures = [type(self).__name__]  # the PyTorch class name, as Hugging Face TF writes
+        if self.can_generate():
+            GenerationConfig.from_model_config(config).save_pretrained(save_directory)
+        config.save_pretrained(save_directory)
+
+        canonical = {key: (var, transform) for var, key, transform in plan.values()}
+
+        def fetch(key: str) -> np.ndarray:
+            var, transform = canonical[key]
+            return transform.to_canonical(var.numpy())
+
+        sizes = [(key, int(np.prod(var.shape)) * np.dtype(var.dtype).itemsize) for key, (var, _) in canonical.items()]
+        if safe_serialization:
+            def write_shard(file: str, keys: list[str]) -> None:
+                specs = {k: (np.dtype(canonical[k][0].dtype), canonical[k][1].canonical_shape(
+                    tuple(canonical[k][0].shape))) for k in keys}
+                write_safetensors(file, specs=specs, fetch=fetch, metadata={"format": "pt"})
+
+            save_sharded(save_directory, sizes, write_shard, SAFE_WEIGHTS_NAME, max_shard_size)
+            return
+
+        head = "base" if self.base_model is self else None
+        names = plan_to_backend(family_of(self.config), "tf_h5", canonical, head=head, config=self.config)
+        h5_names = {key: name for key, (name, _) in names.items()}
+        model_name = keras_model_name(f"TF{type(self).__name__}")  # Hugging Face's Keras-2 auto name
+        sharded = len(plan_shards(sizes, max_shard_size)) > 1
+
+        def write_h5_shard(file: str, keys: list[str]) -> None:
+            specs = {h5_names[k]: (np.dtype(canonical[k][0].dtype), names[k][1].backend_shape(
+                canonical[k][1].canonical_shape(tuple(canonical[k][0].shape)))) for k in keys}
+            by_name = {h5_names[k]: k for k in keys}
+            write_tf_h5(file, specs, lambda name: names[by_name[name]][1].to_backend(fetch(by_name[name])),
+                        model_name=model_name, shard=sharded)
+
+        save_sharded(save_directory, sizes, write_h5_shard, TF_WEIGHTS_NAME, max_shard_size,
+                     index_keys=lambda key: f"{model_name}/{h5_names[key]}")
+
 
 def _keras_predictions(y_pred: Any) -> Any:
     """The logits of a model output, for Keras losses and metrics: one tensor, or a tuple of all `*logits`
@@ -207,6 +373,3 @@ def _keras_predictions(y_pred: Any) -> Any:
                    if f.name.endswith("logits") and getattr(y_pred, f.name) is not None)
     return logits[0] if len(logits) == 1 else logits
 
-
-def _as_numpy(value: Any) -> np.ndarray:
-    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
