@@ -974,7 +974,8 @@ class PreTrainedTokenizerBase:
             data.pop("attention_mask", None)
         side = _check_choice(self.padding_side if padding_side is None else padding_side, SIDES, "padding_side")
         padding, _, max_length = self._resolve_strategies(padding, False, max_length, pad_to_multiple_of)
-        examples = [{k: list(v[i]) for k, v in data.items()} for i in range(len(data["input_ids"]))]
+        examples = [{k: list(v[i]) if isinstance(v[i], (list, tuple)) else v[i] for k, v in data.items()}
+                    for i in range(len(data["input_ids"]))]
         self._pad_batch(examples, padding, max_length, pad_to_multiple_of, side)
         return self._wrap(examples, batched, return_tensors, list(data), with_words=False)
 
