@@ -9,7 +9,10 @@ and `save_pretrained`.
 
 from __future__ import annotations
 
+import copy
 import inspect
+import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,8 +22,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..checkpoint import FLAX_WEIGHTS_NAME, SAFE_WEIGHTS_NAME, save_sharded, write_safetensors
 from ..configuration import PretrainedConfig
+from ..conversion import Transform, family_of, open_checkpoint, plan_from_backend
+from ..formats import write_flax_msgpack
+from ..generation_config import GenerationConfig
+from ..loading import plan_load
 from . import ops
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PreTrainedModel", "StaticCache", "flatten_params", "unflatten_params"]
 
@@ -160,6 +170,7 @@ class PreTrainedModel:
     module_class: type[nn.Module]
     base_model_prefix = "transformer"
     main_input_name = "input_ids"
+    _is_generative = False
 
     def __init__(
         self,
@@ -344,7 +355,8 @@ class PreTrainedModel:
     ) -> Any:
         """Check the arguments, then run the jitted module (traced once per input shape and flag set)."""
         inputs = {name: value for name, value in inputs.items() if value is not None}
-        refused = sorted(set(inputs) - self._module_args)
+        static = {name: value for name, value in static.items() if value is not None}
+        refused = sorted((set(inputs) | set(static)) - self._module_args)
         if refused:
             raise TypeError(f"{type(self).__name__} does not take {', '.join(refused)}")
         if params is None:
@@ -382,3 +394,173 @@ class PreTrainedModel:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dtype={jnp.dtype(self.dtype).name}, config={self.config.to_json_string()})"
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """Whether the class has a language-modeling head (and so gets a generation config)."""
+        return cls._is_generative
+
+    # ----------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args: Any,
+        config: PretrainedConfig | str | os.PathLike | None = None,
+        dtype: Any = jnp.float32,
+        input_shape: tuple[int, ...] = (1, 1),
+        seed: int = 0,
+        _do_init: bool = True,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        output_loading_info: bool = False,
+        **config_kwargs: Any,
+    ) -> Any:
+        """Load a model from a directory or Hub id holding `config.json` and Hugging Face weights of any layout.
+
+        Files are looked up in Hugging Face's Flax order — `flax_model.msgpack` (and its index) first, then
+        `model.safetensors` (and its index, which Hugging Face's Flax cannot read), `pytorch_model.bin`
+        (and its index), `tf_model.h5` — and read through the conversion tables, one tensor at a time
+        straight into the params, so loading needs about 1× the checkpoint in memory. Parameters keep the
+        checkpoint's dtype (bf16 stays bf16); `dtype` is the computation dtype. Base-model checkpoints load
+        into head models and vice versa; missing parameters are initialized randomly and, like unexpected
+        ones, logged.
+
+        Args:
+            pretrained_model_name_or_path: checkpoint directory or Hub repository id.
+            config: a config (or a path to one) to use instead of the checkpoint's `config.json`.
+            dtype: computation dtype. input_shape, seed: as the constructor.
+            _do_init: False returns `(model, params)` with a model that holds no params.
+            revision, cache_dir, local_files_only, token: Hub download options.
+            output_loading_info: also return {"missing_keys", "unexpected_keys", "mismatched_keys",
+                "error_msgs"} (canonical key names) as the last element.
+            **config_kwargs: config attributes to override (e.g. `pad_token_id=0`).
+        Raises:
+            ValueError: checkpoint shapes that do not match the config (every one named with both shapes).
+            OSError: no weights, a missing shard, a truncated or corrupt file.
+        """
+        path = os.fspath(pretrained_model_name_or_path)
+        hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        if config is None or isinstance(config, (str, os.PathLike)):
+            config, unused = cls.config_class.from_pretrained(
+                config if config is not None else path, return_unused_kwargs=True, **hub, **config_kwargs
+            )
+        else:
+            config = copy.deepcopy(config)
+            unused = {k: v for k, v in config_kwargs.items() if not hasattr(config, k)}
+            config.update({k: v for k, v in config_kwargs.items() if k not in unused})
+        if unused:
+            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments {sorted(unused)}")
+        config.name_or_path = path
+
+        weights = open_checkpoint(path, prefer="msgpack", **hub)
+        model = cls(config, *model_args, input_shape=input_shape, seed=seed, dtype=dtype, _do_init=False)
+        params, loading_info = model._load_params(weights)
+        if _do_init:
+            model.params = params
+            result: tuple = (model,)
+        else:
+            result = (model, params)
+        if output_loading_info:
+            result += (loading_info,)
+        return result[0] if len(result) == 1 else result
+
+    def _canonical_plan(self) -> dict[str, tuple[str, Transform]]:
+        """Flax param path → (canonical key, transform), from the conversion table."""
+        return plan_from_backend(family_of(self.config), "flax", flatten_params(self._params_shape_tree))
+
+    def _load_params(self, weights: Any) -> tuple[Params, dict[str, list]]:
+        """Params read from `weights` (canonical key → NumPy, read lazily), random where missing."""
+        shape_tree = flatten_params(self._params_shape_tree)
+        plan = self._canonical_plan()
+        model_shapes = {key: transform.canonical_shape(tuple(shape_tree[path].shape))
+                        for path, (key, transform) in plan.items()}
+        tied = self.can_generate() and self.config.tie_word_embeddings and "lm_head.weight" not in model_shapes
+        load = plan_load(
+            model_shapes,
+            weights.shapes(),
+            base_model_prefix=self.base_model_prefix if any(k.startswith("transformer.") for k in model_shapes)
+            else "",
+            tied_keys={"lm_head.weight": "transformer.wte.weight"} if tied else {},
+        )
+        flat: dict[str, Array] = {}
+        for path, (key, transform) in plan.items():
+            if key not in load.mapping:
+                continue
+            source = load.mapping[key]
+            if transform.keeps_memory_order:
+                array = np.empty(weights.shape(source), weights.dtype(source))
+                weights.read_into(source, array)  # straight from the file
+                array = transform.to_backend(array)
+            else:
+                array = np.ascontiguousarray(transform.to_backend(weights[source]))
+            flat[path] = jnp.asarray(array)
+            del array  # one host copy at a time
+        if load.missing_keys:
+            random = flatten_params(self._init(self.key, self.input_shape))
+            flat.update({path: random[path] for path in shape_tree if path not in flat})
+            logger.warning("Some weights of %s were not in the checkpoint and are newly initialized: %s",
+                           type(self).__name__, load.missing_keys)
+        if load.unexpected_keys:
+            logger.warning("Some weights of the checkpoint were not used by %s: %s",
+                           type(self).__name__, load.unexpected_keys)
+        return unflatten_params({path: flat[path] for path in shape_tree}), load.loading_info()
+
+    # ----------------------------------------------------------------------------------------- saving
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        params: Params | None = None,
+        safe_serialization: bool = True,
+        max_shard_size: int | str = "5GB",
+    ) -> None:
+        """Write `config.json`, `generation_config.json` (LM heads) and the weights.
+
+        Args:
+            save_directory: created if needed; an existing file there is an error.
+            params: the params to save (default `self.params`).
+            safe_serialization: `model.safetensors` in the PyTorch layout (canonical keys and shapes,
+                `{"format": "pt"}`; any twin and Hugging Face PyTorch read it), or, if False,
+                `flax_model.msgpack` in Hugging Face's Flax tree.
+            max_shard_size: above this, shards plus an index (`model.safetensors.index.json` or
+                `flax_model.msgpack.index.json`) are written.
+        """
+        save_directory = os.fspath(save_directory)
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_directory {save_directory!r} is a file, expected a directory")
+        params = self.params if params is None else params
+        self.check_params(params)
+        os.makedirs(save_directory, exist_ok=True)
+
+        config = copy.deepcopy(self.config)
+        config.architectures = [type(self).__name__]
+        if self.can_generate():
+            GenerationConfig.from_model_config(config).save_pretrained(save_directory)
+        config.save_pretrained(save_directory)
+
+        flat = flatten_params(params)
+        if safe_serialization:
+            plan = self._canonical_plan()
+            canonical = {key: (path, transform) for path, (key, transform) in plan.items()}
+
+            def fetch(key: str) -> np.ndarray:
+                path, transform = canonical[key]
+                return transform.to_canonical(np.asarray(flat[path]))
+
+            def write_shard(file: str, keys: list[str]) -> None:
+                specs = {k: (np.dtype(flat[canonical[k][0]].dtype), canonical[k][1].canonical_shape(
+                    tuple(flat[canonical[k][0]].shape))) for k in keys}
+                write_safetensors(file, specs=specs, fetch=fetch, metadata={"format": "pt"})
+
+            sizes = [(key, int(flat[path].nbytes)) for key, (path, _) in canonical.items()]
+            save_sharded(save_directory, sizes, write_shard, SAFE_WEIGHTS_NAME, max_shard_size)
+            return
+
+        def write_msgpack_shard(file: str, paths: list[str]) -> None:
+            specs = {p: (np.dtype(flat[p].dtype), tuple(flat[p].shape)) for p in paths}
+            write_flax_msgpack(file, specs, lambda p: np.asarray(flat[p]))
+
+        sizes = [(path, int(flat[path].nbytes)) for path in sorted(flat)]
+        save_sharded(save_directory, sizes, write_msgpack_shard, FLAX_WEIGHTS_NAME, max_shard_size)
