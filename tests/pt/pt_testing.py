@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from helpers import tiny_config
 
 import twinformers.pt as pt
+from helpers import tiny_config
 
 # (family, class name, head kind)
 CLASSES = [

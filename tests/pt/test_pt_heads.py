@@ -8,10 +8,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import numpy as np  # noqa: E402
-from helpers import HF_FIXTURES, assert_close, to_numpy  # noqa: E402
 from pt_testing import BATCH, CHOICES, PAD, SEQ, make_model, random_ids  # noqa: E402
 
 import twinformers.pt as pt  # noqa: E402
+from helpers import HF_FIXTURES, assert_close, to_numpy  # noqa: E402
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:

@@ -8,10 +8,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import numpy as np  # noqa: E402
-from helpers import HF_FIXTURES, assert_close, reference_outputs  # noqa: E402
 from pt_testing import BASE_CLASSES, CLASSES, FAMILIES, LM_CLASSES, make_model, random_ids  # noqa: E402
 
 import twinformers.pt as pt  # noqa: E402
+from helpers import HF_FIXTURES, assert_close, reference_outputs  # noqa: E402
 from twinformers.checkpoint import SafetensorsFile, read_index  # noqa: E402
 from twinformers.configuration import AutoConfig  # noqa: E402
 

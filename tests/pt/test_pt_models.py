@@ -6,7 +6,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import numpy as np  # noqa: E402
-from helpers import assert_close  # noqa: E402
 from pt_testing import (  # noqa: E402
     BATCH,
     CACHED_KINDS,
@@ -23,6 +22,7 @@ from pt_testing import (  # noqa: E402
     random_ids,
 )
 
+from helpers import assert_close  # noqa: E402
 from twinformers.model_math import positions_from_mask  # noqa: E402
 
 HIDDEN, HEADS, LAYERS, VOCAB = 24, 3, 2, 97
