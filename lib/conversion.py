@@ -441,6 +441,10 @@ class FamilyTable:
     heads: dict[str, tuple[Layer, ...]]
     classes: dict[str, str]
     inner_size: str  # the config attribute holding I (None → 4·D)
+    # Hugging Face's TF models create some layers in another order than PyTorch; their h5 files and shards
+    # follow it: block layers in this order (empty: PyTorch's), and heads built before the base model.
+    tf_block_order: tuple[str, ...] = ()
+    tf_heads_first: tuple[str, ...] = ()
 
 
 HEADS = ("base", "causal_lm", "double_heads", "seq_cls", "token_cls", "qa")
@@ -493,6 +497,7 @@ TABLES: dict[str, FamilyTable] = {
         },
         classes={**_class_names("GPT2", "GPT2LMHeadModel"), "double_heads": "GPT2DoubleHeadsModel"},
         inner_size="n_inner",
+        tf_heads_first=("seq_cls",),
     ),
     "gptj": FamilyTable(
         family="gptj",
@@ -515,6 +520,8 @@ TABLES: dict[str, FamilyTable] = {
         },
         classes=_class_names("GPTJ", "GPTJForCausalLM"),
         inner_size="n_inner",
+        tf_block_order=("h.{i}.ln_1", "h.{i}.attn.q_proj", "h.{i}.attn.k_proj", "h.{i}.attn.v_proj",
+                        "h.{i}.attn.out_proj", "h.{i}.mlp.fc_in", "h.{i}.mlp.fc_out"),
     ),
     "gpt_neo": FamilyTable(
         family="gpt_neo",
@@ -761,14 +768,16 @@ def _layer_exists(layer: Layer, config: Any) -> bool:
     return layer.when is None or bool(getattr(config, layer.when, False))
 
 
-def expected_shapes(config: Any, head: str) -> dict[str, tuple[int, ...]]:
-    """Canonical key → shape of every parameter of a `head` model built from `config`, in state_dict order.
+def expected_shapes(config: Any, head: str, order: str = "pt") -> dict[str, tuple[int, ...]]:
+    """Canonical key → shape of every parameter of a `head` model built from `config`.
 
     Head models prefix the base model with `transformer.`; "base" models do not. LM heads list the tied
     `lm_head.weight` too (it is in the PyTorch state_dict even when tied; safetensors files leave it out).
 
     Args:
         config: a GPT2Config, GPTJConfig or GPTNeoConfig. head: one of `HEADS`.
+        order: "pt" — PyTorch state_dict order; "tf" — Hugging Face TF `model.weights` order (how its h5
+            files and shards are laid out).
     """
     family = family_of(config)
     table = _table(family)
@@ -786,6 +795,11 @@ def expected_shapes(config: Any, head: str) -> dict[str, tuple[int, ...]]:
             shapes[f"{path}.{leaf.pt}"] = leaf.shape(a, b)
 
     blocks = [layer for layer in table.backbone if "{i}" in layer.path]
+    heads_first = order == "tf" and head in table.tf_heads_first
+    if order == "tf" and table.tf_block_order:
+        blocks.sort(key=lambda layer: table.tf_block_order.index(layer.path))
+    for layer in table.heads[head] if heads_first else ():
+        add(layer, layer.path)
     for layer in table.backbone:
         if "{i}" not in layer.path:
             if layer is table.backbone[-1]:  # ln_f comes after the blocks
@@ -795,7 +809,7 @@ def expected_shapes(config: Any, head: str) -> dict[str, tuple[int, ...]]:
         for layer in blocks:
             add(layer, prefix + layer.path.replace("{i}", str(i)))
     add(table.backbone[-1], prefix + table.backbone[-1].path)
-    for layer in table.heads[head]:
+    for layer in () if heads_first else table.heads[head]:
         add(layer, layer.path)
     return shapes
 

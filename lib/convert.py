@@ -188,10 +188,12 @@ def _weights_dtype(source: conversion.CanonicalCheckpoint) -> str:
 def _target_plan(
     source: conversion.CanonicalCheckpoint, target: Target, family: str, head: str, config: Any
 ) -> dict[str, tuple[str, conversion.Transform, tuple[int, ...]]]:
-    """Target name → (canonical key, transform, target shape), in the order Hugging Face writes (state_dict
-    order; Flax: sorted paths). A tied `lm_head.weight` is left out: it is `wte` (the .bin re-adds it)."""
+    """Target name → (canonical key, transform, target shape), in the order Hugging Face writes (PyTorch:
+    state_dict order; TF: model.weights order; Flax: sorted paths). A tied `lm_head.weight` is left out: it
+    is `wte` (the .bin re-adds it)."""
     keyed = conversion.plan_to_backend(family, target.backend, source.keys(), head=head, config=config)
-    order = {_bare(key): i for i, key in enumerate(conversion.expected_shapes(config, head))}
+    layout = "tf" if target.backend == "tf_h5" else "pt"
+    order = {_bare(key): i for i, key in enumerate(conversion.expected_shapes(config, head, order=layout))}
     items = sorted(keyed.items(), key=lambda item: order.get(_bare(item[0]), len(order)))
     plan = {}
     for key, (name, transform) in items:
