@@ -30,6 +30,14 @@ from .modeling_utils import PreTrainedModel, register_keras_pytrees  # noqa: E40
 
 register_keras_pytrees()
 
+from .auto import (  # noqa: E402
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+from .data import prepare_tf_dataset  # noqa: E402
 from .gpt2 import (  # noqa: E402
     GPT2DoubleHeadsModel,
     GPT2ForCausalLM,
@@ -65,7 +73,9 @@ __all__ = [
     "GPTJForQuestionAnswering", "GPTJPreTrainedModel",
     "GPTNeoModel", "GPTNeoForCausalLM", "GPTNeoForSequenceClassification", "GPTNeoForTokenClassification",
     "GPTNeoForQuestionAnswering", "GPTNeoPreTrainedModel",
-    "TFGPT2Tokenizer",
+    "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
+    "AutoModelForQuestionAnswering",
+    "prepare_tf_dataset", "TFGPT2Tokenizer",
 ]
 
 
