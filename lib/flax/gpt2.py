@@ -21,19 +21,14 @@ from ..outputs import (
     SequenceClassifierOutputWithPast,
     TokenClassifierOutput,
 )
-from .modeling_utils import (
-    PreTrainedModel,
-    cache_key_length,
-    causal_rows,
-    pack_presents,
-    static_padding,
-    update_cache,
-)
+from .modeling_utils import PreTrainedModel
 from .ops import (
     Conv1D,
     ModuleList,
     attention,
+    cache_key_length,
     causal_lm_loss,
+    causal_rows,
     causal_table,
     check_ids,
     check_inputs,
@@ -46,12 +41,16 @@ from .ops import (
     linear,
     lm_head_logits,
     merge_heads,
+    pack_presents,
     padding_mask,
     past_length,
     pool_last_token,
     question_answering_loss,
     sequence_classification_loss,
     split_heads,
+    static_cache_index,
+    static_padding,
+    update_cache,
 )
 
 __all__ = [
@@ -361,7 +360,7 @@ class GPT2ModelModule(nn.Module):
         seq_len = input_shape[-1]
         batch_size = math.prod(input_shape[:-1])  # choices are folded into the batch
         past = past_length(past_key_values, config.n_layer)
-        cache_index = getattr(past_key_values, "index", None)
+        cache_index = static_cache_index(past_key_values)
         if position_ids is None:
             position_ids = default_position_ids(past, seq_len, config.n_positions)
         else:

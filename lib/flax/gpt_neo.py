@@ -20,18 +20,13 @@ from ..outputs import (
     SequenceClassifierOutputWithPast,
     TokenClassifierOutput,
 )
-from .modeling_utils import (
-    PreTrainedModel,
-    cache_key_length,
-    causal_rows,
-    pack_presents,
-    static_padding,
-    update_cache,
-)
+from .modeling_utils import PreTrainedModel
 from .ops import (
     ModuleList,
     attention,
+    cache_key_length,
     causal_lm_loss,
+    causal_rows,
     causal_table,
     check_ids,
     check_inputs,
@@ -43,12 +38,16 @@ from .ops import (
     init_normal,
     lm_head_logits,
     merge_heads,
+    pack_presents,
     padding_mask,
     past_length,
     pool_last_token,
     question_answering_loss,
     sequence_classification_loss,
     split_heads,
+    static_cache_index,
+    static_padding,
+    update_cache,
 )
 
 __all__ = [
@@ -266,7 +265,7 @@ class GPTNeoModelModule(nn.Module):
         seq_len = input_shape[-1]
         batch_size = math.prod(input_shape[:-1])
         past = past_length(past_key_values, config.num_layers)
-        cache_index = getattr(past_key_values, "index", None)
+        cache_index = static_cache_index(past_key_values)
         if position_ids is None:
             position_ids = default_position_ids(past, seq_len, config.max_position_embeddings)
         else:

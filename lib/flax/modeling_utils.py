@@ -13,11 +13,9 @@ import copy
 import inspect
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +27,7 @@ from ..formats import write_flax_msgpack
 from ..generation_config import GenerationConfig
 from ..loading import plan_load
 from . import ops
+from .ops import StaticCache
 
 logger = logging.getLogger(__name__)
 
@@ -39,88 +38,6 @@ Params = dict[str, Any]
 
 # Module arguments that change the traced program (Python values, not arrays).
 _STATIC_ARGS = ("deterministic", "use_cache", "output_attentions", "output_hidden_states", "return_dict")
-
-
-@flax.struct.dataclass
-class StaticCache:
-    """A pre-allocated key/value cache (from `init_cache`): fixed-size buffers and a fill index, so every
-    decoding step has the same shapes and reuses one compiled program.
-
-    It reads like the tuple form of `past_key_values` (`len(cache)` layers, `cache[i]` = (key, value)).
-
-    Attributes:
-        key_values: per layer a (key, value) pair, each (B, H, M, D) with M the cache's max_length.
-        index: () int32, how many positions are filled (the next token's position).
-    """
-
-    key_values: tuple[tuple[Array, Array], ...]
-    index: Array
-
-    def __len__(self) -> int:
-        return len(self.key_values)
-
-    def __getitem__(self, layer: int) -> tuple[Array, Array]:
-        return self.key_values[layer]
-
-    def __iter__(self) -> Iterator[tuple[Array, Array]]:
-        return iter(self.key_values)
-
-    @property
-    def max_length(self) -> int:
-        return self.key_values[0][0].shape[-2]
-
-
-def update_cache(layer_past: tuple[Array, Array] | None, key: Array, value: Array, cache_index: Array | None):
-    """Append this step's (B, H, T, D) key and value to a layer's cache.
-
-    The tuple form concatenates along S; a static cache (`cache_index` given) writes them into its
-    buffers at `cache_index`, keeping the buffers' shape.
-    """
-    if layer_past is None:
-        return key, value
-    past_key, past_value = layer_past
-    if cache_index is None:
-        return jnp.concatenate((past_key, key), axis=-2), jnp.concatenate((past_value, value), axis=-2)
-    key = jax.lax.dynamic_update_slice_in_dim(past_key, key.astype(past_key.dtype), cache_index, axis=-2)
-    value = jax.lax.dynamic_update_slice_in_dim(past_value, value.astype(past_value.dtype), cache_index, axis=-2)
-    return key, value
-
-
-def causal_rows(bias: np.ndarray, query_len: int, key_len: int, cache_index: Array | None) -> Array:
-    """The rows of a (1, 1, P, P) causal table for the T queries against the first S keys: (1, 1, T, S).
-
-    The queries are the last T of the S keys, or sit at `cache_index` in a static cache."""
-    query_start = key_len - query_len if cache_index is None else cache_index
-    return jax.lax.dynamic_slice_in_dim(jnp.asarray(bias[:, :, :, :key_len]), query_start, query_len, axis=2)
-
-
-def cache_key_length(past_key_values: Any, past: int | Array, seq_len: int) -> int:
-    """S, the key length attention sees: past + T, or a static cache's max_length."""
-    if isinstance(past_key_values, StaticCache):
-        return past_key_values.max_length
-    return past + seq_len
-
-
-def static_padding(attention_mask: Array | None, past_key_values: Any) -> Array | None:
-    """A static cache's attention mask may cover only the positions written so far: extend it with ones to
-    the cache's max_length (the causal table masks the positions not yet written)."""
-    if attention_mask is None or not isinstance(past_key_values, StaticCache):
-        return attention_mask
-    attention_mask = jnp.asarray(attention_mask)
-    missing = past_key_values.max_length - attention_mask.shape[-1]
-    if missing < 0:
-        raise ValueError(
-            f"attention_mask covers {attention_mask.shape[-1]} positions, more than the cache's max_length "
-            f"{past_key_values.max_length}"
-        )
-    return jnp.pad(attention_mask, [(0, 0)] * (attention_mask.ndim - 1) + [(0, missing)], constant_values=1)
-
-
-def pack_presents(presents: tuple | None, past_key_values: Any, seq_len: int) -> Any:
-    """The `past_key_values` to return: the layers' presents, as a `StaticCache` advanced by T when one came in."""
-    if presents is None or not isinstance(past_key_values, StaticCache):
-        return presents
-    return StaticCache(key_values=presents, index=past_key_values.index + seq_len)
 
 
 # --------------------------------------------------------------------------------------------- param trees
