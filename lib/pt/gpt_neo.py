@@ -21,7 +21,9 @@ from ..outputs import (
 from .modeling_utils import PreTrainedModel
 from .ops import (
     attention,
+    cache_key_length,
     causal_lm_loss,
+    causal_rows,
     causal_table,
     check_ids,
     check_inputs,
@@ -31,12 +33,16 @@ from .ops import (
     expand_head_mask,
     get_activation,
     merge_heads,
+    pack_presents,
     padding_mask,
     past_length,
     pool_last_token,
     question_answering_loss,
     sequence_classification_loss,
     split_heads,
+    static_cache_index,
+    static_padding,
+    update_cache,
 )
 
 __all__ = [
@@ -83,6 +89,7 @@ class GPTNeoSelfAttention(nn.Module):
         head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        cache_index: int | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool → (B, T, H*D), present, attn_weights."""
         query = split_heads(self.q_proj(hidden_states), self.num_heads)  # (B, T, H*D) -> (B, H, T, D)
@@ -90,13 +97,11 @@ class GPTNeoSelfAttention(nn.Module):
         value = split_heads(self.v_proj(hidden_states), self.num_heads)
 
         if layer_past is not None:
-            past_key, past_value = layer_past
-            key = torch.cat((past_key, key), dim=-2)
-            value = torch.cat((past_value, value), dim=-2)
+            key, value = update_cache(layer_past, key, value, cache_index)
         present = (key, value) if use_cache else None
         query_len, key_len = query.shape[-2], key.shape[-2]
         # The local window is part of the table, so it holds in the eager and the sdpa path alike.
-        mask = self.bias[:, :, key_len - query_len : key_len, :key_len]  # (1, 1, T, S)
+        mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
         if attention_mask is not None:
             mask = mask & attention_mask
 
@@ -126,8 +131,11 @@ class GPTNeoAttention(nn.Module):
         head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        cache_index: int | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
-        return self.attention(hidden_states, layer_past, attention_mask, head_mask, use_cache, output_attentions)
+        return self.attention(
+            hidden_states, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index
+        )
 
 
 class GPTNeoMLP(nn.Module):
@@ -162,11 +170,13 @@ class GPTNeoBlock(nn.Module):
         head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        cache_index: int | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """Returns hidden_states (B, T, H*D), present, attn_weights."""
         residual = hidden_states
         attn_output, present, attn_weights = self.attn(
-            self.ln_1(hidden_states), layer_past, attention_mask, head_mask, use_cache, output_attentions
+            self.ln_1(hidden_states), layer_past, attention_mask, head_mask, use_cache, output_attentions,
+            cache_index,
         )
         hidden_states = residual + attn_output
         residual = hidden_states
@@ -224,6 +234,7 @@ class GPTNeoModel(GPTNeoPreTrainedModel):
         batch_size = math.prod(input_shape[:-1])
         device = input_ids.device if input_ids is not None else inputs_embeds.device
         past = past_length(past_key_values, config.num_layers)
+        cache_index = static_cache_index(past_key_values)
         if position_ids is None:
             position_ids = default_position_ids(past, seq_len, config.max_position_embeddings, device)
         else:
@@ -240,7 +251,9 @@ class GPTNeoModel(GPTNeoPreTrainedModel):
             hidden_states = hidden_states + self.wte(token_type_ids.reshape(-1, seq_len))
         hidden_states = self.drop(hidden_states)
 
-        attention_mask = padding_mask(attention_mask, batch_size, past + seq_len, "attention_mask")
+        attention_mask = static_padding(attention_mask, past_key_values)
+        key_len = cache_key_length(past_key_values, past, seq_len)
+        attention_mask = padding_mask(attention_mask, batch_size, key_len, "attention_mask")
         head_masks = expand_head_mask(head_mask, config.num_layers, config.num_heads)
         checkpointed = self._checkpointing_active(use_cache)
         use_cache = use_cache and not checkpointed
@@ -255,7 +268,7 @@ class GPTNeoModel(GPTNeoPreTrainedModel):
             layer_past = past_key_values[i] if past_key_values is not None else None
             hidden_states, present, attn_weights = self._run_block(
                 block, checkpointed, hidden_states, layer_past, attention_mask, head_masks[i], use_cache,
-                output_attentions,
+                output_attentions, cache_index,
             )
             if use_cache:
                 presents += (present,)
@@ -267,7 +280,7 @@ class GPTNeoModel(GPTNeoPreTrainedModel):
             all_hidden_states += (hidden_states,)
         output = BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=presents,
+            past_key_values=pack_presents(presents, past_key_values, seq_len),
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )

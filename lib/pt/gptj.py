@@ -22,7 +22,9 @@ from .modeling_utils import PreTrainedModel
 from .ops import (
     apply_rotary,
     attention,
+    cache_key_length,
     causal_lm_loss,
+    causal_rows,
     causal_table,
     check_ids,
     check_inputs,
@@ -32,12 +34,16 @@ from .ops import (
     expand_head_mask,
     get_activation,
     merge_heads,
+    pack_presents,
     padding_mask,
     past_length,
     pool_last_token,
     question_answering_loss,
     rotary_table,
     sequence_classification_loss,
+    static_cache_index,
+    static_padding,
+    update_cache,
 )
 
 __all__ = [
@@ -87,6 +93,7 @@ class GPTJAttention(nn.Module):
         head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        cache_index: int | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool; position_ids (B or 1, T) →
         (B, T, H*D), present, attn_weights."""
@@ -104,12 +111,10 @@ class GPTJAttention(nn.Module):
         query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)  # -> (B, H, T, D)
 
         if layer_past is not None:
-            past_key, past_value = layer_past
-            key = torch.cat((past_key, key), dim=-2)
-            value = torch.cat((past_value, value), dim=-2)
+            key, value = update_cache(layer_past, key, value, cache_index)
         present = (key, value) if use_cache else None
         key_len = key.shape[-2]
-        mask = self.bias[:, :, key_len - query_len : key_len, :key_len]  # (1, 1, T, S)
+        mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
         if attention_mask is not None:
             mask = mask & attention_mask
 
@@ -155,12 +160,14 @@ class GPTJBlock(nn.Module):
         head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        cache_index: int | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """Returns hidden_states (B, T, H*D), present, attn_weights."""
         residual = hidden_states
         hidden_states = self.ln_1(hidden_states)
         attn_output, present, attn_weights = self.attn(
-            hidden_states, layer_past, attention_mask, position_ids, head_mask, use_cache, output_attentions
+            hidden_states, layer_past, attention_mask, position_ids, head_mask, use_cache, output_attentions,
+            cache_index,
         )
         hidden_states = attn_output + self.mlp(hidden_states) + residual
         return hidden_states, present, attn_weights
@@ -215,6 +222,7 @@ class GPTJModel(GPTJPreTrainedModel):
         batch_size = math.prod(input_shape[:-1])
         device = input_ids.device if input_ids is not None else inputs_embeds.device
         past = past_length(past_key_values, config.n_layer)
+        cache_index = static_cache_index(past_key_values)
         if position_ids is None:
             position_ids = default_position_ids(past, seq_len, config.n_positions, device)
         else:
@@ -230,7 +238,9 @@ class GPTJModel(GPTJPreTrainedModel):
             hidden_states = hidden_states + self.wte(token_type_ids.reshape(-1, seq_len))
         hidden_states = self.drop(hidden_states)
 
-        attention_mask = padding_mask(attention_mask, batch_size, past + seq_len, "attention_mask")
+        attention_mask = static_padding(attention_mask, past_key_values)
+        key_len = cache_key_length(past_key_values, past, seq_len)
+        attention_mask = padding_mask(attention_mask, batch_size, key_len, "attention_mask")
         head_masks = expand_head_mask(head_mask, config.n_layer, config.n_head)
         checkpointed = self._checkpointing_active(use_cache)
         use_cache = use_cache and not checkpointed
@@ -245,7 +255,7 @@ class GPTJModel(GPTJPreTrainedModel):
             layer_past = past_key_values[i] if past_key_values is not None else None
             hidden_states, present, attn_weights = self._run_block(
                 block, checkpointed, hidden_states, layer_past, attention_mask, position_ids, head_masks[i],
-                use_cache, output_attentions,
+                use_cache, output_attentions, cache_index,
             )
             if use_cache:
                 presents += (present,)
@@ -257,7 +267,7 @@ class GPTJModel(GPTJPreTrainedModel):
             all_hidden_states += (hidden_states,)
         output = BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=presents,
+            past_key_values=pack_presents(presents, past_key_values, seq_len),
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )

@@ -6,9 +6,11 @@ applies them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +35,13 @@ __all__ = [
     "eager_attention",
     "sdpa_attention",
     "attention",
+    "StaticCache",
+    "static_cache_index",
+    "update_cache",
+    "causal_rows",
+    "cache_key_length",
+    "static_padding",
+    "pack_presents",
     "check_inputs",
     "check_ids",
     "past_length",
@@ -231,6 +240,99 @@ def attention(
     return eager_attention(query, key, value, mask, scale, dropout, head_mask, upcast)
 
 
+# --------------------------------------------------------------------------------------------- cache
+@dataclasses.dataclass
+class StaticCache:
+    """A pre-allocated key/value cache (from `init_cache`): fixed-size buffers written in place and a fill
+    index, so decoding allocates nothing per step and every step has the same shapes.
+
+    It reads like the tuple form of `past_key_values` (`len(cache)` layers, `cache[i]` = (key, value)).
+
+    Attributes:
+        key_values: per layer a (key, value) pair, each (B, H, M, D) with M the cache's max_length.
+        index: how many positions are filled (the next token's slot).
+    """
+
+    key_values: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    index: int
+
+    def __len__(self) -> int:
+        return len(self.key_values)
+
+    def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.key_values[layer]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return iter(self.key_values)
+
+    @property
+    def max_length(self) -> int:
+        return self.key_values[0][0].shape[-2]
+
+
+def update_cache(
+    layer_past: tuple[torch.Tensor, torch.Tensor] | None,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cache_index: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append this step's (B, H, T, D) key and value to a layer's cache.
+
+    The tuple form concatenates along S; a static cache (`cache_index` given) writes them into its
+    buffers at `cache_index`, keeping the buffers' shape.
+    """
+    if layer_past is None:
+        return key, value
+    past_key, past_value = layer_past
+    if cache_index is None:
+        return torch.cat((past_key, key), dim=-2), torch.cat((past_value, value), dim=-2)
+    query_len = key.shape[-2]
+    past_key[:, :, cache_index : cache_index + query_len] = key
+    past_value[:, :, cache_index : cache_index + query_len] = value
+    return past_key, past_value
+
+
+def causal_rows(bias: torch.Tensor, query_len: int, key_len: int, cache_index: int | None) -> torch.Tensor:
+    """The rows of a (1, 1, P, P) causal table for the T queries against the first S keys: (1, 1, T, S).
+
+    The queries are the last T of the S keys, or sit at `cache_index` in a static cache."""
+    query_start = key_len - query_len if cache_index is None else cache_index
+    return bias[:, :, query_start : query_start + query_len, :key_len]
+
+
+def static_cache_index(past_key_values: Any) -> int | None:
+    """A static cache's fill index (where this call's tokens are written), None for the tuple form."""
+    return past_key_values.index if isinstance(past_key_values, StaticCache) else None
+
+
+def cache_key_length(past_key_values: Any, past: int, seq_len: int) -> int:
+    """S, the key length attention sees: past + T, or a static cache's max_length."""
+    if isinstance(past_key_values, StaticCache):
+        return past_key_values.max_length
+    return past + seq_len
+
+
+def static_padding(attention_mask: torch.Tensor | None, past_key_values: Any) -> torch.Tensor | None:
+    """A static cache's attention mask may cover only the positions written so far: extend it with ones to
+    the cache's max_length (the causal table masks the positions not yet written)."""
+    if attention_mask is None or not isinstance(past_key_values, StaticCache):
+        return attention_mask
+    missing = past_key_values.max_length - attention_mask.shape[-1]
+    if missing < 0:
+        raise ValueError(
+            f"attention_mask covers {attention_mask.shape[-1]} positions, more than the cache's max_length "
+            f"{past_key_values.max_length}"
+        )
+    return F.pad(attention_mask, (0, missing), value=1) if missing else attention_mask
+
+
+def pack_presents(presents: tuple | None, past_key_values: Any, seq_len: int) -> Any:
+    """The `past_key_values` to return: the layers' presents, as a `StaticCache` advanced by T when one came in."""
+    if presents is None or not isinstance(past_key_values, StaticCache):
+        return presents
+    return StaticCache(key_values=presents, index=past_key_values.index + seq_len)
+
+
 # --------------------------------------------------------------------------------------------- inputs
 def check_ids(ids: torch.Tensor, limit: int, name: str, limit_name: str) -> None:
     """Raise ValueError unless every entry of `ids` lies in [0, limit)."""
@@ -263,11 +365,14 @@ def check_inputs(
 
 
 def past_length(past_key_values: Sequence[tuple[torch.Tensor, torch.Tensor]] | None, num_layers: int) -> int:
-    """Cached length S - T of a `past_key_values` tuple (one (key, value) per layer, each (B, H, S, D))."""
+    """Cached length S - T of `past_key_values`: a tuple of one (key, value) per layer, each (B, H, S, D),
+    or a `StaticCache` (then its fill index)."""
     if past_key_values is None:
         return 0
     if len(past_key_values) != num_layers:
         raise ValueError(f"past_key_values has {len(past_key_values)} entries, expected one per layer ({num_layers})")
+    if isinstance(past_key_values, StaticCache):
+        return past_key_values.index
     return past_key_values[0][0].shape[-2]
 
 
