@@ -197,6 +197,10 @@ class TFGPT2Tokenizer(keras.layers.Layer):
     # ----------------------------------------------------------------------------------- the graph
     def _split_added_tokens(self, texts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(B,) texts → pieces (P,), the text each piece comes from (P,), each piece's added-token id or -1 (P,)."""
+        if self._added_patterns:
+            # The marker bytes never occur in UTF-8: reject invalid input before it could be confused with them
+            # (decoding and re-encoding keeps a data dependency, which graph optimizations cannot drop).
+            texts = tf.strings.unicode_encode(tf.strings.unicode_decode(texts, "UTF-8", errors="strict"), "UTF-8")
         pieces = tf.RaggedTensor.from_tensor(texts[:, None])
         for pattern in self._added_patterns:
             flat = pieces.flat_values
@@ -295,7 +299,8 @@ class TFGPT2Tokenizer(keras.layers.Layer):
             return (tf.boolean_mask(values, keep), tf.boolean_mask(lengths, active), tf.boolean_mask(index, active),
                     out_values, out_lengths, out_index, i + 1)
 
-        arrays = [tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False) for _ in range(3)]
+        arrays = [tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False, element_shape=[None])
+                  for _ in range(3)]
         loop = tf.while_loop(
             lambda values, lengths, *_: tf.size(lengths) > 0,
             step,
