@@ -278,6 +278,18 @@ class SafetensorsFile(Mapping):
             if f.readinto(out.reshape(-1).view(np.uint8)) != end - start:
                 raise CheckpointError(f"{self.path} ended while reading {key!r}")
 
+    def read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows `start:stop` (first axis) of tensor `key`, read with plain file reads, so a converter can
+        stream a tensor larger than the memory it wants to use."""
+        dtype, shape, begin, _ = self._entries[key]
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        out = np.empty((stop - start, *shape[1:]), dtype)
+        with open(self.path, "rb") as f:
+            f.seek(self._data_start + begin + start * row_bytes)
+            if f.readinto(out.reshape(-1).view(np.uint8)) != out.nbytes:
+                raise CheckpointError(f"{self.path} ended while reading {key!r}")
+        return out
+
 
 class ShardedSafetensors(Mapping):
     """The shards of a `*.safetensors.index.json` checkpoint, seen as one lazy mapping."""
@@ -355,7 +367,8 @@ def write_safetensors(
     padded with spaces to a multiple of 8. Written to a temporary file and renamed into place.
 
     Either pass `tensors`, or (to stream a large checkpoint) `specs` name → (dtype, shape) and `fetch`,
-    called once per tensor while writing.
+    called once per tensor while writing; `fetch` may also return an iterator of arrays whose concatenation
+    along the first axis is the tensor, which are written one by one (a tensor never wholly in memory).
     """
     if tensors is not None:
         specs = {k: (np.asarray(v).dtype, tuple(np.shape(v))) for k, v in tensors.items()}
@@ -381,7 +394,20 @@ def write_safetensors(
         f.write(header_bytes)
         for name in names:
             dtype, shape = specs[name]
-            array = np.asarray(fetch(name))
+            value = fetch(name)
+            if isinstance(value, Iterator):
+                written = 0
+                for block in value:
+                    block = np.ascontiguousarray(block)
+                    if block.dtype != np.dtype(dtype) or block.shape[1:] != tuple(shape[1:]):
+                        raise ValueError(f"a block of {name!r} is {block.dtype}{list(block.shape)}, expected rows "
+                                         f"of {np.dtype(dtype)}{list(shape)}")
+                    f.write(block.reshape(-1).view(np.uint8).data)
+                    written += block.shape[0]
+                if written != shape[0]:
+                    raise ValueError(f"tensor {name!r} got {written} rows, expected {shape[0]}")
+                continue
+            array = np.asarray(value)
             if not array.flags.c_contiguous:  # np.ascontiguousarray would turn a 0-d scalar into shape (1,)
                 array = np.ascontiguousarray(array)
             if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):

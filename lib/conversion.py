@@ -157,6 +157,20 @@ class CanonicalCheckpoint(Mapping):
         else:
             np.copyto(out, self[key])
 
+    def can_read_rows(self, key: str) -> bool:
+        """Whether `read_rows` works for `key`: its stored layout is PyTorch's and the file allows row reads."""
+        source, raw_key, transform = self._entry(key)
+        if transform is not IDENTITY or not hasattr(source, "read_rows"):
+            return False
+        return source.can_read_rows(raw_key) if hasattr(source, "can_read_rows") else True
+
+    def read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows `start:stop` (first axis) of tensor `key` with plain file reads (see `can_read_rows`)."""
+        if not self.can_read_rows(key):
+            raise ValueError(f"{key!r} cannot be read by rows from {self.weights_name}")
+        source, raw_key, _ = self._entry(key)
+        return source.read_rows(raw_key, start, stop)
+
     def read(self, key: str) -> np.ndarray:
         """Tensor `key` as a new array owned by the caller, read with plain file reads where the format allows,
         so streaming through a large checkpoint keeps about one tensor resident (a memory-mapped view would

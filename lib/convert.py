@@ -37,6 +37,8 @@ AUX_FILES = (
     "vocab.json", "merges.txt", "added_tokens.json",
 )
 DTYPES = ("float32", "float16", "bfloat16")
+# Tensors larger than this whose layout does not change are copied in blocks of about this many bytes.
+STREAM_BLOCK_BYTES = 32 * 2**20
 # Max |Δ| allowed by --verify per weight dtype: fp32 is the project's equivalence bound.
 VERIFY_TOLERANCES = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
 
@@ -151,11 +153,14 @@ def convert(
             "use --format msgpack or a larger --max-shard-size"
         )
 
-    def fetch(name: str) -> np.ndarray:
-        key, transform, _ = plan[name]
+    def fetch(name: str) -> np.ndarray | Iterator[np.ndarray]:
+        key, transform, shape = plan[name]
+        target_dtype = specs[name][0]
+        if transform is conversion.IDENTITY and source.can_read_rows(key) and source.nbytes(key) > STREAM_BLOCK_BYTES:
+            return _row_blocks(source, key, shape, target_dtype, bar)
         array = transform.to_backend(source.read(key))
-        if cast is not None and array.dtype != specs[name][0]:
-            array = array.astype(specs[name][0])
+        if array.dtype != target_dtype:
+            array = array.astype(target_dtype)
         bar.update(array.nbytes)
         return array
 
@@ -172,6 +177,19 @@ def convert(
     if verify:
         result.verification = verify_conversion(src, dst, dtype=dtype or _weights_dtype(source), log=log, **hub)
     return result
+
+
+def _row_blocks(
+    source: conversion.CanonicalCheckpoint, key: str, shape: tuple[int, ...], dtype: np.dtype, bar: Any
+) -> Iterator[np.ndarray]:
+    """A big tensor as blocks of rows of about `STREAM_BLOCK_BYTES`, so it is never wholly in memory."""
+    row_bytes = max(1, source.nbytes(key) // max(1, shape[0]))
+    step = max(1, STREAM_BLOCK_BYTES // row_bytes)
+    for start in range(0, shape[0], step):
+        block = source.read_rows(key, start, min(start + step, shape[0]))
+        block = block.astype(dtype) if block.dtype != dtype else block
+        bar.update(block.nbytes)
+        yield block
 
 
 def _cast_dtype(dtype: np.dtype, cast: np.dtype | None) -> np.dtype:

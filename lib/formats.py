@@ -228,6 +228,12 @@ class ShardedFiles(Mapping):
     def nbytes(self, key: str) -> int:
         return self._file(key).nbytes(key)
 
+    def can_read_rows(self, key: str) -> bool:
+        return hasattr(self._file(key), "read_rows")
+
+    def read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
+        return self._file(key).read_rows(key, start, stop)
+
     def read_into(self, key: str, out: np.ndarray) -> None:
         shard = self._file(key)
         if hasattr(shard, "read_into"):
@@ -242,9 +248,33 @@ def _write_via(path: str | os.PathLike, write: Callable[[Any], None], mode: str 
         write(f)
 
 
-def _check_specs(specs: Specs, fetch: Fetch, name: str) -> np.ndarray:
+def _fetch_blocks(specs: Specs, fetch: Fetch, name: str) -> Iterator[np.ndarray]:
+    """The tensor as row blocks: `fetch` may return one array or an iterator of blocks (see
+    `checkpoint.write_safetensors`); every block is checked against the spec."""
     dtype, shape = specs[name]
-    array = np.asarray(fetch(name))
+    value = fetch(name)
+    if not isinstance(value, Iterator):
+        yield _check_array(np.asarray(value), name, dtype, shape)
+        return
+    rows = 0
+    for block in value:
+        block = np.ascontiguousarray(block)
+        if block.dtype != np.dtype(dtype) or block.shape[1:] != tuple(shape[1:]):
+            raise ValueError(f"a block of {name!r} is {block.dtype}{list(block.shape)}, expected rows of "
+                             f"{np.dtype(dtype)}{list(shape)}")
+        rows += block.shape[0]
+        yield block
+    if rows != shape[0]:
+        raise ValueError(f"tensor {name!r} got {rows} rows, expected {shape[0]}")
+
+
+def _check_specs(specs: Specs, fetch: Fetch, name: str) -> np.ndarray:
+    """The whole tensor (blocks are joined: for writers that need it at once)."""
+    blocks = list(_fetch_blocks(specs, fetch, name))
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+def _check_array(array: np.ndarray, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
         raise ValueError(
             f"tensor {name!r} is {array.dtype}{list(array.shape)}, expected {np.dtype(dtype)}{list(shape)}"
@@ -355,6 +385,13 @@ class H5File(TensorFile):
         except OSError as err:
             raise CheckpointError(f"{self.path}: cannot read {key!r} (truncated or corrupt?): {err}") from err
 
+    def read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows `start:stop` of `key`, read by h5py (file reads, no memory map)."""
+        try:
+            return self._datasets[key][start:stop]
+        except OSError as err:
+            raise CheckpointError(f"{self.path}: cannot read {key!r} (truncated or corrupt?): {err}") from err
+
     def read_into(self, key: str, out: np.ndarray) -> None:
         self._check_out(key, out)
         if out.size:
@@ -380,12 +417,23 @@ def write_tf_h5(
             raise ValueError(f"tf_model.h5 cannot hold bfloat16 ({name!r}); cast to float16 or float32")
     strings = h5py.string_dtype()
 
+    def write_dataset(group: Any, path: str, name: str) -> None:
+        dtype, shape = specs[name]
+        dataset = group.create_dataset(path, shape=tuple(shape), dtype=np.dtype(dtype))
+        row = 0
+        for block in _fetch_blocks(specs, fetch, name):
+            if block.ndim == 0:
+                dataset[()] = block
+            elif block.size:
+                dataset[row:row + block.shape[0]] = block
+            row += block.shape[0] if block.ndim else 0
+
     def write(f: Any) -> None:
         with h5py.File(f, "w") as h5:
             if shard:
                 h5.attrs.create("layer_names", np.array(list(specs), dtype=object), dtype=strings)
                 for name in specs:
-                    h5.create_dataset(name, data=_check_specs(specs, fetch, name))
+                    write_dataset(h5, name, name)
                 return
             layers: dict[str, list[str]] = {}
             for name in specs:
@@ -398,7 +446,7 @@ def write_tf_h5(
                 full_names = [f"{model_name}/{name}" for name in names]
                 group.attrs.create("weight_names", np.array(full_names, dtype=object), dtype=strings)
                 for name, full_name in zip(names, full_names):
-                    group.create_dataset(full_name, data=_check_specs(specs, fetch, name))
+                    write_dataset(group, full_name, name)
             h5.create_group("top_level_model_weights").attrs["weight_names"] = np.array([])
 
     _write_via(path, write, "w+b")
@@ -569,6 +617,19 @@ class MsgpackFile(TensorFile):
         data = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return data.view(dtype).reshape(shape)
 
+    def read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows `start:stop` of `key` with plain file reads (see `checkpoint.SafetensorsFile.read_rows`)."""
+        dtype, shape = self._specs[key]
+        if len(self._leaves[key]) > 1:  # a chunked (>1 GiB) leaf: its chunks need not align with rows
+            return np.array(self[key][start:stop])
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        out = np.empty((stop - start, *shape[1:]), dtype)
+        with open(self.path, "rb") as f:
+            f.seek(self._leaves[key][0][0] + start * row_bytes)
+            if f.readinto(out.reshape(-1).view(np.uint8)) != out.nbytes:
+                raise CheckpointError(f"{self.path} ended while reading {key!r}")
+        return out
+
     def read_into(self, key: str, out: np.ndarray) -> None:
         self._check_out(key, out)
         flat = out.reshape(-1).view(np.uint8)
@@ -631,11 +692,13 @@ def write_flax_msgpack(path: str | os.PathLike, specs: Specs, fetch: Fetch) -> N
             raise ValueError(f"flax path {name!r} is both an array and a sub-tree")
         node[parts[-1]] = name
 
-    def leaf(f: Any, array: np.ndarray) -> None:
-        head = packer.pack_array_header(3) + packer.pack(list(array.shape)) + packer.pack(array.dtype.name)
-        head += _bin_header(array.nbytes)
-        f.write(_ext_header(len(head) + array.nbytes, MSGPACK_NDARRAY) + head)
-        f.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
+    def leaf(f: Any, shape: tuple[int, ...], dtype: np.dtype, blocks: Any) -> None:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        head = packer.pack_array_header(3) + packer.pack(list(shape)) + packer.pack(dtype.name)
+        head += _bin_header(nbytes)
+        f.write(_ext_header(len(head) + nbytes, MSGPACK_NDARRAY) + head)
+        for block in blocks:
+            f.write(np.ascontiguousarray(block).reshape(-1).view(np.uint8).data)
 
     def write_tree(f: Any, node: dict) -> None:
         f.write(packer.pack_map_header(len(node)))
@@ -644,10 +707,11 @@ def write_flax_msgpack(path: str | os.PathLike, specs: Specs, fetch: Fetch) -> N
             if isinstance(node[key], dict):
                 write_tree(f, node[key])
                 continue
-            array = _check_specs(specs, fetch, node[key])
-            if array.nbytes <= MAX_CHUNK_SIZE:
-                leaf(f, array)
+            dtype, shape = np.dtype(specs[node[key]][0]), tuple(specs[node[key]][1])
+            if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize <= MAX_CHUNK_SIZE:
+                leaf(f, shape, dtype, _fetch_blocks(specs, fetch, node[key]))
                 continue
+            array = _check_specs(specs, fetch, node[key])
             flat = np.ascontiguousarray(array).reshape(-1)
             step = max(1, MAX_CHUNK_SIZE // array.dtype.itemsize)
             starts = range(0, flat.size, step)
@@ -656,6 +720,7 @@ def write_flax_msgpack(path: str | os.PathLike, specs: Specs, fetch: Fetch) -> N
             f.write(packer.pack_map_header(len(starts)))
             for i, start in enumerate(starts):
                 f.write(packer.pack(str(i)))
-                leaf(f, flat[start:start + step])
+                chunk = flat[start:start + step]
+                leaf(f, chunk.shape, chunk.dtype, [chunk])
 
     _write_via(path, lambda f: write_tree(f, tree))

@@ -324,3 +324,24 @@ def test_verify_catches_different_weights(tmp_path):
     checkpoint.write_safetensors(tmp_path / "out" / "model.safetensors", weights, {"format": "pt"})
     with pytest.raises(ValueError, match="verification failed"):
         convert.verify_conversion(fixture("gpt2-pt-base"), tmp_path / "out", log=lambda message: None)
+
+
+@pytest.mark.parametrize("to,fmt", TARGETS)
+@pytest.mark.parametrize("source", ["gpt2-pt-causal_lm-sharded", "gptj-tf-causal_lm", "gpt_neo-flax-causal_lm"])
+def test_streaming_in_row_blocks(source, to, fmt, tmp_path, monkeypatch):
+    # Tiny blocks force every big-tensor path (read_rows → block writers) on the tiny fixtures.
+    needs_torch(to, fmt)
+    monkeypatch.setattr(convert, "STREAM_BLOCK_BYTES", 1000)
+    family, _, head = source.split("-")[:3]
+    expected = canonical(f"{family}-pt-{head}")
+    convert.convert(fixture(source), tmp_path / "out", to=to, fmt=fmt, progress=False)
+    assert_weights(tmp_path / "out", expected, tied_copy=fmt == "bin")
+    shard_size = "5GB" if (to, fmt) == ("flax", "safetensors") else "20KB"  # HF reads Flax safetensors whole
+    convert.convert(fixture(source), tmp_path / "half", to=to, fmt=fmt, dtype="float16", max_shard_size=shard_size,
+                    progress=False)
+    assert_weights(tmp_path / "half", {k: v.astype(np.float16) for k, v in expected.items()}, tied_copy=fmt == "bin")
+    reference = {("pt", "safetensors"): f"{family}-pt-{head}", ("flax", "msgpack"): f"{family}-flax-{head}"}
+    if (to, fmt) in reference:
+        file = "model.safetensors" if fmt == "safetensors" else "flax_model.msgpack"
+        assert (tmp_path / "out" / file).read_bytes() == open(os.path.join(fixture(reference[(to, fmt)]), file),
+                                                              "rb").read()

@@ -1,0 +1,111 @@
+"""Peak memory of `twinformers convert` on a synthetic ~1 GB GPT-2-shaped checkpoint.
+
+Each conversion runs in its own subprocess, which records its resident set after the imports (the baseline)
+and its high-water mark after converting (`VmHWM`, which counts file-backed pages of memory maps too). The
+extra memory is reported relative to the checkpoint size; the goal is ≤ 0.2×.
+
+    python benchmarks/bench_convert.py [--layers 16] [--hidden 1024] [--workdir DIR]
+
+Writes nothing into the repository; paste the printed table into docs/benchmarks-convert.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+CHILD = r"""
+import json, sys, time
+
+def status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+from twinformers.convert import convert
+import h5py, msgpack, safetensors, tqdm  # every writer's imports, so the baseline holds them
+baseline = status("VmRSS")
+start = time.perf_counter()
+convert(sys.argv[1], sys.argv[2], to=sys.argv[3], fmt=sys.argv[4], progress=False)
+seconds = time.perf_counter() - start
+print(json.dumps({"baseline": baseline, "peak": status("VmHWM"), "seconds": seconds}))
+"""
+
+CASES = [  # (label, source directory name, --to, --format)
+    ("PT safetensors → PT safetensors (5 GB shards)", "pt", "pt", "safetensors"),
+    ("PT safetensors → TF h5", "pt", "tf", "h5"),
+    ("PT safetensors → TF safetensors", "pt", "tf", "safetensors"),
+    ("PT safetensors → Flax msgpack", "pt", "flax", "msgpack"),
+    ("PT safetensors → Flax safetensors", "pt", "flax", "safetensors"),
+    ("TF h5 → PT safetensors", "tf", "pt", "safetensors"),
+    ("Flax msgpack → PT safetensors", "flax", "pt", "safetensors"),
+]
+
+
+def make_checkpoint(directory: str, layers: int, hidden: int) -> int:
+    """Write a GPT-2 config and random float32 `model.safetensors` tensor by tensor; returns its bytes."""
+    from twinformers.checkpoint import write_safetensors
+    from twinformers.configuration import GPT2Config
+    from twinformers.conversion import expected_shapes
+
+    config = GPT2Config(n_layer=layers, n_embd=hidden, n_head=hidden // 64, architectures=["GPT2LMHeadModel"])
+    config.save_pretrained(directory)
+    shapes = {k: v for k, v in expected_shapes(config, "causal_lm").items() if k != "lm_head.weight"}  # tied
+    rng = np.random.default_rng(0)
+    write_safetensors(
+        os.path.join(directory, "model.safetensors"), metadata={"format": "pt"},
+        specs={k: (np.dtype(np.float32), s) for k, s in shapes.items()},
+        fetch=lambda k: rng.standard_normal(shapes[k], dtype=np.float32),
+    )
+    return sum(int(np.prod(s)) * 4 for s in shapes.values())
+
+
+def run_case(source: str, target: str, to: str, fmt: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", CHILD, source, target, to, fmt], capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(result.stderr)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=16)
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="bench-convert-", dir=args.workdir)
+    try:
+        sources = {"pt": os.path.join(work, "pt")}
+        size = make_checkpoint(sources["pt"], args.layers, args.hidden)
+        largest = 50257 * args.hidden * 4
+        print(f"checkpoint: GPT-2 shape, {args.layers} layers, hidden {args.hidden}: {size / 1e9:.2f} GB "
+              f"(largest tensor wte {largest / 1e6:.0f} MB = {largest / size:.2f}×)\n")
+        from twinformers.convert import convert
+
+        for kind, to, fmt in (("tf", "tf", "h5"), ("flax", "flax", "msgpack")):
+            sources[kind] = os.path.join(work, kind)
+            convert(sources["pt"], sources[kind], to=to, fmt=fmt, progress=False)
+        print("| conversion | time (s) | baseline RSS (MB) | peak RSS (MB) | peak − baseline | ÷ checkpoint |")
+        print("|---|---|---|---|---|---|")
+        for label, source, to, fmt in CASES:
+            target = os.path.join(work, "out")
+            numbers = run_case(sources[source], target, to, fmt)
+            extra = numbers["peak"] - numbers["baseline"]
+            print(f"| {label} | {numbers['seconds']:.1f} | {numbers['baseline'] / 1e6:.0f} | "
+                  f"{numbers['peak'] / 1e6:.0f} | {extra / 1e6:.0f} MB | {extra / size:.3f}× |", flush=True)
+            shutil.rmtree(target)
+            time.sleep(1)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
