@@ -38,7 +38,7 @@ AUX_FILES = (
 )
 DTYPES = ("float32", "float16", "bfloat16")
 # Tensors larger than this whose layout does not change are copied in blocks of about this many bytes.
-STREAM_BLOCK_BYTES = 32 * 2**20
+STREAM_BLOCK_BYTES = 16 * 2**20
 # Max |Δ| allowed by --verify per weight dtype: fp32 is the project's equivalence bound.
 VERIFY_TOLERANCES = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
 
