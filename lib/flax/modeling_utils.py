@@ -9,8 +9,10 @@ and `save_pretrained`.
 
 from __future__ import annotations
 
+import collections
 import copy
 import inspect
+import json
 import logging
 import os
 from typing import Any
@@ -27,6 +29,7 @@ from ..formats import write_flax_msgpack
 from ..generation_config import GenerationConfig
 from ..loading import plan_load
 from . import ops
+from .generation import GenerationMixin
 from .ops import StaticCache
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,11 @@ Params = dict[str, Any]
 
 # Module arguments that change the traced program (Python values, not arrays).
 _STATIC_ARGS = ("deterministic", "use_cache", "output_attentions", "output_hidden_states", "return_dict")
+# Jitted programs by (class, dtype, attention implementation, config JSON), least recently used first.
+_COMPILED: collections.OrderedDict[tuple, tuple[Any, Any]] = collections.OrderedDict()
+_COMPILED_MAX = 64
+# Config entries that never change the computation (so models loaded from different paths share programs).
+_NOT_COMPUTATIONAL = ("_name_or_path", "architectures", "torch_dtype", "transformers_version")
 
 
 # --------------------------------------------------------------------------------------------- param trees
@@ -73,7 +81,7 @@ def _is_float(x: Any) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- the wrapper
-class PreTrainedModel:
+class PreTrainedModel(GenerationMixin):
     """Base of every Flax model wrapper.
 
     Args:
@@ -107,11 +115,9 @@ class PreTrainedModel:
         self.key = jax.random.PRNGKey(seed)
         self.module = self.module_class(config=config, dtype=dtype)
         self._module_args = frozenset(inspect.signature(self.module_class.__call__).parameters) - {"self"}
-        self._jitted_apply = jax.jit(self._apply, static_argnames=_STATIC_ARGS)
-        self._init = jax.jit(self.init_weights, static_argnums=1)
         # Abstract shapes only: no random numbers are drawn for this.
-        self._params_shape_tree = jax.eval_shape(self._init, self.key, self.input_shape)
-        self._params: Params | None = self._init(self.key, self.input_shape) if _do_init else None
+        self._params_shape_tree = jax.eval_shape(self._compiled()[1], self.key, self.input_shape)
+        self._params: Params | None = self.init_weights(self.key, self.input_shape) if _do_init else None
         self._is_initialized = _do_init
 
     # ----------------------------------------------------------------------------------------- params
@@ -120,13 +126,47 @@ class PreTrainedModel:
         input_ids = jnp.zeros(input_shape, dtype=jnp.int32)
         return {"input_ids": input_ids, "attention_mask": jnp.ones_like(input_ids)}
 
-    def init_weights(self, rng: Array, input_shape: tuple[int, ...]) -> Params:
-        """Random params for `input_shape` dummy inputs (the config's `initializer_range`)."""
-        params_rng, dropout_rng = jax.random.split(rng)
-        variables = self.module.init(
-            {"params": params_rng, "dropout": dropout_rng}, **self.dummy_inputs(input_shape), deterministic=True
-        )
-        return nn.meta.unbox(variables["params"])
+    def init_weights(self, rng: Array, input_shape: tuple[int, ...], params: Params | None = None) -> Params:
+        """Random params for `input_shape` dummy inputs (normal with the config's `initializer_range`);
+        with `params`, only the paths `params` lacks are random."""
+        random_params = self._compiled()[1](rng, tuple(input_shape))
+        if params is None:
+            return random_params
+        flat = flatten_params(random_params)
+        flat.update({path: leaf for path, leaf in flatten_params(params).items() if path in flat})
+        return unflatten_params(flat)
+
+    def _compiled(self) -> tuple[Any, Any]:
+        """(jitted apply, jitted init), shared by every model of this class with an equal config and dtype.
+
+        Keyed by the config's current contents, so a config changed after a call gets programs of its own
+        instead of replaying ones traced with the old values.
+        """
+        config = {k: v for k, v in self.config.to_dict().items() if k not in _NOT_COMPUTATIONAL}
+        key = (type(self), jnp.dtype(self.dtype).name, self.config._attn_implementation,
+               json.dumps(config, sort_keys=True, default=str))
+        compiled = _COMPILED.get(key)
+        if compiled is None:
+            module = self.module_class(config=copy.deepcopy(self.config), dtype=self.dtype)
+            dummy_inputs = self.dummy_inputs
+
+            def apply(params: Params, rngs: dict[str, Array], inputs: dict[str, Any], **static: Any) -> Any:
+                return module.apply({"params": params}, **inputs, **static, rngs=rngs)
+
+            def init(rng: Array, input_shape: tuple[int, ...]) -> Params:
+                params_rng, dropout_rng = jax.random.split(rng)
+                variables = module.init(
+                    {"params": params_rng, "dropout": dropout_rng}, **dummy_inputs(input_shape), deterministic=True
+                )
+                return nn.meta.unbox(variables["params"])
+
+            compiled = (jax.jit(apply, static_argnames=_STATIC_ARGS), jax.jit(init, static_argnums=1))
+            _COMPILED[key] = compiled
+            if len(_COMPILED) > _COMPILED_MAX:
+                _COMPILED.popitem(last=False)
+        else:
+            _COMPILED.move_to_end(key)
+        return compiled
 
     @property
     def params(self) -> Params:
@@ -259,9 +299,6 @@ class PreTrainedModel:
         )
         return self._call_module(params, dropout_rng, train, inputs, flags)
 
-    def _apply(self, params: Params, rngs: dict[str, Array], inputs: dict[str, Any], **static: Any) -> Any:
-        return self.module.apply({"params": params}, **inputs, **static, rngs=rngs)
-
     def _call_module(
         self,
         params: Params | None,
@@ -289,7 +326,7 @@ class PreTrainedModel:
         }
         self._check_values(inputs)
         rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
-        return self._jitted_apply(params, rngs, inputs, deterministic=not train, **static)
+        return self._compiled()[0](params, rngs, inputs, deterministic=not train, **static)
 
     def _check_values(self, inputs: dict[str, Any]) -> None:
         """Checks that need concrete values, done before tracing (inside `jax.jit` they are skipped)."""
@@ -416,7 +453,7 @@ class PreTrainedModel:
             flat[path] = jnp.asarray(array)
             del array  # one host copy at a time
         if load.missing_keys:
-            random = flatten_params(self._init(self.key, self.input_shape))
+            random = flatten_params(self.init_weights(self.key, self.input_shape))
             flat.update({path: random[path] for path in shape_tree if path not in flat})
             logger.warning("Some weights of %s were not in the checkpoint and are newly initialized: %s",
                            type(self).__name__, load.missing_keys)
