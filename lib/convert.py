@@ -351,9 +351,10 @@ def verify_conversion(
         ValueError: some output differs by more than the tolerance for `dtype`, or no twin is installed.
     """
     tolerance = VERIFY_TOLERANCES[dtype]
-    config = conversion.open_checkpoint(dst).config
+    target = conversion.open_checkpoint(dst)
+    config = target.config
     family = conversion.family_of(config)
-    head = conversion.head_of(config) or "base"
+    head = conversion.infer_head(family, target.keys(), config)
     class_name = conversion.TABLES[family].classes[head]
     batch = _verification_batch(config, head)
     twins = {}
