@@ -215,7 +215,7 @@ class GPT2TokenizerFast(PreTrainedTokenizerBase):
         encodings = self._backend(add_prefix_space).encode_batch(
             inputs, is_pretokenized=is_split_into_words, add_special_tokens=False
         )
-        return [Encoded(e.ids, e.offsets if with_offsets else None, e.word_ids) for e in encodings]
+        return [Encoded(e.ids, e.offsets if with_offsets else None, e) for e in encodings]
 
     def _decode_ids(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)

@@ -138,23 +138,39 @@ class Encoded:
     Attributes:
         ids: token ids.
         offsets: (start, end) character offsets into the input per token, or None when not requested.
-        word_ids: index of the pre-tokenized word (or of the input word, with `is_split_into_words`) per
-            token, or None when the backend does not track words.
+        words: where word ids come from, read only if asked for: an object whose `word_ids` lists the index
+            of the pre-tokenized word (or input word, with `is_split_into_words`) of each token (a
+            `tokenizers.Encoding`), or None when the backend does not track words.
+        start: index of `ids[0]` in `words.word_ids` (a truncated sequence starts later).
     """
 
     ids: list[int]
     offsets: list[tuple[int, int]] | None = None
-    word_ids: list[int | None] | None = None
+    words: Any = None
+    start: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def slice(self, start: int, stop: int) -> Encoded:
-        return Encoded(
-            self.ids[start:stop],
-            None if self.offsets is None else self.offsets[start:stop],
-            None if self.word_ids is None else self.word_ids[start:stop],
-        )
+        offsets = None if self.offsets is None else self.offsets[start:stop]
+        return Encoded(self.ids[start:stop], offsets, self.words, self.start + start)
+
+    def word_span(self) -> tuple[Any, int, int]:
+        """A word-id recipe entry: (source, start, stop), or (None, n, 0) for n tokens without words."""
+        return (self.words, self.start, self.start + len(self)) if self.words is not None else (None, len(self), 0)
+
+
+@dataclasses.dataclass
+class _WordIds:
+    word_ids: list[int | None]
+
+
+def _word_ids_from_recipe(recipe: list[tuple[Any, int, int]]) -> list[int | None]:
+    word_ids: list[int | None] = []
+    for source, start, stop in recipe:
+        word_ids.extend([None] * start if source is None else source.word_ids[start:stop])
+    return word_ids
 
 
 def to_tensor(values: Any, return_tensors: str, name: str = "input_ids") -> Any:
@@ -201,10 +217,10 @@ class BatchEncoding(dict):
         self,
         data: Mapping[str, Any] | None = None,
         tensor_type: str | None = None,
-        word_ids: list[list[int | None]] | None = None,
+        word_ids: list[list[tuple[Any, int, int]]] | None = None,
     ) -> None:
         super().__init__(data or {})
-        self._word_ids = word_ids
+        self._word_ids = word_ids  # per sequence, a recipe (see Encoded.word_span), materialized on demand
         if tensor_type is not None:
             self.convert_to_tensors(tensor_type)
 
@@ -215,7 +231,13 @@ class BatchEncoding(dict):
             raise AttributeError(name) from None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"data": dict(self), "word_ids": self._word_ids}
+        recipes = None
+        if self._word_ids is not None:  # materialized: backend encodings do not travel
+            recipes = []
+            for index in range(len(self._word_ids)):
+                word_ids = self.word_ids(index)
+                recipes.append([(_WordIds(word_ids), 0, len(word_ids))])
+        return {"data": dict(self), "word_ids": recipes}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.update(state["data"])
@@ -242,7 +264,7 @@ class BatchEncoding(dict):
         """
         if self._word_ids is None:
             raise ValueError("word_ids() is only available for encodings made by GPT2TokenizerFast")
-        return list(self._word_ids[batch_index])
+        return _word_ids_from_recipe(self._word_ids[batch_index])
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -745,33 +767,37 @@ class PreTrainedTokenizerBase:
         return keep(first, n0), (None if second is None else keep(second, n1))
 
     def _build_example(
-        self, first: Encoded, second: Encoded | None, add_special_tokens: bool, truncation: str, max_length: int | None
+        self, first: Encoded, second: Encoded | None, add_special_tokens: bool, truncation: str, max_length: int | None,
+        keys: set[str],
     ) -> dict[str, list]:
         if max_length is not None and truncation != "do_not_truncate":
             n_special = self.num_special_tokens_to_add(pair=second is not None) if add_special_tokens else 0
             if max_length < n_special:
                 raise ValueError(f"max_length={max_length} leaves no room beside the {n_special} special tokens")
             first, second = self._truncate(first, second, max_length - n_special, truncation)
-        example: dict[str, list] = {k: [] for k in (
-            "input_ids", "token_type_ids", "attention_mask", "special_tokens_mask", "offset_mapping", "word_ids")}
         bos = self.bos_token_id if add_special_tokens and self.add_bos_token else None
         if add_special_tokens and self.add_bos_token and bos is None:
             raise ValueError("add_bos_token=True but the tokenizer has no bos_token")
-        for type_id, enc in enumerate((first, second)):
-            if enc is None:
-                continue
-            if bos is not None:
-                example["input_ids"].append(bos)
-                example["special_tokens_mask"].append(1)
-                example["offset_mapping"].append((0, 0))
-                example["word_ids"].append(None)
-            example["input_ids"].extend(enc.ids)
-            example["special_tokens_mask"].extend([0] * len(enc))
-            example["offset_mapping"].extend(enc.offsets if enc.offsets is not None else [(0, 0)] * len(enc))
-            example["word_ids"].extend(enc.word_ids if enc.word_ids is not None else [None] * len(enc))
-            n = len(enc) + (bos is not None)
-            example["token_type_ids"].extend([type_id] * n)
-        example["attention_mask"] = [1] * len(example["input_ids"])
+        parts = [first] if second is None else [first, second]
+        if bos is None and len(parts) == 1:  # the common case, kept cheap
+            ids = first.ids
+        else:
+            ids = [i for enc in parts for i in ([bos, *enc.ids] if bos is not None else enc.ids)]
+        example: dict[str, list] = {"input_ids": ids}
+        n_bos = int(bos is not None)
+        if "attention_mask" in keys:
+            example["attention_mask"] = [1] * len(ids)
+        if "token_type_ids" in keys:
+            example["token_type_ids"] = [t for t, enc in enumerate(parts) for _ in range(n_bos + len(enc))]
+        if "special_tokens_mask" in keys:
+            example["special_tokens_mask"] = [m for enc in parts for m in [1] * n_bos + [0] * len(enc)]
+        if "offset_mapping" in keys:
+            example["offset_mapping"] = [o for enc in parts for o in [(0, 0)] * n_bos + (enc.offsets or [])]
+        if "word_ids" in keys:
+            recipe = [first.word_span()] if len(parts) == 1 and not n_bos else []
+            for enc in parts if not recipe else ():
+                recipe.extend([(None, n_bos, 0), enc.word_span()] if n_bos else [enc.word_span()])
+            example["word_ids"] = recipe
         return example
 
     def _pad_example(self, example: dict[str, list], length: int, side: str) -> None:
@@ -779,11 +805,15 @@ class PreTrainedTokenizerBase:
         if missing <= 0:
             return
         fill = {"input_ids": self.pad_token_id, "token_type_ids": 0, "attention_mask": 0, "special_tokens_mask": 1,
-                "offset_mapping": (0, 0), "word_ids": None}
+                "offset_mapping": (0, 0)}
         for key, values in example.items():
-            if key in fill:  # other keys (labels, …) are the caller's business
+            if key == "word_ids":  # a recipe: one entry for all the padding
+                pad = [(None, missing, 0)]
+            elif key in fill:  # other keys (labels, …) are the caller's business
                 pad = [fill[key]] * missing
-                example[key] = values + pad if side == "right" else pad + values
+            else:
+                continue
+            example[key] = values + pad if side == "right" else pad + values
 
     def _pad_batch(
         self, examples: list[dict[str, list]], padding: str, max_length: int | None, pad_to_multiple_of: int | None,
@@ -885,10 +915,6 @@ class PreTrainedTokenizerBase:
         seconds = [None] * len(texts)
         if pairs is not None:
             seconds = self._encode_texts(pairs, is_split_into_words, return_offsets_mapping, add_prefix_space)
-        examples = [
-            self._build_example(a, b, add_special_tokens, truncation, max_length) for a, b in zip(firsts, seconds)
-        ]
-        self._pad_batch(examples, padding, max_length, pad_to_multiple_of, side)
         keys = ["input_ids"]
         if return_token_type_ids or (return_token_type_ids is None and "token_type_ids" in self.model_input_names):
             keys.append("token_type_ids")
@@ -898,6 +924,12 @@ class PreTrainedTokenizerBase:
             keys.append("special_tokens_mask")
         if return_offsets_mapping:
             keys.append("offset_mapping")
+        wanted = set(keys) | ({"word_ids"} if self.is_fast else set())
+        examples = [
+            self._build_example(a, b, add_special_tokens, truncation, max_length, wanted)
+            for a, b in zip(firsts, seconds)
+        ]
+        self._pad_batch(examples, padding, max_length, pad_to_multiple_of, side)
         return self._wrap(examples, batched, return_tensors, keys, with_words=self.is_fast)
 
     def encode(

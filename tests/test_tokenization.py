@@ -121,6 +121,23 @@ def test_is_split_into_words_puts_a_space_before_every_word(trained_dir: str) ->
         slow(words, is_split_into_words=True).word_ids()
 
 
+def test_word_ids_follow_truncation_padding_and_pickling(trained_dir: str) -> None:
+    import pickle
+
+    fast = GPT2TokenizerFast.from_pretrained(trained_dir, add_prefix_space=True, add_bos_token=True, pad_token=EOS,
+                                             padding_side="left")
+    words = [["alpha", "beta", "gamma"], ["x"]]
+    reference = [e.word_ids for e in fast.backend_tokenizer.encode_batch(words, is_pretokenized=True,
+                                                                         add_special_tokens=False)]
+    n = len(reference[1])
+    assert len(reference[0]) > 3 and n <= 3 and set(reference[1]) == {0}
+    encoding = fast(words, is_split_into_words=True, padding=True, truncation=True, max_length=4)
+    assert encoding.word_ids(0) == [None, *reference[0][:3]]
+    assert encoding.word_ids(1) == [None] * (3 - n) + [None] + [0] * n  # left padding, BOS, then word 0
+    copy = pickle.loads(pickle.dumps(encoding))
+    assert copy == encoding and [copy.word_ids(i) for i in (0, 1)] == [encoding.word_ids(i) for i in (0, 1)]
+
+
 def test_padding_and_attention_mask(kind: str, trained_dir: str) -> None:
     tok = load(kind, trained_dir)
     texts = ["a", "a b c d"]
