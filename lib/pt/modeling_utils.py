@@ -1,8 +1,9 @@
 """`PreTrainedModel`: the PyTorch base class — weights init and tying, `from_pretrained` / `save_pretrained`.
 
 Loading is low-memory: the model is built on the `meta` device (no parameter memory), then each parameter
-is allocated once in its final dtype and the checkpoint tensor is read straight into it, so the peak
-resident memory above the imports stays about 1× the checkpoint (Hugging Face needs 2×).
+is allocated once in its final dtype and the checkpoint tensor is read straight into it (plain file reads,
+no resident memory map), so the peak resident memory above the imports stays about 1× the checkpoint
+(Hugging Face needs 2×). Mask and rotary tables are built from NumPy, so they never live on `meta`.
 """
 
 from __future__ import annotations
@@ -236,11 +237,13 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         output_loading_info: bool = False,
         **config_kwargs: Any,
     ) -> PreTrainedModel | tuple[PreTrainedModel, dict[str, list]]:
-        """Load a model from a directory or Hub id holding `config.json` and Hugging Face PyTorch weights.
+        """Load a model from a directory or Hub id holding `config.json` and weights.
 
-        Files are looked up in Hugging Face's order: `model.safetensors`, `model.safetensors.index.json`,
-        `pytorch_model.bin`, `pytorch_model.bin.index.json`. Base-model checkpoints load into head models and
-        vice versa; missing and unexpected keys are logged (and returned with `output_loading_info`).
+        Weights are found and read by `conversion.open_checkpoint` in Hugging Face's order (`model.safetensors`,
+        its index, `pytorch_model.bin` — read with `torch.load(weights_only=True)` —, its index, then TF and Flax
+        files, which are translated to PyTorch names and layouts). `loading.plan_load` applies Hugging Face's
+        rules: base-model checkpoints load into head models and vice versa, old mask buffers are ignored, and
+        missing / unexpected keys are logged (and returned with `output_loading_info`).
 
         Args:
             pretrained_model_name_or_path: checkpoint directory or Hub repository id.

@@ -253,3 +253,28 @@ def test_from_pretrained_config_overrides():
     with pytest.raises(TypeError, match="not_a_config_key"):
         pt.GPT2Model.from_pretrained(os.path.join(HF_FIXTURES, "gpt2-pt-base"), not_a_config_key=1)
     np.testing.assert_equal(model.config.architectures, ["GPT2ForSequenceClassification"])
+
+
+CONVERTED = sorted(d for d in os.listdir(HF_FIXTURES) if "-tf-" in d or "-flax-" in d)
+
+
+@pytest.mark.parametrize("name", CONVERTED)
+def test_tf_and_flax_checkpoints_load_into_pytorch(name):
+    """TF (h5, TF-format safetensors) and Flax (msgpack, Flax-format safetensors) fixtures load through
+    `conversion.open_checkpoint` and give the recorded PyTorch outputs."""
+    if "-tf-" in name and not name.endswith("safetensors"):
+        pytest.importorskip("h5py")
+    if "-flax-" in name and not name.endswith("safetensors"):
+        pytest.importorskip("msgpack")
+    family, _, head = name.split("-")[:3]
+    expected = reference_outputs(family, head)
+    model, info = AUTO[head].from_pretrained(os.path.join(HF_FIXTURES, name), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    kwargs = {"input_ids": torch.from_numpy(expected["input.input_ids"])}
+    if head == "double_heads":
+        kwargs["mc_token_ids"] = torch.from_numpy(expected["input.mc_token_ids"])
+    with torch.no_grad():
+        output = model(**kwargs)
+    for key in expected:
+        if key.startswith("pt."):
+            assert_close(output[key[3:]], expected[key], name=f"{name} {key}")
