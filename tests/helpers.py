@@ -101,10 +101,7 @@ def assert_close(
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     assert a.shape == e.shape, f"{name}: shape {a.shape} != expected {e.shape}"
-    diff = np.abs(a - e)
-    if where is not None and diff.ndim >= np.ndim(where):
-        mask = np.broadcast_to(np.reshape(where, np.shape(where) + (1,) * (diff.ndim - np.ndim(where))), diff.shape)
-        diff = np.where(mask, diff, 0.0)
+    diff = _masked_diff(a, e, where)
     if diff.size and not np.all(np.isfinite(diff)):
         bad = np.argwhere(~np.isfinite(diff))[0]
         raise AssertionError(f"{name}: non-finite difference at index {tuple(bad)}")
@@ -117,16 +114,27 @@ def assert_close(
         )
 
 
-def max_abs_diff(actual: Any, expected: Any) -> float:
-    """Largest |Δ| over every array of two nested outputs (for reports)."""
+def _masked_diff(a: np.ndarray, e: np.ndarray, where: np.ndarray | None) -> np.ndarray:
+    """|a - e| as float64, zero outside `where` (broadcast over the leading axes)."""
+    diff = np.abs(np.asarray(a, np.float64) - np.asarray(e, np.float64))
+    if where is not None and diff.ndim >= np.ndim(where):
+        mask = np.broadcast_to(np.reshape(where, np.shape(where) + (1,) * (diff.ndim - np.ndim(where))), diff.shape)
+        diff = np.where(mask, diff, 0.0)
+    return diff
+
+
+def max_abs_diff(actual: Any, expected: Any, where: np.ndarray | None = None) -> float:
+    """Largest |Δ| over every array of two nested outputs (for reports); `where` as in `assert_close`.
+    A non-finite difference gives inf."""
     a, e = to_numpy(actual), to_numpy(expected)
     if isinstance(e, dict):
-        return max([max_abs_diff(a[k], v) for k, v in e.items() if v is not None] or [0.0])
+        return max([max_abs_diff(a[k], v, where) for k, v in e.items() if v is not None] or [0.0])
     if isinstance(e, (tuple, list)):
-        return max([max_abs_diff(x, y) for x, y in zip(a, e)] or [0.0])
+        return max([max_abs_diff(x, y, where) for x, y in zip(a, e)] or [0.0])
     if e is None:
         return 0.0
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(e, np.float64)), initial=0.0))
+    diff = _masked_diff(a, e, where)
+    return float(np.max(np.where(np.isfinite(diff), diff, np.inf), initial=0.0))
 
 
 def reference_outputs(family: str, head: str) -> dict[str, np.ndarray]:

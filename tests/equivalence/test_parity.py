@@ -1,0 +1,116 @@
+"""Twin parity: the three files of a family declare the same public classes in the same order (the order
+docs/design.md gives), and every backend's parameters map onto the same canonical keys and shapes."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+
+import pytest
+from equivalence_suite import SPECS, ModelSpec
+
+from twinformers.conversion import expected_shapes, plan_from_backend
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FAMILY_FILES = ("gpt2", "gptj", "gpt_neo")
+BACKEND_DIRS = ("pt", "tf", "flax")
+
+
+def _module(backend: str, family: str) -> ast.Module:
+    path = os.path.join(ROOT, "lib", backend, f"{family}.py")
+    with open(path, encoding="utf-8") as f:
+        return ast.parse(f.read(), filename=path)
+
+
+def public_classes(backend: str, family: str) -> list[str]:
+    """Top-level public classes in file order; Flax's `*Module` linen classes are the wrappers' internals."""
+    names = [node.name for node in _module(backend, family).body if isinstance(node, ast.ClassDef)]
+    return [n for n in names if not n.startswith("_") and not (backend == "flax" and n.endswith("Module"))]
+
+
+def class_aliases(backend: str, family: str) -> list[tuple[str, str]]:
+    """Top-level `Alias = SomeClass` assignments (e.g. `GPT2ForCausalLM = GPT2LMHeadModel`)."""
+    aliases = []
+    for node in _module(backend, family).body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name) and node.value.id[:1].isupper():
+                aliases.append((target.id, node.value.id))
+    return [alias for alias in aliases if alias[1] in public_classes(backend, family)]
+
+
+def exported(backend: str, family: str) -> list[str]:
+    """The file's `__all__`, Flax's `*Module` classes left out."""
+    for node in _module(backend, family).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            names = [ast.literal_eval(element) for element in node.value.elts]
+            return [n for n in names if not (backend == "flax" and n.endswith("Module"))]
+    raise AssertionError(f"lib/{backend}/{family}.py has no __all__")
+
+
+def design_order(family: str) -> list[str]:
+    """The class order docs/design.md prescribes for `<family>.py`."""
+    with open(os.path.join(ROOT, "docs", "design.md"), encoding="utf-8") as f:
+        text = f.read()
+    match = re.search(rf"^- `{family}\.py`: (.*?)(?=^- |^\s*$)", text, re.MULTILINE | re.DOTALL)
+    assert match, f"docs/design.md lists no class order for {family}.py"
+    listed = match.group(1).split("; then")[0]
+    return re.findall(r"`(\w+)`", listed)
+
+
+@pytest.mark.parametrize("family", FAMILY_FILES)
+def test_same_public_classes_in_the_same_order(family):
+    classes = {backend: public_classes(backend, family) for backend in BACKEND_DIRS}
+    assert classes["pt"] == design_order(family), f"lib/pt/{family}.py does not follow docs/design.md"
+    for backend in ("tf", "flax"):
+        assert classes[backend] == classes["pt"], (
+            f"lib/{backend}/{family}.py declares {classes[backend]}, lib/pt/{family}.py {classes['pt']}"
+        )
+
+
+@pytest.mark.parametrize("family", FAMILY_FILES)
+def test_same_aliases_and_exports(family):
+    for backend in ("tf", "flax"):
+        assert class_aliases(backend, family) == class_aliases("pt", family), f"lib/{backend}/{family}.py aliases"
+        assert exported(backend, family) == exported("pt", family), f"lib/{backend}/{family}.py __all__"
+
+
+def test_flax_wrappers_sit_right_after_their_modules():
+    """docs/design.md: each Flax model's linen module is declared immediately before its wrapper."""
+    for family in FAMILY_FILES:
+        names = [node.name for node in _module("flax", family).body if isinstance(node, ast.ClassDef)]
+        for i, name in enumerate(names):
+            if name.endswith("Module"):
+                assert i + 1 < len(names) and names[i + 1] == name.removesuffix("Module"), (
+                    f"lib/flax/{family}.py: {name} is not followed by {name.removesuffix('Module')}"
+                )
+
+
+def _canonical_shapes(backend: str, spec: ModelSpec, names_and_shapes: dict[str, tuple]) -> dict[str, tuple]:
+    plan = plan_from_backend(spec.family, backend, names_and_shapes, head=spec.head)
+    return {key: transform.canonical_shape(tuple(names_and_shapes[name])) for name, (key, transform) in plan.items()}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda spec: spec.id)
+def test_parameters_map_onto_the_same_canonical_keys(suite, spec):
+    """Each backend's own parameter names, read back through the conversion table, give exactly the canonical
+    keys and shapes the config implies (a tied head's `lm_head.weight` exists only in PyTorch's state_dict)."""
+    from twinformers.flax.modeling_utils import flatten_params
+
+    expected = expected_shapes(spec.config(), spec.head)
+    tied = {"lm_head.weight"} if "lm_head.weight" in expected and spec.config().tie_word_embeddings else set()
+    pt_model, tf_model, flax_model = (suite.model(spec, backend) for backend in ("pt", "tf", "flax"))
+    found = {
+        "pt": {name: tuple(tensor.shape) for name, tensor in pt_model.state_dict().items()},
+        "tf": {v.path.split("/", 1)[1]: tuple(v.shape) for v in tf_model.weights},
+        "flax": {path: tuple(leaf.shape) for path, leaf in flatten_params(flax_model.params_shape_tree).items()},
+    }
+    for backend, names in found.items():
+        canonical = _canonical_shapes(backend, spec, names)
+        want = expected if backend == "pt" else {k: v for k, v in expected.items() if k not in tied}
+        assert canonical == want, (
+            f"{spec.id} {backend}: missing {sorted(set(want) - set(canonical))}, "
+            f"extra {sorted(set(canonical) - set(want))}, "
+            f"shapes differ {sorted(k for k in want if k in canonical and canonical[k] != want[k])}"
+        )
