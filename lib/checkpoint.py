@@ -33,7 +33,10 @@ __all__ = [
     "atomic_write_text",
     "atomic_output",
     "SafetensorsFile",
+    "ShardedFiles",
     "ShardedSafetensors",
+    "iter_blocks",
+    "check_array",
     "open_safetensors",
     "write_safetensors",
     "parse_size",
@@ -291,42 +294,67 @@ class SafetensorsFile(Mapping):
         return out
 
 
-class ShardedSafetensors(Mapping):
-    """The shards of a `*.safetensors.index.json` checkpoint, seen as one lazy mapping."""
+class ShardedFiles(Mapping):
+    """The shards named by a `*.index.json`, as one lazy mapping over the tensors the shards hold.
 
-    def __init__(self, index_path: str | os.PathLike, shard_paths: Mapping[str, str] | None = None) -> None:
+    Every shard is opened (lazily: headers or memory maps only) when the index is, so an index naming a
+    missing shard or a tensor in the wrong shard fails here. Keys are the shard files' own tensor names; the
+    index's weight_map
+    keys only locate shards (TF indexes carry an instance-specific model name the shards do not, so
+    `index_key` turns a shard's tensor name into its index key).
+
+    Args:
+        index_path: the `*.index.json` file.
+        open_shard: opens one shard file (e.g. `TorchBinFile`).
+        shard_paths: shard file name → local path (Hub downloads); default: beside the index.
+        index_key: shard tensor name → weight_map key (identity by default).
+    """
+
+    def __init__(
+        self,
+        index_path: str | os.PathLike,
+        open_shard: Callable[[str], Mapping],
+        shard_paths: Mapping[str, str] | None = None,
+        index_key: Callable[[str], str] | None = None,
+    ) -> None:
         self.path = os.fspath(index_path)
         self.weight_map, self.index_metadata = read_index(self.path, check_files=shard_paths is None)
         directory = os.path.dirname(self.path)
-        names = sorted(set(self.weight_map.values()))
-        self.shards = {
-            name: SafetensorsFile(shard_paths[name] if shard_paths else os.path.join(directory, name)) for name in names
+        self.shard_names = sorted(set(self.weight_map.values()))
+        self.shard_paths = {
+            name: shard_paths[name] if shard_paths else os.path.join(directory, name) for name in self.shard_names
         }
-        for key, shard in self.weight_map.items():
-            if key not in self.shards[shard]:
-                raise CheckpointError(f"{self.path} maps {key!r} to {shard}, which does not contain it")
+        self.shards = {name: open_shard(path) for name, path in self.shard_paths.items()}
+        self._where: dict[str, str] = {}
+        to_index = index_key or (lambda key: key)
+        wrong = []
+        for name, shard in self.shards.items():
+            for key in shard:
+                if self.weight_map.get(to_index(key)) != name:
+                    wrong.append(f"{key} in {name}")
+                self._where[key] = name
+        listed = {to_index(k) for k in self._where}
+        absent = sorted(k for k in self.weight_map if k not in listed)
+        if wrong or absent:
+            raise CheckpointError(
+                f"{self.path} disagrees with its shards: "
+                + "; ".join([*(f"{k} is not where the index says" for k in wrong[:10]),
+                             *(f"{k} is in no shard" for k in absent[:10])])
+            )
 
-    @property
-    def metadata(self) -> dict[str, str]:
-        return next(iter(self.shards.values())).metadata if self.shards else {}
-
-    @property
-    def format(self) -> str:
-        return self.metadata.get("format", "pt")
-
-    def _file(self, key: str) -> SafetensorsFile:
-        if key not in self.weight_map:
+    def _file(self, key: str) -> Any:
+        if key not in self._where:
             raise KeyError(f"{self.path} has no tensor {key!r}")
-        return self.shards[self.weight_map[key]]
+        return self.shards[self._where[key]]
 
     def __getitem__(self, key: str) -> np.ndarray:
         return self._file(key)[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.weight_map)
+        return iter(self._where)
 
     def __len__(self) -> int:
-        return len(self.weight_map)
+        return len(self._where)
 
     def shape(self, key: str) -> tuple[int, ...]:
         return self._file(key).shape(key)
@@ -337,8 +365,33 @@ class ShardedSafetensors(Mapping):
     def nbytes(self, key: str) -> int:
         return self._file(key).nbytes(key)
 
+    def can_read_rows(self, key: str) -> bool:
+        return hasattr(self._file(key), "read_rows")
+
+    def read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
+        return self._file(key).read_rows(key, start, stop)
+
     def read_into(self, key: str, out: np.ndarray) -> None:
-        self._file(key).read_into(key, out)
+        shard = self._file(key)
+        if hasattr(shard, "read_into"):
+            shard.read_into(key, out)
+        else:
+            np.copyto(out, shard[key])
+
+
+class ShardedSafetensors(ShardedFiles):
+    """The shards of a `*.safetensors.index.json` checkpoint, seen as one lazy mapping."""
+
+    def __init__(self, index_path: str | os.PathLike, shard_paths: Mapping[str, str] | None = None) -> None:
+        super().__init__(index_path, SafetensorsFile, shard_paths)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return next(iter(self.shards.values())).metadata if self.shards else {}
+
+    @property
+    def format(self) -> str:
+        return self.metadata.get("format", "pt")
 
 
 def open_safetensors(path: str | os.PathLike) -> SafetensorsFile | ShardedSafetensors:
@@ -355,6 +408,36 @@ def open_safetensors(path: str | os.PathLike) -> SafetensorsFile | ShardedSafete
 
 
 # --------------------------------------------------------------------------------------------- writing
+def check_array(array: np.ndarray, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
+        raise ValueError(
+            f"tensor {name!r} is {array.dtype}{list(array.shape)}, expected {np.dtype(dtype)}{list(shape)}"
+        )
+    return array
+
+
+def iter_blocks(
+    specs: Mapping[str, tuple[np.dtype, tuple[int, ...]]], fetch: Callable[[str], Any], name: str
+) -> Iterator[np.ndarray]:
+    """The tensor as row blocks: `fetch` may return one array or an iterator of blocks (see
+    `write_safetensors`); every block is checked against the spec."""
+    dtype, shape = specs[name]
+    value = fetch(name)
+    if not isinstance(value, Iterator):
+        yield check_array(np.asarray(value), name, dtype, shape)
+        return
+    rows = 0
+    for block in value:
+        block = np.ascontiguousarray(block)
+        if block.dtype != np.dtype(dtype) or block.shape[1:] != tuple(shape[1:]):
+            raise ValueError(f"a block of {name!r} is {block.dtype}{list(block.shape)}, expected rows of "
+                             f"{np.dtype(dtype)}{list(shape)}")
+        rows += block.shape[0]
+        yield block
+    if rows != shape[0]:
+        raise ValueError(f"tensor {name!r} got {rows} rows, expected {shape[0]}")
+
+
 def write_safetensors(
     path: str | os.PathLike,
     tensors: Mapping[str, np.ndarray] | None = None,
@@ -393,28 +476,8 @@ def write_safetensors(
         f.write(struct.pack("<Q", len(header_bytes)))
         f.write(header_bytes)
         for name in names:
-            dtype, shape = specs[name]
-            value = fetch(name)
-            if isinstance(value, Iterator):
-                written = 0
-                for block in value:
-                    block = np.ascontiguousarray(block)
-                    if block.dtype != np.dtype(dtype) or block.shape[1:] != tuple(shape[1:]):
-                        raise ValueError(f"a block of {name!r} is {block.dtype}{list(block.shape)}, expected rows "
-                                         f"of {np.dtype(dtype)}{list(shape)}")
-                    f.write(block.reshape(-1).view(np.uint8).data)
-                    written += block.shape[0]
-                if written != shape[0]:
-                    raise ValueError(f"tensor {name!r} got {written} rows, expected {shape[0]}")
-                continue
-            array = np.asarray(value)
-            if not array.flags.c_contiguous:  # np.ascontiguousarray would turn a 0-d scalar into shape (1,)
-                array = np.ascontiguousarray(array)
-            if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
-                raise ValueError(
-                    f"tensor {name!r} is {array.dtype}{list(array.shape)}, expected {np.dtype(dtype)}{list(shape)}"
-                )
-            f.write(array.reshape(-1).view(np.uint8).data)
+            for block in iter_blocks(specs, fetch, name):
+                f.write(block.reshape(-1).view(np.uint8).data)
 
 
 # --------------------------------------------------------------------------------------------- shards

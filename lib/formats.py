@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import CheckpointError, atomic_output, bfloat16_dtype, read_index
+from .checkpoint import CheckpointError, ShardedFiles, atomic_output, bfloat16_dtype, iter_blocks
 
 __all__ = [
     "TensorFile",
@@ -157,129 +157,16 @@ def _torch_numpy_dtype(dtype: Any, path: str, key: str) -> np.dtype:
 
 
 # --------------------------------------------------------------------------------------------- sharded files
-class ShardedFiles(Mapping):
-    """The shards named by a `*.index.json`, as one lazy mapping over the tensors the shards hold.
-
-    Every shard is opened (lazily: headers or memory maps only) when the index is, so an index naming a
-    missing shard or a tensor in the wrong shard fails here. Keys are the shard files' own tensor names; the
-    index's weight_map
-    keys only locate shards (TF indexes carry an instance-specific model name the shards do not, so
-    `index_key` turns a shard's tensor name into its index key).
-
-    Args:
-        index_path: the `*.index.json` file.
-        open_shard: opens one shard file (e.g. `TorchBinFile`).
-        shard_paths: shard file name → local path (Hub downloads); default: beside the index.
-        index_key: shard tensor name → weight_map key (identity by default).
-    """
-
-    def __init__(
-        self,
-        index_path: str | os.PathLike,
-        open_shard: Callable[[str], Mapping],
-        shard_paths: Mapping[str, str] | None = None,
-        index_key: Callable[[str], str] | None = None,
-    ) -> None:
-        self.path = os.fspath(index_path)
-        self.weight_map, self.index_metadata = read_index(self.path, check_files=shard_paths is None)
-        directory = os.path.dirname(self.path)
-        self.shard_names = sorted(set(self.weight_map.values()))
-        self.shard_paths = {
-            name: shard_paths[name] if shard_paths else os.path.join(directory, name) for name in self.shard_names
-        }
-        self.shards = {name: open_shard(path) for name, path in self.shard_paths.items()}
-        self._where: dict[str, str] = {}
-        to_index = index_key or (lambda key: key)
-        wrong = []
-        for name, shard in self.shards.items():
-            for key in shard:
-                if self.weight_map.get(to_index(key)) != name:
-                    wrong.append(f"{key} in {name}")
-                self._where[key] = name
-        listed = {to_index(k) for k in self._where}
-        absent = sorted(k for k in self.weight_map if k not in listed)
-        if wrong or absent:
-            raise CheckpointError(
-                f"{self.path} disagrees with its shards: "
-                + "; ".join([*(f"{k} is not where the index says" for k in wrong[:10]),
-                             *(f"{k} is in no shard" for k in absent[:10])])
-            )
-
-    def _file(self, key: str) -> Any:
-        if key not in self._where:
-            raise KeyError(f"{self.path} has no tensor {key!r}")
-        return self.shards[self._where[key]]
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        return self._file(key)[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._where)
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return self._file(key).shape(key)
-
-    def dtype(self, key: str) -> np.dtype:
-        return self._file(key).dtype(key)
-
-    def nbytes(self, key: str) -> int:
-        return self._file(key).nbytes(key)
-
-    def can_read_rows(self, key: str) -> bool:
-        return hasattr(self._file(key), "read_rows")
-
-    def read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
-        return self._file(key).read_rows(key, start, stop)
-
-    def read_into(self, key: str, out: np.ndarray) -> None:
-        shard = self._file(key)
-        if hasattr(shard, "read_into"):
-            shard.read_into(key, out)
-        else:
-            np.copyto(out, shard[key])
-
-
 def _write_via(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Run `write(file_object)` on a temporary file beside `path`, renamed into place only on success."""
     with atomic_output(path, mode) as f:
         write(f)
 
 
-def _fetch_blocks(specs: Specs, fetch: Fetch, name: str) -> Iterator[np.ndarray]:
-    """The tensor as row blocks: `fetch` may return one array or an iterator of blocks (see
-    `checkpoint.write_safetensors`); every block is checked against the spec."""
-    dtype, shape = specs[name]
-    value = fetch(name)
-    if not isinstance(value, Iterator):
-        yield _check_array(np.asarray(value), name, dtype, shape)
-        return
-    rows = 0
-    for block in value:
-        block = np.ascontiguousarray(block)
-        if block.dtype != np.dtype(dtype) or block.shape[1:] != tuple(shape[1:]):
-            raise ValueError(f"a block of {name!r} is {block.dtype}{list(block.shape)}, expected rows of "
-                             f"{np.dtype(dtype)}{list(shape)}")
-        rows += block.shape[0]
-        yield block
-    if rows != shape[0]:
-        raise ValueError(f"tensor {name!r} got {rows} rows, expected {shape[0]}")
-
-
 def _check_specs(specs: Specs, fetch: Fetch, name: str) -> np.ndarray:
     """The whole tensor (blocks are joined: for writers that need it at once)."""
-    blocks = list(_fetch_blocks(specs, fetch, name))
+    blocks = list(iter_blocks(specs, fetch, name))
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-
-
-def _check_array(array: np.ndarray, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
-        raise ValueError(
-            f"tensor {name!r} is {array.dtype}{list(array.shape)}, expected {np.dtype(dtype)}{list(shape)}"
-        )
-    return array
 
 
 def write_pytorch_bin(path: str | os.PathLike, specs: Specs, fetch: Fetch, aliases: Mapping[str, str] = {}) -> None:  # noqa: B006
@@ -421,7 +308,7 @@ def write_tf_h5(
         dtype, shape = specs[name]
         dataset = group.create_dataset(path, shape=tuple(shape), dtype=np.dtype(dtype))
         row = 0
-        for block in _fetch_blocks(specs, fetch, name):
+        for block in iter_blocks(specs, fetch, name):
             if block.ndim == 0:
                 dataset[()] = block
             elif block.size:
@@ -709,7 +596,7 @@ def write_flax_msgpack(path: str | os.PathLike, specs: Specs, fetch: Fetch) -> N
                 continue
             dtype, shape = np.dtype(specs[node[key]][0]), tuple(specs[node[key]][1])
             if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize <= MAX_CHUNK_SIZE:
-                leaf(f, shape, dtype, _fetch_blocks(specs, fetch, node[key]))
+                leaf(f, shape, dtype, iter_blocks(specs, fetch, node[key]))
                 continue
             array = _check_specs(specs, fetch, node[key])
             flat = np.ascontiguousarray(array).reshape(-1)
