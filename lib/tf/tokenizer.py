@@ -98,6 +98,10 @@ class TFGPT2Tokenizer(keras.layers.Layer):
         self._merges = tuple(merges)
         self._added_tokens = tuple(dict(t) for t in (added_tokens or ()))
         self._build_tables()
+        # One graph for the whole pipeline, so that eager calls do not run the BPE loop op by op.
+        self._tokenize_graph = tf.function(
+            self.tokenize, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False
+        )
         self.built = True
 
     # ----------------------------------------------------------------------------------- construction
@@ -347,7 +351,7 @@ class TFGPT2Tokenizer(keras.layers.Layer):
         if x.shape.rank not in (0, 1):
             raise ValueError(f"TFGPT2Tokenizer takes a scalar or a (batch,) string tensor; got shape {x.shape}")
         texts = tf.reshape(x, [-1])
-        ids = tf.cast(self.tokenize(texts), tf.int32)
+        ids = tf.cast(self._tokenize_graph(texts), tf.int32)
         max_length = self.max_length if max_length is None else max_length
         if max_length is not None:
             ids = ids[:, :max_length]

@@ -46,12 +46,16 @@ def compiled(layer: TFGPT2Tokenizer):
 
 @pytest.fixture(scope="module")
 def twins(trained_dir: str):
-    """add_prefix_space → (slow, fast, graph function of the layer built from the fast tokenizer)."""
+    """add_prefix_space → (slow, fast, graph function of the layer built from the fast tokenizer, the layer).
+
+    Shared by the tests: every layer traces its graph once (seconds), so the tests reuse these.
+    """
     result = {}
     for prefix in (False, True):
         slow = GPT2Tokenizer.from_pretrained(trained_dir, add_prefix_space=prefix)
         fast = GPT2TokenizerFast.from_pretrained(trained_dir, add_prefix_space=prefix)
-        result[prefix] = (slow, fast, compiled(TFGPT2Tokenizer.from_tokenizer(fast)))
+        layer = TFGPT2Tokenizer.from_tokenizer(fast)
+        result[prefix] = (slow, fast, compiled(layer), layer)
     return result
 
 
@@ -75,7 +79,7 @@ def test_top_level_export() -> None:
 def test_corpus_matches_python_tokenizers(twins) -> None:
     lines = (stdlib_text(CORPUS_FILES[:2]) + "\n" + multilingual_text(seed=2)).split("\n")
     for prefix in (False, True):
-        slow, fast, graph = twins[prefix]
+        slow, fast, graph, _ = twins[prefix]
         expected = fast(lines)["input_ids"]
         assert sum(map(len, expected)) > 10_000
         assert ragged_ids(graph(tf.constant(lines))) == expected == slow(lines)["input_ids"]
@@ -90,7 +94,7 @@ def test_fuzz_matches_python_tokenizers(twins) -> None:
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     @given(texts=texts, prefix=st.booleans())
     def check(texts: list[str], prefix: bool) -> None:
-        slow, fast, graph = twins[prefix]
+        slow, fast, graph, _ = twins[prefix]
         ids = ragged_ids(graph(tf.constant(texts)))
         # The layer uses the `regex` package's Unicode classes, like GPT2Tokenizer: equal on every input.
         assert ids == slow(texts)["input_ids"]
@@ -101,39 +105,44 @@ def test_fuzz_matches_python_tokenizers(twins) -> None:
     check()
 
 
-def test_padding_truncation_and_scalar_input(trained_dir: str) -> None:
+def test_padding_truncation_and_scalar_input(trained_dir: str, twins) -> None:
     fast = GPT2TokenizerFast.from_pretrained(trained_dir, pad_token=EOS)
     texts = ["a", "one two three four five"]
     short, long = (fast(t)["input_ids"] for t in texts)
     pad = fast.pad_token_id
-    padded = TFGPT2Tokenizer.from_tokenizer(fast, pad_token_id=pad)(tf.constant(texts))
+    padding_layer = TFGPT2Tokenizer.from_tokenizer(fast, pad_token_id=pad)
+    padded = padding_layer(tf.constant(texts))
     assert padded["input_ids"].numpy().tolist() == fast(texts, padding=True)["input_ids"]
     assert padded["attention_mask"].numpy().tolist() == fast(texts, padding=True)["attention_mask"]
-    fixed = TFGPT2Tokenizer.from_tokenizer(fast, pad_token_id=pad, max_length=3)(tf.constant(texts))
+    fixed = padding_layer(tf.constant(texts), max_length=3)
     assert fixed["input_ids"].numpy().tolist() == [short + [pad] * (3 - len(short)), long[:3]]
     assert fixed["attention_mask"].numpy().tolist() == [[1] * len(short) + [0] * (3 - len(short)), [1, 1, 1]]
-    layer = TFGPT2Tokenizer.from_tokenizer(fast)
+    layer = twins[False][3]
     assert ragged_ids(layer(tf.constant(texts), max_length=2)) == [short[:2], long[:2]]
     single = layer(tf.constant(texts[1]))
     assert single["input_ids"].numpy().tolist() == long and single["input_ids"].shape.rank == 1
 
 
 def test_from_tokenizer_carries_settings(trained_dir: str) -> None:
-    for tok in (GPT2TokenizerFast.from_pretrained(trained_dir, add_bos_token=True, add_prefix_space=True),
-                GPT2Tokenizer.from_pretrained(trained_dir, add_bos_token=True, add_prefix_space=True)):
+    fast = GPT2TokenizerFast.from_pretrained(trained_dir, add_bos_token=True, add_prefix_space=True)
+    slow = GPT2Tokenizer.from_pretrained(trained_dir, add_bos_token=True, add_prefix_space=True)
+    for tok in (fast, slow):
         tok.add_tokens(["<sep>", AddedToken("<unnormalized>", normalized=False)])
-        texts = ["Hello<sep>world", "x<|endoftext|>y<unnormalized>z", ""]
-        assert ragged_ids(TFGPT2Tokenizer.from_tokenizer(tok)(tf.constant(texts))) == tok(texts)["input_ids"]
+    layer = TFGPT2Tokenizer.from_tokenizer(fast, name="tok")
+    assert layer.get_config() == TFGPT2Tokenizer.from_tokenizer(slow, name="tok").get_config()  # the same layer
+    texts = ["Hello<sep>world", "x<|endoftext|>y<unnormalized>z", "", "<sep>"]
+    assert ragged_ids(layer(tf.constant(texts))) == fast(texts)["input_ids"] == slow(texts)["input_ids"]
 
 
 def test_config_round_trip(trained_dir: str) -> None:
-    fast = GPT2TokenizerFast.from_pretrained(trained_dir)
-    layer = TFGPT2Tokenizer.from_tokenizer(fast, max_length=16, pad_token_id=fast.eos_token_id, name="tok")
+    fast = GPT2TokenizerFast.from_pretrained(trained_dir, pad_token=EOS)
+    layer = TFGPT2Tokenizer.from_tokenizer(fast, max_length=16, pad_token_id=fast.pad_token_id, name="tok")
     config = json.loads(json.dumps(layer.get_config()))  # JSON-serializable, as Keras needs
     rebuilt = TFGPT2Tokenizer.from_config(config)
-    texts = tf.constant(["it's a test<|endoftext|>", "tabs\tand  spaces"])
+    texts = ["it's a test<|endoftext|>", "tabs\tand  spaces"]
     assert rebuilt.name == "tok" and rebuilt.get_config() == config
-    assert rebuilt(texts)["input_ids"].numpy().tolist() == layer(texts)["input_ids"].numpy().tolist()
+    expected = fast(texts, padding="max_length", max_length=16)["input_ids"]
+    assert rebuilt(tf.constant(texts))["input_ids"].numpy().tolist() == expected
 
 
 def test_saved_keras_model_and_savedmodel(trained_dir: str, tmp_path) -> None:
@@ -156,10 +165,8 @@ def test_saved_keras_model_and_savedmodel(trained_dir: str, tmp_path) -> None:
     assert served["input_ids"].numpy().tolist() == expected["input_ids"]
 
 
-def test_bad_input(trained_dir: str) -> None:
-    fast = GPT2TokenizerFast.from_pretrained(trained_dir)
-    layer = TFGPT2Tokenizer.from_tokenizer(fast)
-    graph = compiled(layer)
+def test_bad_input(trained_dir: str, twins) -> None:
+    _, _, graph, layer = twins[False]
     for bad in (b"\xffnot utf-8", b"\xfe", b"caf\xc3"):  # invalid UTF-8 (0xFF and 0xFE are the marker bytes)
         with pytest.raises(tf.errors.InvalidArgumentError):
             layer(tf.constant([b"ok", bad]))
@@ -167,6 +174,7 @@ def test_bad_input(trained_dir: str) -> None:
             graph(tf.constant([b"ok", bad]))
     with pytest.raises(ValueError, match="scalar or a \\(batch,\\)"):
         layer(tf.constant([["a", "b"]]))
+    fast = GPT2TokenizerFast.from_pretrained(trained_dir)
     fast.add_tokens([AddedToken("<m>", lstrip=True)])
     with pytest.raises(NotImplementedError, match="lstrip"):
         TFGPT2Tokenizer.from_tokenizer(fast)
