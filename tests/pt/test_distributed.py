@@ -84,6 +84,7 @@ def distributed_results(tmp_path_factory) -> str:
     return str(out_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode,family", CASES)
 def test_one_step_equals_single_process(distributed_results, mode, family):
     model, input_ids = _model_and_batch(family)
