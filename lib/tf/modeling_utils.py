@@ -22,6 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 import optree
+import tensorflow as tf
 
 from ..checkpoint import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME, plan_shards, save_sharded, write_safetensors
 from ..configuration import PretrainedConfig
@@ -200,7 +201,10 @@ class PreTrainedModel(keras.Model):
                 f"{type(self).__name__} was compiled without a loss, so it trains on its own loss, which needs "
                 f"labels: pass {' / '.join(self.label_names)} in the input dict or as y, or compile with a loss"
             )
-        return loss
+        # Under tf.distribute Keras sums the replicas' gradients and multiplies the tracked loss back by the
+        # replica count: each replica's mean loss must come divided by it, as Keras' own losses do.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss / replicas if replicas > 1 else loss
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict[str, Any]:
         return super().compute_metrics(x, y, _keras_predictions(y_pred), sample_weight)
