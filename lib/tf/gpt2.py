@@ -26,7 +26,9 @@ from .ops import (
     Embedding,
     LMHead,
     attention,
+    cache_key_length,
     causal_lm_loss,
+    causal_rows,
     causal_table,
     check_ids,
     check_inputs,
@@ -37,6 +39,7 @@ from .ops import (
     get_activation,
     init_normal,
     merge_heads,
+    pack_presents,
     padding_mask,
     past_length,
     pool_last_token,
@@ -45,6 +48,9 @@ from .ops import (
     sequence_classification_loss,
     shape_list,
     split_heads,
+    static_cache_index,
+    static_padding,
+    update_cache,
 )
 
 __all__ = [
@@ -103,6 +109,7 @@ class GPT2Attention(keras.layers.Layer):
         encoder_attention_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        cache_index: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool → (B, T, H*D), present, attn_weights."""
         if encoder_hidden_states is not None:
@@ -118,11 +125,9 @@ class GPT2Attention(keras.layers.Layer):
             mask = encoder_attention_mask
         else:
             if layer_past is not None:
-                past_key, past_value = layer_past
-                key = tf.concat((past_key, key), axis=-2)
-                value = tf.concat((past_value, value), axis=-2)
+                key, value = update_cache(layer_past, key, value, cache_index)
             query_len, key_len = shape_list(query)[-2], shape_list(key)[-2]
-            mask = self.bias[:, :, key_len - query_len : key_len, :key_len]  # (1, 1, T, S)
+            mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
             if attention_mask is not None:
                 mask = mask & attention_mask
         present = (key, value) if use_cache else None
@@ -176,12 +181,13 @@ class GPT2Block(keras.layers.Layer):
         encoder_attention_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        cache_index: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None, Tensor | None]:
         """Returns hidden_states (B, T, H*D), present, attn_weights, cross_attn_weights."""
         residual = hidden_states
         attn_output, present, attn_weights = self.attn(
             self.ln_1(hidden_states), layer_past, attention_mask, head_mask,
-            use_cache=use_cache, output_attentions=output_attentions,
+            use_cache=use_cache, output_attentions=output_attentions, cache_index=cache_index,
         )
         hidden_states = residual + attn_output
 
@@ -302,6 +308,7 @@ class GPT2Model(GPT2PreTrainedModel):
         seq_len = input_shape[-1]
         batch_size = math.prod(input_shape[:-1])  # choices are folded into the batch
         past = past_length(past_key_values, config.n_layer)
+        cache_index = static_cache_index(past_key_values)
         if position_ids is None:
             position_ids = default_position_ids(past, seq_len, config.n_positions)
         else:
@@ -318,7 +325,9 @@ class GPT2Model(GPT2PreTrainedModel):
             hidden_states = hidden_states + self.wte(tf.reshape(token_type_ids, (-1, seq_len)))
         hidden_states = self.drop(hidden_states)
 
-        attention_mask = padding_mask(attention_mask, batch_size, past + seq_len, "attention_mask")
+        attention_mask = static_padding(attention_mask, past_key_values)
+        key_len = cache_key_length(past_key_values, past, seq_len)
+        attention_mask = padding_mask(attention_mask, batch_size, key_len, "attention_mask")
         if encoder_hidden_states is not None and encoder_attention_mask is not None:
             encoder_attention_mask = padding_mask(
                 encoder_attention_mask, batch_size, shape_list(encoder_hidden_states)[-2], "encoder_attention_mask"
@@ -337,6 +346,7 @@ class GPT2Model(GPT2PreTrainedModel):
             hidden_states, present, attn_weights, cross_attn_weights = block(
                 hidden_states, layer_past, attention_mask, head_masks[i],
                 encoder_hidden_states, encoder_attention_mask, use_cache=use_cache, output_attentions=output_attentions,
+                cache_index=cache_index,
             )
             if use_cache:
                 presents += (present,)
@@ -350,7 +360,7 @@ class GPT2Model(GPT2PreTrainedModel):
             all_hidden_states += (hidden_states,)
         output = BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=hidden_states,
-            past_key_values=presents,
+            past_key_values=pack_presents(presents, past_key_values, seq_len),
             hidden_states=all_hidden_states,
             attentions=all_attentions,
             cross_attentions=all_cross_attentions,

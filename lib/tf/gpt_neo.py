@@ -24,7 +24,9 @@ from .ops import (
     Embedding,
     LMHead,
     attention,
+    cache_key_length,
     causal_lm_loss,
+    causal_rows,
     causal_table,
     check_ids,
     check_inputs,
@@ -35,6 +37,7 @@ from .ops import (
     get_activation,
     init_normal,
     merge_heads,
+    pack_presents,
     padding_mask,
     past_length,
     pool_last_token,
@@ -42,6 +45,9 @@ from .ops import (
     sequence_classification_loss,
     shape_list,
     split_heads,
+    static_cache_index,
+    static_padding,
+    update_cache,
 )
 
 __all__ = [
@@ -90,6 +96,7 @@ class GPTNeoSelfAttention(keras.layers.Layer):
         head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        cache_index: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool → (B, T, H*D), present, attn_weights."""
         query = split_heads(self.q_proj(hidden_states), self.num_heads)  # (B, T, H*D) -> (B, H, T, D)
@@ -97,13 +104,11 @@ class GPTNeoSelfAttention(keras.layers.Layer):
         value = split_heads(self.v_proj(hidden_states), self.num_heads)
 
         if layer_past is not None:
-            past_key, past_value = layer_past
-            key = tf.concat((past_key, key), axis=-2)
-            value = tf.concat((past_value, value), axis=-2)
+            key, value = update_cache(layer_past, key, value, cache_index)
         present = (key, value) if use_cache else None
         query_len, key_len = shape_list(query)[-2], shape_list(key)[-2]
         # The local window is part of the table, so it holds in the eager and the sdpa path alike.
-        mask = self.bias[:, :, key_len - query_len : key_len, :key_len]  # (1, 1, T, S)
+        mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
         if attention_mask is not None:
             mask = mask & attention_mask
 
@@ -133,10 +138,11 @@ class GPTNeoAttention(keras.layers.Layer):
         head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        cache_index: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         return self.attention(
             hidden_states, layer_past, attention_mask, head_mask,
-            use_cache=use_cache, output_attentions=output_attentions,
+            use_cache=use_cache, output_attentions=output_attentions, cache_index=cache_index,
         )
 
 
@@ -173,12 +179,13 @@ class GPTNeoBlock(keras.layers.Layer):
         head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        cache_index: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """Returns hidden_states (B, T, H*D), present, attn_weights."""
         residual = hidden_states
         attn_output, present, attn_weights = self.attn(
             self.ln_1(hidden_states), layer_past, attention_mask, head_mask,
-            use_cache=use_cache, output_attentions=output_attentions,
+            use_cache=use_cache, output_attentions=output_attentions, cache_index=cache_index,
         )
         hidden_states = residual + attn_output
         residual = hidden_states
@@ -235,6 +242,7 @@ class GPTNeoModel(GPTNeoPreTrainedModel):
         seq_len = input_shape[-1]
         batch_size = math.prod(input_shape[:-1])
         past = past_length(past_key_values, config.num_layers)
+        cache_index = static_cache_index(past_key_values)
         if position_ids is None:
             position_ids = default_position_ids(past, seq_len, config.max_position_embeddings)
         else:
@@ -251,7 +259,9 @@ class GPTNeoModel(GPTNeoPreTrainedModel):
             hidden_states = hidden_states + self.wte(tf.reshape(token_type_ids, (-1, seq_len)))
         hidden_states = self.drop(hidden_states)
 
-        attention_mask = padding_mask(attention_mask, batch_size, past + seq_len, "attention_mask")
+        attention_mask = static_padding(attention_mask, past_key_values)
+        key_len = cache_key_length(past_key_values, past, seq_len)
+        attention_mask = padding_mask(attention_mask, batch_size, key_len, "attention_mask")
         head_masks = expand_head_mask(head_mask, config.num_layers, config.num_heads)
 
         output_shape = [*input_shape, self.embed_dim]
@@ -264,7 +274,7 @@ class GPTNeoModel(GPTNeoPreTrainedModel):
             layer_past = past_key_values[i] if past_key_values is not None else None
             hidden_states, present, attn_weights = block(
                 hidden_states, layer_past, attention_mask, head_masks[i], use_cache=use_cache,
-                output_attentions=output_attentions,
+                output_attentions=output_attentions, cache_index=cache_index,
             )
             if use_cache:
                 presents += (present,)
@@ -276,7 +286,7 @@ class GPTNeoModel(GPTNeoPreTrainedModel):
             all_hidden_states += (hidden_states,)
         output = BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=presents,
+            past_key_values=pack_presents(presents, past_key_values, seq_len),
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )

@@ -25,7 +25,9 @@ from .ops import (
     LMHead,
     apply_rotary,
     attention,
+    cache_key_length,
     causal_lm_loss,
+    causal_rows,
     causal_table,
     check_ids,
     check_inputs,
@@ -36,6 +38,7 @@ from .ops import (
     get_activation,
     init_normal,
     merge_heads,
+    pack_presents,
     padding_mask,
     past_length,
     pool_last_token,
@@ -43,6 +46,9 @@ from .ops import (
     rotary_table,
     sequence_classification_loss,
     shape_list,
+    static_cache_index,
+    static_padding,
+    update_cache,
 )
 
 __all__ = [
@@ -93,6 +99,7 @@ class GPTJAttention(keras.layers.Layer):
         head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        cache_index: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool; position_ids (B or 1, T) →
         (B, T, H*D), present, attn_weights."""
@@ -111,12 +118,10 @@ class GPTJAttention(keras.layers.Layer):
         query, key, value = (tf.transpose(x, (0, 2, 1, 3)) for x in (query, key, value))  # -> (B, H, T, D)
 
         if layer_past is not None:
-            past_key, past_value = layer_past
-            key = tf.concat((past_key, key), axis=-2)
-            value = tf.concat((past_value, value), axis=-2)
+            key, value = update_cache(layer_past, key, value, cache_index)
         present = (key, value) if use_cache else None
         key_len = shape_list(key)[-2]
-        mask = self.bias[:, :, key_len - query_len : key_len, :key_len]  # (1, 1, T, S)
+        mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
         if attention_mask is not None:
             mask = mask & attention_mask
 
@@ -163,13 +168,14 @@ class GPTJBlock(keras.layers.Layer):
         head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        cache_index: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """Returns hidden_states (B, T, H*D), present, attn_weights."""
         residual = hidden_states
         hidden_states = self.ln_1(hidden_states)
         attn_output, present, attn_weights = self.attn(
             hidden_states, layer_past, attention_mask, position_ids, head_mask,
-            use_cache=use_cache, output_attentions=output_attentions,
+            use_cache=use_cache, output_attentions=output_attentions, cache_index=cache_index,
         )
         hidden_states = attn_output + self.mlp(hidden_states) + residual
         return hidden_states, present, attn_weights
@@ -224,6 +230,7 @@ class GPTJModel(GPTJPreTrainedModel):
         seq_len = input_shape[-1]
         batch_size = math.prod(input_shape[:-1])
         past = past_length(past_key_values, config.n_layer)
+        cache_index = static_cache_index(past_key_values)
         if position_ids is None:
             position_ids = default_position_ids(past, seq_len, config.n_positions)
         else:
@@ -239,7 +246,9 @@ class GPTJModel(GPTJPreTrainedModel):
             hidden_states = hidden_states + self.wte(tf.reshape(token_type_ids, (-1, seq_len)))
         hidden_states = self.drop(hidden_states)
 
-        attention_mask = padding_mask(attention_mask, batch_size, past + seq_len, "attention_mask")
+        attention_mask = static_padding(attention_mask, past_key_values)
+        key_len = cache_key_length(past_key_values, past, seq_len)
+        attention_mask = padding_mask(attention_mask, batch_size, key_len, "attention_mask")
         head_masks = expand_head_mask(head_mask, config.n_layer, config.n_head)
 
         output_shape = [*input_shape, self.embed_dim]
@@ -252,7 +261,7 @@ class GPTJModel(GPTJPreTrainedModel):
             layer_past = past_key_values[i] if past_key_values is not None else None
             hidden_states, present, attn_weights = block(
                 hidden_states, layer_past, attention_mask, position_ids, head_masks[i],
-                use_cache=use_cache, output_attentions=output_attentions,
+                use_cache=use_cache, output_attentions=output_attentions, cache_index=cache_index,
             )
             if use_cache:
                 presents += (present,)
@@ -264,7 +273,7 @@ class GPTJModel(GPTJPreTrainedModel):
             all_hidden_states += (hidden_states,)
         output = BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=presents,
+            past_key_values=pack_presents(presents, past_key_values, seq_len),
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )

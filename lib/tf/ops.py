@@ -7,14 +7,17 @@ with static shapes and still works with dynamic ones.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
 from ..configuration import ACTIVATIONS, PretrainedConfig
 from ..model_math import MASK_VALUE, causal_mask, rotary_tables
@@ -35,6 +38,13 @@ __all__ = [
     "masked_softmax",
     "eager_attention",
     "attention",
+    "StaticCache",
+    "static_cache_index",
+    "update_cache",
+    "causal_rows",
+    "cache_key_length",
+    "static_padding",
+    "pack_presents",
     "shape_list",
     "check_inputs",
     "check_ids",
@@ -310,6 +320,106 @@ def attention(
     return attn_output, attn_weights if output_attentions else None
 
 
+# --------------------------------------------------------------------------------------------- cache
+@dataclasses.dataclass
+class StaticCache:
+    """A pre-allocated key/value cache (from `init_cache`): fixed-size buffers and a fill index, so every
+    decoding step has the same shapes and one compiled loop (`tf.while_loop` under XLA) serves them all.
+
+    It reads like the tuple form of `past_key_values` (`len(cache)` layers, `cache[i]` = (key, value)), and
+    is a `tf.nest` structure, so it can be a loop variable.
+
+    Attributes:
+        key_values: per layer a (key, value) pair, each (B, H, M, D) with M the cache's max_length.
+        index: () int32, how many positions are filled (the next token's position).
+    """
+
+    key_values: tuple[tuple[tf.Tensor, tf.Tensor], ...]
+    index: tf.Tensor
+
+    def __len__(self) -> int:
+        return len(self.key_values)
+
+    def __getitem__(self, layer: int) -> tuple[tf.Tensor, tf.Tensor]:
+        return self.key_values[layer]
+
+    def __iter__(self) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
+        return iter(self.key_values)
+
+    @property
+    def max_length(self) -> int:
+        return self.key_values[0][0].shape[-2]
+
+    # tf.nest protocol (TensorFlow >= 2.13).
+    def __tf_flatten__(self) -> tuple[None, tuple[Any, ...]]:
+        return None, (self.key_values, self.index)
+
+    @classmethod
+    def __tf_unflatten__(cls, metadata: None, components: tuple[Any, ...]) -> StaticCache:
+        return cls(*components)
+
+
+def update_cache(
+    layer_past: tuple[tf.Tensor, tf.Tensor] | None, key: tf.Tensor, value: tf.Tensor, cache_index: tf.Tensor | None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Append this step's (B, H, T, D) key and value to a layer's cache.
+
+    The tuple form concatenates along S; a static cache (`cache_index` given) writes them into its
+    buffers at `cache_index`, keeping the buffers' shape.
+    """
+    if layer_past is None:
+        return key, value
+    past_key, past_value = layer_past
+    if cache_index is None:
+        return tf.concat((past_key, key), axis=-2), tf.concat((past_value, value), axis=-2)
+    start = tf.stack([0, 0, tf.cast(cache_index, tf.int32), 0])
+    key = dynamic_update_slice(past_key, tf.cast(key, past_key.dtype), start)
+    value = dynamic_update_slice(past_value, tf.cast(value, past_value.dtype), start)
+    return key, value
+
+
+def causal_rows(bias: tf.Tensor, query_len: int, key_len: int, cache_index: tf.Tensor | None) -> tf.Tensor:
+    """The rows of a (1, 1, P, P) causal table for the T queries against the first S keys: (1, 1, T, S).
+
+    The queries are the last T of the S keys, or sit at `cache_index` in a static cache."""
+    query_start = key_len - query_len if cache_index is None else tf.cast(cache_index, tf.int32)
+    return tf.slice(bias, tf.stack([0, 0, query_start, 0]), tf.stack([1, 1, query_len, key_len]))
+
+
+def static_cache_index(past_key_values: Any) -> tf.Tensor | None:
+    """A static cache's fill index (where this call's tokens are written), None for the tuple form."""
+    return past_key_values.index if isinstance(past_key_values, StaticCache) else None
+
+
+def cache_key_length(past_key_values: Any, past: int | tf.Tensor, seq_len: int | tf.Tensor) -> int | tf.Tensor:
+    """S, the key length attention sees: past + T, or a static cache's max_length."""
+    if isinstance(past_key_values, StaticCache):
+        return past_key_values.max_length
+    return past + seq_len
+
+
+def static_padding(attention_mask: tf.Tensor | None, past_key_values: Any) -> tf.Tensor | None:
+    """A static cache's attention mask may cover only the positions written so far: extend it with ones to
+    the cache's max_length (the causal table masks the positions not yet written)."""
+    if attention_mask is None or not isinstance(past_key_values, StaticCache):
+        return attention_mask
+    attention_mask = tf.convert_to_tensor(attention_mask)
+    missing = past_key_values.max_length - attention_mask.shape[-1]
+    if missing < 0:
+        raise ValueError(
+            f"attention_mask covers {attention_mask.shape[-1]} positions, more than the cache's max_length "
+            f"{past_key_values.max_length}"
+        )
+    return tf.pad(attention_mask, [(0, 0)] * (attention_mask.shape.rank - 1) + [(0, missing)], constant_values=1)
+
+
+def pack_presents(presents: tuple | None, past_key_values: Any, seq_len: int | tf.Tensor) -> Any:
+    """The `past_key_values` to return: the layers' presents, as a `StaticCache` advanced by T when one came in."""
+    if presents is None or not isinstance(past_key_values, StaticCache):
+        return presents
+    return StaticCache(key_values=presents, index=past_key_values.index + seq_len)
+
+
 # --------------------------------------------------------------------------------------------- inputs
 def shape_list(x: tf.Tensor) -> list[int | tf.Tensor]:
     """The shape of `x` as a list: Python ints where the size is static, scalar tensors where it is not."""
@@ -360,11 +470,14 @@ def check_inputs(
 
 
 def past_length(past_key_values: Sequence[tuple[tf.Tensor, tf.Tensor]] | None, num_layers: int) -> int | tf.Tensor:
-    """Cached length S - T of a `past_key_values` tuple (one (key, value) per layer, each (B, H, S, D))."""
+    """Cached length S - T of `past_key_values`: a tuple of one (key, value) per layer, each (B, H, S, D),
+    or a `StaticCache` (then its fill index, an int32 scalar tensor)."""
     if past_key_values is None:
         return 0
     if len(past_key_values) != num_layers:
         raise ValueError(f"past_key_values has {len(past_key_values)} entries, expected one per layer ({num_layers})")
+    if isinstance(past_key_values, StaticCache):
+        return past_key_values.index
     return shape_list(past_key_values[0][0])[-2]
 
 
