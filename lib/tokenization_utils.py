@@ -1159,7 +1159,9 @@ class PreTrainedTokenizerBase:
         config["added_tokens_decoder"] = decoder
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
         accepted |= set(inspect.signature(PreTrainedTokenizerBase.__init__).parameters) - {"self"}
-        return {k: v for k, v in config.items() if k in accepted and k not in cls.vocab_files_names}
+        # name_or_path (written by old transformers releases) names where the files came from, not these files.
+        skip = {*cls.vocab_files_names, "name_or_path"}
+        return {k: v for k, v in config.items() if k in accepted and k not in skip}
 
     def __repr__(self) -> str:
         return (

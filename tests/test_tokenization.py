@@ -375,6 +375,18 @@ def test_save_load_round_trip(kind: str, trained_dir: str, tmp_path) -> None:
         assert reloaded.decode(expected["input_ids"][1], skip_special_tokens=True) == "a<strip>b  "
 
 
+def test_legacy_added_tokens_file(kind: str, tmp_path) -> None:
+    # Older checkpoints (e.g. GPT-J's) list extra tokens only in added_tokens.json.
+    copy_files(HF_SLOW, tmp_path, ("vocab.json", "merges.txt"))
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"<extra_1>": 301, "<extra_2>": 302}))
+    tok = load(kind, tmp_path)
+    assert (len(tok), tok.convert_tokens_to_ids("<extra_2>"), tok.eos_token_id) == (303, 302, 300)
+    assert tok("a<extra_1>b")["input_ids"] == [*tok("a")["input_ids"], 301, *tok("b")["input_ids"]]
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"<extra_1>": 301, "<extra_2>": 305}))
+    with pytest.raises(ValueError, match="inconsistent"):
+        load(kind, tmp_path)
+
+
 def test_slow_and_fast_files_load_into_each_other(tmp_path, trained_dir: str) -> None:
     slow, fast = both(trained_dir)
     slow.save_pretrained(tmp_path / "slow")

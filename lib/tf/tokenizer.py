@@ -163,20 +163,22 @@ class TFGPT2Tokenizer(keras.layers.Layer):
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, *init_inputs: Any, **kwargs: Any
     ) -> TFGPT2Tokenizer:
-        """Load a checkpoint's tokenizer files (see `GPT2TokenizerFast.from_pretrained`) into the layer.
+        """Load a checkpoint's tokenizer files (as `GPT2TokenizerFast.from_pretrained` does) into the layer.
 
-        `max_length`, `pad_token_id`, `name` and `bos_token_id` go to the layer, other kwargs to the tokenizer.
+        `max_length`, `pad_token_id`, `bos_token_id`, `name`, `dtype` and `trainable` go to the layer, other
+        kwargs to the tokenizer (e.g. `add_prefix_space=True`).
         """
-        from ..tokenization_auto import AutoTokenizer
+        import importlib.util
 
-        layer_keys = ("max_length", "pad_token_id", "name", "bos_token_id", "dtype", "trainable")
+        from ..tokenization_gpt2 import GPT2Tokenizer
+        from ..tokenization_gpt2_fast import GPT2TokenizerFast
+
+        if init_inputs:
+            raise TypeError("TFGPT2Tokenizer.from_pretrained takes the path and keyword arguments only")
+        layer_keys = ("max_length", "pad_token_id", "bos_token_id", "name", "dtype", "trainable")
         layer_kwargs = {k: kwargs.pop(k) for k in layer_keys if k in kwargs}
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, *init_inputs, **kwargs)
-        except ValueError:  # no config naming the class: a bare folder of GPT-2 tokenizer files
-            from ..tokenization_gpt2_fast import GPT2TokenizerFast
-
-            tokenizer = GPT2TokenizerFast.from_pretrained(pretrained_model_name_or_path, *init_inputs, **kwargs)
+        tokenizer_class = GPT2TokenizerFast if importlib.util.find_spec("tokenizers") else GPT2Tokenizer
+        tokenizer = tokenizer_class.from_pretrained(pretrained_model_name_or_path, **kwargs)
         return cls.from_tokenizer(tokenizer, **layer_kwargs)
 
     @classmethod
