@@ -31,6 +31,7 @@ from ..formats import keras_model_name, write_tf_h5
 from ..generation_config import GenerationConfig
 from ..loading import plan_load
 from ..outputs import OUTPUT_CLASSES, ModelOutput
+from .generation import GenerationMixin
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def register_keras_pytrees() -> None:
     _registered = True
 
 
-class PreTrainedModel(keras.Model):
+class PreTrainedModel(keras.Model, GenerationMixin):
     """Base of every TensorFlow model: holds the config, accepts Hugging Face's TF input formats, builds its
     variables from shapes, trains with its own loss under `fit`, loads and saves Hugging Face checkpoints.
 

@@ -488,7 +488,7 @@ def default_position_ids(past: int | tf.Tensor, seq_len: int | tf.Tensor, max_po
             f"sequence length {past + seq_len} (past_key_values {past} + input {seq_len}) exceeds the "
             f"model's maximum of {max_positions} positions (n_positions / max_position_embeddings)"
         )
-    return tf.range(past, past + seq_len)[None]
+    return (past + tf.range(seq_len))[None]  # not tf.range(past, ...): XLA needs the static length
 
 
 def padding_mask(
