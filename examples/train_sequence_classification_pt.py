@@ -1,10 +1,11 @@
-"""Fine-tune a sequence classifier (PyTorch): is a snippet of text written forwards or backwards?
+"""Fine-tune a sequence classifier (PyTorch): is a snippet of text as written, or upper-cased?
 
 The task is built from the same corpus as the language-model examples, so it needs no download: snippets of
 random length are right-padded (the model classifies from the last non-padding token, `pad_token_id`), and
-half of them are byte-reversed. Start from a causal-LM checkpoint of any twin with `--model` (its LM head is
-dropped and a fresh `score` head added), or from a fresh model. The result is written with `save_pretrained`
-and loads in the TensorFlow and Flax `*ForSequenceClassification` twins.
+the ASCII letters of half of them are upper-cased — easy enough that a tiny model learns it in a few steps.
+Start from a causal-LM checkpoint of any twin with `--model` (its LM head is dropped and a fresh `score` head
+added), or from a fresh model. The result is written with `save_pretrained` and loads in the TensorFlow and
+Flax `*ForSequenceClassification` twins.
 
     python examples/train_causal_lm_pt.py --output-dir runs/lm
     python examples/train_sequence_classification_pt.py --model runs/lm --output-dir runs/cls
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 from twinformers.pt import AutoModelForSequenceClassification
 
-LABELS = {0: "forwards", 1: "backwards"}
+LABELS = {0: "as written", 1: "upper-cased"}
 
 
 def parse_args(argv: list[str] | None = None):
@@ -45,10 +46,10 @@ def parse_args(argv: list[str] | None = None):
 
 
 def make_examples(blocks: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """Right-padded snippets of random length (at least half a block), every other one reversed.
+    """Right-padded snippets of random length (at least half a block), half of them upper-cased.
 
     Returns:
-        input_ids, attention_mask: (N, block_size); labels: (N,) 1 = reversed.
+        input_ids, attention_mask: (N, block_size); labels: (N,) 1 = upper-cased.
     """
     rng = np.random.default_rng(seed)
     count, block_size = blocks.shape
@@ -57,7 +58,8 @@ def make_examples(blocks: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     input_ids = np.full_like(blocks, EOS_ID)
     for i, (length, label) in enumerate(zip(lengths, labels)):
         snippet = blocks[i, :length]
-        input_ids[i, :length] = snippet[::-1] if label else snippet
+        lower = (snippet >= ord("a")) & (snippet <= ord("z"))
+        input_ids[i, :length] = np.where(lower, snippet - 32, snippet) if label else snippet
     attention_mask = (np.arange(block_size)[None, :] < lengths[:, None]).astype(np.int64)
     return {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask, "labels": labels}
 
