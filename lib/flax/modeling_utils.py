@@ -435,8 +435,7 @@ class PreTrainedModel(GenerationMixin):
         load = plan_load(
             model_shapes,
             weights.shapes(),
-            base_model_prefix=self.base_model_prefix if any(k.startswith("transformer.") for k in model_shapes)
-            else "",
+            base_model_prefix=self.base_model_prefix,
             tied_keys={"lm_head.weight": "transformer.wte.weight"} if tied else {},
         )
         flat: dict[str, Array] = {}
