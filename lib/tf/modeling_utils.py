@@ -72,7 +72,8 @@ class PreTrainedModel(keras.Model, GenerationMixin):
     labels (`labels`; `start_positions`/`end_positions` for QA; `labels`/`mc_labels` for double heads) either in
     the input dict or given as `y` (a tensor for the first label name, or a dict). With a Keras `loss`, it
     receives the logits (a tuple of them for QA and double heads). The model's loss is a float32 scalar: the
-    mean over the counted tokens (-100 ignored), as in the PyTorch twin.
+    mean over the counted tokens (-100 ignored), as in the PyTorch twin; the double-heads model trains on
+    `loss + mc_loss` (whichever are present).
     """
 
     config_class: type[PretrainedConfig] = PretrainedConfig
@@ -126,7 +127,9 @@ class PreTrainedModel(keras.Model, GenerationMixin):
         `transformer` scope first: inside a head it *is* the head's `transformer` sublayer (the PyTorch twin's
         layout), and Hugging Face's TF names keep `transformer/` in every class, base models included.
         """
-        standalone_base = not hasattr(self, self.base_model_prefix) and self.name != self.base_model_prefix
+        if self.name == self.base_model_prefix:
+            return  # the head's trace is running our `call` next and builds our sublayers there: trace once
+        standalone_base = not hasattr(self, self.base_model_prefix)
         scope = keras.name_scope(self.base_model_prefix) if standalone_base else contextlib.nullcontext()
         with scope:
             self.compute_output_spec(**self.dummy_inputs)
@@ -196,7 +199,10 @@ class PreTrainedModel(keras.Model, GenerationMixin):
     ) -> Any:
         if self.loss is not None:
             return super().compute_loss(x, y, _keras_predictions(y_pred), sample_weight, training)
-        loss = y_pred.get("loss") if isinstance(y_pred, ModelOutput) else None
+        # Every loss the output carries: the LM and multiple-choice losses of the double-heads model add up.
+        losses = [v for k, v in y_pred.items() if k == "loss" or k.endswith("_loss")] \
+            if isinstance(y_pred, ModelOutput) else []
+        loss = sum(losses[1:], losses[0]) if losses else None
         if loss is None:
             raise ValueError(
                 f"{type(self).__name__} was compiled without a loss, so it trains on its own loss, which needs "
@@ -284,7 +290,7 @@ class PreTrainedModel(keras.Model, GenerationMixin):
         load = plan_load(
             model_shapes,
             weights.shapes(),
-            base_model_prefix=self.base_model_prefix if self.base_model is not self else "",
+            base_model_prefix=self.base_model_prefix,
             tied_keys={"lm_head.weight": f"{self.base_model_prefix}.wte.weight"} if tied else {},
         )
         for var, key, transform in plan.values():
