@@ -79,6 +79,7 @@ class GPTJAttention(keras.layers.Layer):
         self.rotary_dim = config.rotary_dim or self.head_dim
         self.scale = self.head_dim**-0.5
         dense = dict(use_bias=False, kernel_initializer=init_normal(config.initializer_range))
+        # Declared q, k, v as in Hugging Face's TF GPT-J: variable order decides the order in tf_model.h5.
         self.q_proj = keras.layers.Dense(self.embed_dim, **dense, name="q_proj")
         self.k_proj = keras.layers.Dense(self.embed_dim, **dense, name="k_proj")
         self.v_proj = keras.layers.Dense(self.embed_dim, **dense, name="v_proj")
