@@ -464,10 +464,11 @@ class GenerationMixin:
             programs[(name, key)] = tf.function(build(), jit_compile=True, reduce_retracing=False)
         return programs[(name, key)]
 
-    def _settings_key(self, plan: GenerationPlan) -> tuple:
-        """What a compiled function depends on besides the input shapes."""
+    def _settings_key(self, plan: GenerationPlan, prompt_length: int) -> tuple:
+        """What a compiled function depends on besides the input shapes: the settings and the bucket (the
+        decoding functions close over the padded prompt length)."""
         return (plan.config.to_json_string(), plan.mode, plan.max_new_tokens, plan.min_new_tokens,
-                tuple(plan.eos_token_ids), plan.pad_token_id)
+                tuple(plan.eos_token_ids), plan.pad_token_id, prompt_length)
 
     def _sample(self, plan: GenerationPlan, streamer: BaseStreamer | None, rng: Tensor
                 ) -> Tensor | GenerateDecoderOnlyOutput:
@@ -476,7 +477,7 @@ class GenerationMixin:
         prompt_length = input_ids.shape[1]
         position_ids = positions_from_mask(prompt_mask).astype(np.int32)
         prefill, step, cond = self._decoder(plan, prompt_length)
-        key = self._settings_key(plan)
+        key = self._settings_key(plan, prompt_length)
         if streamer is None:
 
             def build() -> Any:
@@ -518,7 +519,7 @@ class GenerationMixin:
         processors = LogitsProcessorList.from_generation_config(
             config, prompt_length + plan.min_new_tokens, plan.eos_token_ids
         )
-        key = self._settings_key(plan)
+        key = self._settings_key(plan, prompt_length)
 
         def beam_candidates(sequences: Tensor, logits: Tensor, cur_len: Tensor, attention_mask: Tensor,
                             beam_scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
