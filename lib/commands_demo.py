@@ -22,15 +22,15 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: no C++ start-up chatter
     from .demo import DemoSettings, format_summary, run_demo
 
+    for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            print(f"twinformers demo: error: {flag} must be at least 1, got {value}", file=sys.stderr)
+            return 2
     overrides = {"retrain": args.retrain, "progress": not args.quiet, "output_dir": args.output_dir}
     for name, value in (("prompt", args.prompt), ("max_new_tokens", args.max_new_tokens),
                         ("fine_tune_steps", args.steps)):
         if value is not None:
             overrides[name] = value
-    for name in ("max_new_tokens", "fine_tune_steps"):
-        if overrides.get(name, 1) < 1:
-            print(f"twinformers demo: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
-            return 2
     settings = DemoSettings.short(**overrides) if args.short else DemoSettings(**overrides)
     log = (lambda message: None) if args.quiet else print
     try:

@@ -40,11 +40,17 @@ __all__ = [
     "stdlib_texts",
     "train_tokenizer",
     "token_blocks",
+    "split_blocks",
     "keras_fit",
     "train_embedded_model",
+    "replaced_directory",
     "DemoSettings",
+    "DemoResult",
+    "Generation",
+    "missing_backends",
     "run_demo",
     "format_table",
+    "format_summary",
 ]
 
 EMBEDDED_MODEL_NAME = "tiny-gpt2"
@@ -55,6 +61,8 @@ BACKEND_NAMES = {"tf": "TensorFlow", "pt": "PyTorch", "flax": "Flax"}
 FINE_TUNE_PACKAGE = "json"
 DEFAULT_PROMPT = "def read_config(path):\n"
 LOGITS_TOLERANCE = 1e-5  # the project's fp32 equivalence bound
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+STDLIB_DIR = os.path.dirname(os.__file__)
 
 
 def embedded_model_path() -> str:
@@ -63,7 +71,7 @@ def embedded_model_path() -> str:
     Raises:
         OSError: the package was installed without its data files.
     """
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", EMBEDDED_MODEL_NAME)
+    path = os.path.join(DATA_DIR, EMBEDDED_MODEL_NAME)
     if not os.path.isfile(os.path.join(path, "model.safetensors")):
         raise OSError(
             f"the embedded model is missing from {path}; reinstall twinformers (its package data was not "
@@ -105,9 +113,7 @@ def stdlib_texts(max_bytes: int, package: str | None = None) -> list[str]:
     Raises:
         OSError: the standard library's sources are not on this machine (some stripped-down installs).
     """
-    directory = os.path.dirname(os.__file__)
-    if package is not None:
-        directory = os.path.join(directory, package)
+    directory = STDLIB_DIR if package is None else os.path.join(STDLIB_DIR, package)
     names = sorted(name for name in os.listdir(directory) if name.endswith(".py"))
     if not names:
         raise OSError(f"no Python sources in {directory}: this Python was installed without its stdlib sources")
