@@ -13,6 +13,7 @@ from . import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("twinformers.commands_convert", "convert a checkpoint between PyTorch, TensorFlow and Flax layouts"),
     "inspect": ("twinformers.commands_inspect", "describe a checkpoint: family, size, dtypes, files, loadability"),
+    "generate": ("twinformers.commands_generate", "stream a continuation of a prompt with any backend"),
     "demo": ("twinformers.commands_demo", "fine-tune, convert and run the embedded tiny GPT-2 in all three backends"),
 }
 
