@@ -1,0 +1,108 @@
+"""generate() of the TensorFlow twins: processors vs NumPy references, strategies vs full-forward references,
+and the XLA-compiled `tf.while_loop` traced once per bucket."""
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+import generation_cases as cases  # noqa: E402
+
+from twinformers.tf import AutoModelForCausalLM, generation  # noqa: E402
+
+_MODELS: dict = {}
+
+
+def load(family: str):
+    if family not in _MODELS:
+        _MODELS[family] = AutoModelForCausalLM.from_pretrained(cases.fixture_dir(family))
+    return _MODELS[family]
+
+
+def logits(model, ids, mask=None):
+    return model(np.asarray(ids), attention_mask=mask).logits.numpy()
+
+
+def run_processor(processor, ids, scores, cur_len, mask):
+    # Compiled, as inside the generation loop: cur_len is a scalar tensor there.
+    run = tf.function(lambda ids, scores, cur_len, mask: processor(ids, scores, cur_len, mask), jit_compile=True)
+    return run(tf.constant(ids, tf.int32), tf.constant(scores), tf.constant(cur_len), tf.constant(mask, tf.int32)
+               ).numpy()
+
+
+ADAPTER = cases.Adapter(
+    name="tf",
+    load=load,
+    logits=logits,
+    generate=lambda model, ids, **kwargs: model.generate(np.asarray(ids), **kwargs),
+    processor=lambda name, **kwargs: generation.PROCESSORS[name](**kwargs),
+    run_processor=run_processor,
+    seed_kwargs=lambda seed: {"seed": seed},
+)
+
+
+@pytest.mark.parametrize("name, kwargs, reference", cases.PROCESSOR_CASES, ids=lambda x: str(x)[:40])
+def test_processor_matches_reference(name, kwargs, reference):
+    cases.check_processor(ADAPTER, name, kwargs, reference)
+
+
+def test_processor_list_from_generation_config():
+    cases.check_processor_list_from_config(ADAPTER, generation)
+
+
+@pytest.mark.parametrize("family", cases.FAMILIES)
+def test_greedy_equals_argmax_loop_of_full_forwards(family):
+    cases.check_greedy_matches_forward_loop(ADAPTER, family)
+
+
+@pytest.mark.parametrize("family", cases.FAMILIES)
+def test_left_padded_batch_generates_what_each_prompt_generates_alone(family):
+    cases.check_left_padding_matches_alone(ADAPTER, family)
+
+
+def test_eos_stops_rows_and_pads_them():
+    cases.check_eos_stops_and_pads(ADAPTER, "gpt2")
+
+
+def test_sampling_is_seeded_and_filtered():
+    cases.check_sampling(ADAPTER, "gpt_neo")
+    cases.check_sampled_tokens_respect_filters(ADAPTER, "gpt_neo")
+
+
+def test_greedy_scores_are_the_logits():
+    cases.check_greedy_scores(ADAPTER, "gptj")
+
+
+@pytest.mark.parametrize("family", cases.FAMILIES)
+def test_beam_search_matches_reference(family):
+    cases.check_beam_search(ADAPTER, family)
+
+
+def test_beam_search_with_eos_and_never_stopping_matches_reference():
+    cases.check_beam_search(ADAPTER, "gptj", length_penalty=2.0, early_stopping="never", eos_token_id=3)
+
+
+def test_streamer_sees_prompt_then_each_token():
+    cases.check_streamer(ADAPTER, "gpt2")
+
+
+def test_bad_input():
+    cases.check_bad_input(ADAPTER, "gpt2")
+
+
+def test_compiled_loop_is_traced_once_per_bucket():
+    """Prompts of 5 and 9 tokens share the 16-token bucket: the second call reuses the compiled loop (and a
+    new seed is an input, not a retrace); a prompt of 17 tokens is a new bucket."""
+    model = AutoModelForCausalLM.from_pretrained(cases.fixture_dir("gpt2"))  # a fresh model: count from zero
+    ids = cases.prompts(2, 17)
+    first = model.generate(ids[:, :5], max_new_tokens=6, pad_token_id=0)
+    assert model.generate_trace_count == 1
+    second = model.generate(ids[:, :9], max_new_tokens=6, pad_token_id=0)
+    assert model.generate_trace_count == 1, "a second call in the same bucket must not retrace"
+    model.generate(ids, max_new_tokens=6, pad_token_id=0)
+    assert model.generate_trace_count == 2
+    model.generate(ids[:, :5], max_new_tokens=6, pad_token_id=0, do_sample=True, seed=1)
+    model.generate(ids[:, :7], max_new_tokens=6, pad_token_id=0, do_sample=True, seed=2)
+    assert model.generate_trace_count == 3
+    assert first.shape == (2, 11) and second.shape == (2, 15)
+    np.testing.assert_array_equal(second, load("gpt2").generate(ids[:, :9], max_new_tokens=6, pad_token_id=0))
