@@ -32,8 +32,7 @@ NUM_LABELS = 3  # classification heads: deliberately not 2 (QA keeps 2: start an
 # and float32 rounding across backends (~2e-6 relative) already uses most of the 1e-5 absolute bound.
 WEIGHT_STD, BIAS_STD, LAYER_NORM_STD = 0.1, 0.1, 0.1
 
-# Heads whose forward takes and returns a cache; heads that take labels.
-CACHED_HEADS = frozenset({"base", "causal_lm", "double_heads", "seq_cls"})
+# Heads that take labels.
 LABELLED_HEADS = frozenset({"causal_lm", "double_heads", "seq_cls", "token_cls", "qa"})
 
 
@@ -58,7 +57,7 @@ class ModelSpec:
 
     @property
     def class_name(self) -> str:
-        return TABLES[self.family].classes.get(self.head, "GPT2DoubleHeadsModel")
+        return TABLES[self.family].classes[self.head]
 
     @property
     def cross_attention(self) -> bool:
@@ -72,8 +71,8 @@ class ModelSpec:
 
 
 HEADS_OF = {family: tuple(table.heads) for family, table in TABLES.items()}
-_VARIANT_CASES = ("no_mask", "right_padding", "left_padding_positions", "output_flags", "cache_left_padding",
-                  "head_mask", "all_inputs", "return_dict_false")
+_VARIANT_CASES = ("no_mask", "right_padding", "left_padding_positions", "cache_left_padding", "all_inputs",
+                  "return_dict_false")
 SPECS: tuple[ModelSpec, ...] = (
     *(ModelSpec(family, head) for family in TABLES for head in HEADS_OF[family]),
     ModelSpec("gpt2", "causal_lm", "scaled_upcast",
@@ -305,11 +304,14 @@ def _head_mask(spec: ModelSpec, rng: np.random.Generator) -> list[Call]:
 
 
 def _all_inputs(spec: ModelSpec, rng: np.random.Generator) -> list[Call]:
-    """Every optional input at once, so a head that drops one on its way to the base model shows."""
+    """Every optional input (and the head's labels) at once, so a head that drops one on its way to the base
+    model or its loss shows."""
     [call] = _output_flags(spec, rng)
     mask = call.kwargs["attention_mask"]
     call.kwargs.update(position_ids=_positions(mask), token_type_ids=_ids(spec, rng),
                        head_mask=_random_head_mask(spec, rng))
+    if spec.head in LABELLED_HEADS:
+        call.kwargs.update(_labels(spec, rng, call.kwargs["input_ids"], mask))
     return [call]
 
 
@@ -377,28 +379,35 @@ def _cache(side: str | None) -> Callable:
     return make
 
 
-# Cases that exercise only the shared transformer body run on the LM head of each family (its forward is the
-# base model's plus a projection, and it returns every output); every other head runs `all_inputs`, which
-# passes all of those inputs at once, so each head's plumbing of every argument is still compared.
+# What runs where. Flax compiles one program per input structure, which dominates the suite's runtime, so
+# cases that exercise only the shared transformer body run on each family's LM head (its forward is the base
+# model's plus a projection, and it returns every output); every other head runs `all_inputs` — all those
+# inputs and its labels at once — so each head's plumbing of every argument and its loss are still compared.
+# Decoding runs through the base and LM heads; the other heads return caches that every case compares.
 LM_ONLY = frozenset({"causal_lm"})
+OTHER_HEADS = frozenset(HEADS_OF["gpt2"]) - LM_ONLY
 CASES: tuple[Case, ...] = (
     Case("no_mask", "no attention mask", _no_mask()),
     Case("right_padding", "right padding (one row padded)", _padded("right", (7, 4, 7), False)),
     Case("left_padding_positions", "left padding, position_ids derived from the mask",
          _padded("left", (7, 4, 7), True)),
     Case("left_padding", "left padding, position_ids absent", _padded("left", (7, 4, 7), False)),
-    Case("unequal_lengths", "batch of unequal lengths (7, 1, 4), right-padded", _padded("right", (7, 1, 4), False)),
-    Case("cache", "incremental decoding (prefix 4, +1, +2) vs the full forward", _cache(None), CACHED_HEADS),
-    Case("cache_left_padding", "incremental decoding, left padding, positions from the mask", _cache("left"),
+    # Right padding cannot change a causal model's real tokens (they never see later positions); left padding
+    # can, so the batch of unequal lengths — a length-1 row included — is left-padded, as generation pads.
+    Case("unequal_lengths", "batch of unequal lengths (1, 7, 4), left-padded, positions from the mask",
+         _padded("left", (1, 7, 4), True)),
+    Case("cache", "incremental decoding (prefix 4, +1, +2) vs the full forward", _cache(None),
          frozenset({"base", "causal_lm"})),
+    Case("cache_left_padding", "incremental decoding, left padding, positions from the mask", _cache("left"),
+         LM_ONLY),
     Case("output_flags", "output_hidden_states and output_attentions, right padding", _output_flags, LM_ONLY),
     Case("head_mask", "head_mask (L, H) with 0 / 0.5 / 1 entries", _head_mask, LM_ONLY),
     Case("inputs_embeds", "inputs_embeds instead of input_ids", _inputs_embeds),
     Case("token_type_ids", "token_type_ids", _token_type_ids, LM_ONLY),
     Case("position_ids", "explicit (shuffled) position_ids", _position_ids, LM_ONLY),
-    Case("all_inputs", "right padding + position_ids + token_type_ids + head_mask + both output flags",
-         _all_inputs),
-    Case("labels", "labels → loss, right padding, -100 on padding", _with_labels(), LABELLED_HEADS),
+    Case("all_inputs", "right padding + position_ids + token_type_ids + head_mask + both output flags + labels",
+         _all_inputs, OTHER_HEADS),
+    Case("labels", "labels → loss, right padding, -100 on padding", _with_labels(), LM_ONLY),
     Case("labels_multi_label", "float multi-label targets → BCE loss", _with_labels("multi_label"),
          frozenset({"seq_cls"})),
     Case("return_dict_false", "return_dict=False tuples (with loss, hidden states, attentions)", _return_dict_false),
@@ -408,8 +417,10 @@ CASE_BY_NAME = {case.name: case for case in CASES}
 
 
 def cases_for(spec: ModelSpec) -> list[Case]:
-    names = spec.cases if spec.cases is not None else [case.name for case in CASES]
-    return [CASE_BY_NAME[name] for name in names if spec.head in CASE_BY_NAME[name].heads]
+    """The spec's own case list, or every case for its head."""
+    if spec.cases is not None:
+        return [CASE_BY_NAME[name] for name in spec.cases]
+    return [case for case in CASES if spec.head in case.heads]
 
 
 def suite_items() -> list[tuple[ModelSpec, Case]]:
@@ -540,10 +551,14 @@ class Suite:
 
 
 BF16_SPECS = tuple(SPEC_BY_ID[f"{family}-causal_lm"] for family in TABLES)
-BF16_CASES = ("no_mask", "right_padding", "left_padding_positions")
+BF16_CASES = ("no_mask", "left_padding_positions")
 
 
 # --------------------------------------------------------------------------------------------- Flax static cache
+STATIC_CASE = "cache_left_padding"  # generation's situation: left-padded prompts, positions from the mask
+STATIC_SPECS = tuple(SPEC_BY_ID[f"{family}-causal_lm"] for family in TABLES)
+
+
 def flax_static_cache_pairs(suite: Suite, spec: ModelSpec, case: Case) -> Iterator[tuple]:
     """Flax through `init_cache`'s fixed-size cache — a prefix of 4, then one token at a time (one compiled
     step) — against Flax's full forward of the case's first call.
@@ -574,20 +589,24 @@ def flax_static_cache_pairs(suite: Suite, spec: ModelSpec, case: Case) -> Iterat
 
 
 # --------------------------------------------------------------------------------------------- files
-# (writer, file format, readers). Every native format is read by both other backends; each backend's
-# safetensors writer is read by one other backend (rotating), which covers every safetensors reader too.
+# (writer, file format, reader). LM heads: every native format is read by both other backends, and each
+# backend's safetensors by one other backend (rotating), so every writer and every reader of every format is
+# used. Other heads (whose files differ only in the head's few tensors): one cycle through the native formats.
 ROUND_TRIPS = (
-    ("pt", "bin", ("tf", "flax")),
-    ("tf", "h5", ("pt", "flax")),
-    ("flax", "msgpack", ("pt", "tf")),
-    ("pt", "safetensors", ("flax",)),
-    ("tf", "safetensors", ("pt",)),
-    ("flax", "safetensors", ("tf",)),
+    ("pt", "bin", "tf"), ("tf", "h5", "flax"), ("flax", "msgpack", "pt"),
+    ("pt", "bin", "flax"), ("tf", "h5", "pt"), ("flax", "msgpack", "tf"),
+    ("pt", "safetensors", "flax"), ("tf", "safetensors", "pt"), ("flax", "safetensors", "tf"),
 )
+HEAD_ROUND_TRIPS = ROUND_TRIPS[:3]
 WEIGHT_FILE = {"bin": "pytorch_model.bin", "h5": "tf_model.h5", "msgpack": "flax_model.msgpack",
                "safetensors": "model.safetensors"}
 FILE_SPECS = tuple(spec for spec in SPECS if spec.variant in ("", "cross_attention"))
-FILE_CASE = "right_padding"
+FILE_CASE = "left_padding_positions"
+
+
+def round_trips(spec: ModelSpec) -> tuple[tuple[str, str, str], ...]:
+    """The (writer, format, reader) combinations run for `spec`."""
+    return ROUND_TRIPS if spec.head == "causal_lm" else HEAD_ROUND_TRIPS
 
 
 def save(suite: Suite, spec: ModelSpec, writer: str, fmt: str, directory: str) -> None:

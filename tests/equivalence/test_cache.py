@@ -13,6 +13,8 @@ from equivalence_suite import (  # noqa: E402
     BACKENDS,
     CASE_BY_NAME,
     SPECS,
+    STATIC_CASE,
+    STATIC_SPECS,
     cache_consistency,
     cases_for,
     flax_static_cache_pairs,
@@ -34,7 +36,7 @@ def test_incremental_decoding_equals_full_forward(suite, spec, case, backend):
         assert_close(from_steps, from_full, f"{backend} {name}", where=where)
 
 
-STATIC_ITEMS = [(spec, case) for spec, case in CACHE_ITEMS if spec.head in ("base", "causal_lm")]
+STATIC_ITEMS = [(spec, case) for spec, case in CACHE_ITEMS if spec in STATIC_SPECS and case.name == STATIC_CASE]
 
 
 @pytest.mark.parametrize(("spec", "case"), STATIC_ITEMS, ids=[f"{s.id}-{c.name}" for s, c in STATIC_ITEMS])

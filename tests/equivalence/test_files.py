@@ -13,14 +13,13 @@ from equivalence_suite import (  # noqa: E402
     CASE_BY_NAME,
     FILE_CASE,
     FILE_SPECS,
-    ROUND_TRIPS,
     assert_equivalent,
     load_and_run,
+    round_trips,
     save,
 )
 
-ITEMS = [(spec, writer, fmt, reader) for spec in FILE_SPECS for writer, fmt, readers in ROUND_TRIPS
-         for reader in readers]
+ITEMS = [(spec, writer, fmt, reader) for spec in FILE_SPECS for writer, fmt, reader in round_trips(spec)]
 
 
 @pytest.fixture(scope="session")
