@@ -76,6 +76,16 @@ def unflatten_params(flat: dict[str, Any], sep: str = "/") -> Params:
     return tree
 
 
+def _aligned_empty(shape: tuple[int, ...], dtype: Any, alignment: int = 64) -> np.ndarray:
+    """An uninitialized C-contiguous array whose data starts on an `alignment`-byte boundary (NumPy only
+    guarantees 16): XLA's CPU client then uses it in place instead of copying it."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + alignment, np.uint8)
+    offset = -raw.ctypes.data % alignment
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
 def _is_float(x: Any) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.floating)
 
@@ -443,14 +453,18 @@ class PreTrainedModel(GenerationMixin):
             if key not in load.mapping:
                 continue
             source = load.mapping[key]
+            array = _aligned_empty(weights.shape(source), weights.dtype(source))
+            weights.read_into(source, array)  # plain file reads where the format allows (no resident memory map)
             if transform.keeps_memory_order:
-                array = np.empty(weights.shape(source), weights.dtype(source))
-                weights.read_into(source, array)  # straight from the file
-                array = transform.to_backend(array)
-            else:
-                array = np.ascontiguousarray(transform.to_backend(weights[source]))
-            flat[path] = jnp.asarray(array)
-            del array  # one host copy at a time
+                array = transform.to_backend(array)  # a reshape at most: still the aligned buffer
+            else:  # the Flax layout needs a transposed copy of this one tensor
+                layout = transform.to_backend(array)
+                array = _aligned_empty(layout.shape, layout.dtype)
+                np.copyto(array, layout)
+                del layout
+            # The CPU device adopts a 64-byte-aligned host buffer without copying it.
+            flat[path] = jax.device_put(array, may_alias=True)
+            del array
         if load.missing_keys:
             random = flatten_params(self.init_weights(self.key, self.input_shape))
             flat.update({path: random[path] for path in shape_tree if path not in flat})
