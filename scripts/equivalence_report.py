@@ -133,6 +133,23 @@ def files_section(suite: eq.Suite, errors: list[str]) -> tuple[list[str], float]
     return _table(header, rows), worst
 
 
+def generation_section(suite: eq.Suite, errors: list[str]) -> tuple[list[str], bool]:
+    rows, identical = [], True
+    for family in eq.TABLES:
+        spec = eq.SPEC_BY_ID[f"{family}-causal_lm"]
+        tokens = {backend: _measure(errors, f"{spec.id} {backend} generate", eq.greedy_tokens, suite, spec, backend)
+                  for backend in eq.BACKENDS}
+        margin = _measure(errors, f"{spec.id} greedy margin", eq.greedy_margin, suite, spec)
+        same = [tokens[b] is not None and tokens["pt"] is not None and tokens[b].shape == tokens["pt"].shape
+                and bool((tokens[b] == tokens["pt"]).all()) for b in ("tf", "flax")]
+        identical = identical and all(same)
+        new = tokens["pt"][:, -eq.MAX_NEW_TOKENS:].tolist() if tokens["pt"] is not None else "—"
+        rows.append([spec.class_name, *("yes" if ok else "**NO**" for ok in same),
+                     f"{margin:.1e}" if margin is not None else "**ERROR**", f"`{new}`"])
+    header = ["class", "tf ids = pt ids", "flax ids = pt ids", "smallest top-2 logit gap", "new tokens (pt)"]
+    return _table(header, rows), identical
+
+
 def _versions() -> str:
     found = []
     for name in VERSIONS:
@@ -155,10 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     cache, cache_worst = cache_section(suite, errors)
     files, files_worst = files_section(suite, errors)
     bf16, bf16_worst = logits_section(suite, errors, "bfloat16")
+    generation, generation_identical = generation_section(suite, errors)
     elapsed = time.time() - start
 
     fp32, bf16_bound = TOLERANCES["float32"], TOLERANCES["bfloat16"]
-    passed = max(logits_worst, cache_worst, files_worst) <= fp32 and bf16_worst <= bf16_bound and not errors
+    passed = (max(logits_worst, cache_worst, files_worst) <= fp32 and bf16_worst <= bf16_bound
+              and generation_identical and not errors)
     case_rows = [[f"`{case.name}`", case.description, ", ".join(sorted(case.heads))] for case in eq.CASES]
     lines = [
         "# Equivalence report",
@@ -187,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *_table(["case", "what", "heads"], case_rows),
         "",
-        "Config variants: `scaled_upcast` = GPT-2 with `scale_attn_by_inverse_layer_idx` and "
-        "`reorder_and_upcast_attn`; `cross_attention` = GPT-2 with `add_cross_attention` (encoder states and "
-        "an encoder mask with padding in every call).",
+        "Config variants (GPT-2 LM head, their own case lists): `scaled_upcast` = `scale_attn_by_inverse_layer_idx` "
+        "and `reorder_and_upcast_attn`; `cross_attention` = `add_cross_attention`, with encoder states and an "
+        "encoder mask with padding in every call. Cases: "
+        + "; ".join(f"`{spec.variant}`: {', '.join(spec.cases)}" for spec in eq.SPECS if spec.variant) + ".",
         "",
         "## Backend pairs (float32)",
         "",
@@ -210,6 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         "## bfloat16 (weights and compute in bf16 in every backend)",
         "",
         *bf16,
+        "",
+        "## Greedy generation",
+        "",
+        f"`generate(max_new_tokens={eq.MAX_NEW_TOKENS}, do_sample=False)` on the left-padded prompts of case "
+        f"`{eq.GENERATION_CASE}`; the token ids must be identical.",
+        "",
+        *generation,
         "",
     ]
     if errors:

@@ -218,7 +218,7 @@ def _ids(spec: ModelSpec, rng: np.random.Generator, seq: int = SEQ) -> np.ndarra
 
 
 def _padding(spec: ModelSpec, lengths: tuple[int, ...], side: str, seq: int = SEQ) -> np.ndarray:
-    """A 0/1 int mask (*batch, T) with row lengths `lengths` (cycled over choices), padded on `side`."""
+    """A 0/1 int mask (*batch, T): row b holds `lengths[b]` real tokens (every choice alike), padded on `side`."""
     rows = np.arange(seq)[None, :] < np.asarray(lengths)[:, None]  # right padding, (B, T)
     if side == "left":
         rows = rows[:, ::-1]
@@ -630,3 +630,30 @@ def load_and_run(suite: Suite, spec: ModelSpec, reader: str, directory: str) -> 
         return run_calls(reader, suite.model(spec, "flax"), calls, params=params)
     loaded = cls.from_pretrained(directory)
     return run_calls(reader, loaded.eval() if reader == "pt" else loaded, calls)
+
+
+# --------------------------------------------------------------------------------------------- generation
+GENERATION_CASE = "left_padding_positions"  # left-padded prompts of unequal lengths
+MAX_NEW_TOKENS = 8
+
+
+def greedy_tokens(suite: Suite, spec: ModelSpec, backend: str) -> np.ndarray:
+    """(B, P + MAX_NEW_TOKENS) ids from `backend`'s greedy `generate` on the generation case's prompts."""
+    call = suite.calls(spec, CASE_BY_NAME[GENERATION_CASE])[0]
+    prompts = {name: backend_input(backend, call.kwargs[name]) for name in ("input_ids", "attention_mask")}
+    tokens = suite.model(spec, backend).generate(**prompts, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+    return np.asarray(to_numpy(tokens))
+
+
+def greedy_margin(suite: Suite, spec: ModelSpec) -> float:
+    """The smallest gap between the best and second-best logit over PyTorch's greedy steps: a gap far above the
+    1e-5 float32 bound means the ids cannot legitimately differ between backends."""
+    import torch
+
+    call = suite.calls(spec, CASE_BY_NAME[GENERATION_CASE])[0]
+    prompts = {name: torch.from_numpy(call.kwargs[name]) for name in ("input_ids", "attention_mask")}
+    output = suite.model(spec, "pt").generate(**prompts, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
+                                              output_scores=True, return_dict_in_generate=True)
+    scores = np.stack([to_numpy(step) for step in output.scores], axis=1)  # (B, N, V)
+    best_two = np.sort(scores, axis=-1)[..., -2:]
+    return float((best_two[..., 1] - best_two[..., 0]).min())
