@@ -32,7 +32,7 @@ from tf_testing import (  # noqa: E402
 )
 
 import twinformers.tf as tft  # noqa: E402
-from helpers import assert_close  # noqa: E402
+from helpers import assert_close, tiny_config  # noqa: E402
 from twinformers.conversion import expected_shapes, family_of, plan_from_backend  # noqa: E402
 from twinformers.model_math import positions_from_mask  # noqa: E402
 
@@ -351,3 +351,10 @@ def test_importing_with_another_keras_backend_is_refused():
     result = subprocess.run([sys.executable, "-c", "import twinformers.tf"], env=env, capture_output=True, text=True)
     assert result.returncode != 0
     assert "twinformers.tf needs Keras on its TensorFlow backend, but KERAS_BACKEND='jax'" in result.stderr
+
+
+def test_training_flag_turns_dropout_on():
+    model = tft.GPT2LMHeadModel(tiny_config("gpt2", resid_pdrop=0.3, embd_pdrop=0.3, attn_pdrop=0.3))
+    ids = random_ids((BATCH, SEQ))
+    assert_close(model(ids, training=False).logits, model(ids).logits, name="inference is deterministic")
+    assert not np.allclose(model(ids, training=True).logits.numpy(), model(ids).logits.numpy(), atol=1e-4)
