@@ -288,7 +288,7 @@ class GPTNeoModel(GPTNeoPreTrainedModel):
 
 
 class GPTNeoForCausalLM(GPTNeoPreTrainedModel):
-    """GPT-J with a language-modeling head: its own matrix and bias unless `tie_word_embeddings`."""
+    """GPT-Neo with a language-modeling head tied to the token embedding (unless `tie_word_embeddings` is off)."""
 
     _tied_weights_keys = ["lm_head.weight"]
     _is_generative = True
@@ -334,7 +334,7 @@ class GPTNeoForCausalLM(GPTNeoPreTrainedModel):
 
 
 class GPTNeoForSequenceClassification(GPTNeoPreTrainedModel):
-    """GPT-J with a bias-free linear `score` head on the last non-padding token."""
+    """GPT-Neo with a bias-free linear `score` head on the last non-padding token."""
 
     def __init__(self, config: GPTNeoConfig) -> None:
         super().__init__(config)
@@ -379,7 +379,7 @@ class GPTNeoForSequenceClassification(GPTNeoPreTrainedModel):
 
 
 class GPTNeoForTokenClassification(GPTNeoPreTrainedModel):
-    """GPT-J with dropout and a linear `classifier` on every token (Hugging Face has no such class)."""
+    """GPT-Neo with dropout and a linear `classifier` on every token."""
 
     def __init__(self, config: GPTNeoConfig) -> None:
         super().__init__(config)
@@ -424,7 +424,7 @@ class GPTNeoForTokenClassification(GPTNeoPreTrainedModel):
 
 
 class GPTNeoForQuestionAnswering(GPTNeoPreTrainedModel):
-    """GPT-J with a linear `qa_outputs` head (`num_labels` outputs, as Hugging Face) giving span scores."""
+    """GPT-Neo with a linear `qa_outputs` head giving span start and end scores per token."""
 
     def __init__(self, config: GPTNeoConfig) -> None:
         super().__init__(config)
