@@ -294,7 +294,7 @@ class GPTNeoModel(GPTNeoPreTrainedModel):
 
 
 class GPTNeoForCausalLM(GPTNeoPreTrainedModel):
-    """GPT-J with a language-modeling head: its own matrix and bias unless `tie_word_embeddings`."""
+    """GPT-Neo with a language-modeling head tied to the token embedding (unless `tie_word_embeddings` is off)."""
 
     _is_generative = True
 
@@ -341,7 +341,7 @@ class GPTNeoForCausalLM(GPTNeoPreTrainedModel):
 
 
 class GPTNeoForSequenceClassification(GPTNeoPreTrainedModel):
-    """GPT-J with a bias-free linear `score` head on the last non-padding token."""
+    """GPT-Neo with a bias-free linear `score` head on the last non-padding token."""
 
     def __init__(self, config: GPTNeoConfig, **kwargs) -> None:
         super().__init__(config, **kwargs)
@@ -387,7 +387,7 @@ class GPTNeoForSequenceClassification(GPTNeoPreTrainedModel):
 
 
 class GPTNeoForTokenClassification(GPTNeoPreTrainedModel):
-    """GPT-J with dropout and a linear `classifier` on every token (Hugging Face has no such class)."""
+    """GPT-Neo with dropout and a linear `classifier` on every token."""
 
     def __init__(self, config: GPTNeoConfig, **kwargs) -> None:
         super().__init__(config, **kwargs)
