@@ -137,6 +137,16 @@ def max_abs_diff(actual: Any, expected: Any, where: np.ndarray | None = None) ->
     return float(np.max(np.where(np.isfinite(diff), diff, np.inf), initial=0.0))
 
 
+def require_reader(fixture_dir: str) -> None:
+    """Skip when the fixture's weights are a torch pickle (`*-bin`) and torch is not installed: reading
+    `pytorch_model.bin` needs PyTorch by design. The `equivalence` tox env, which has every backend, runs
+    these cases (`-k bin`), so they are tested in CI."""
+    if fixture_dir.endswith("-bin"):
+        import pytest
+
+        pytest.importorskip("torch", reason="pytorch_model.bin is a torch pickle")
+
+
 def reference_outputs(family: str, head: str) -> dict[str, np.ndarray]:
     """Inputs and PyTorch outputs Hugging Face recorded for a fixture (`input.*`, `pt.*` keys)."""
     with np.load(os.path.join(HF_FIXTURES, "reference_outputs", f"{family}-{head}.npz")) as data:

@@ -16,7 +16,7 @@ import jax.numpy as jnp  # noqa: E402
 from flax_testing import CLASS_IDS, FAMILY, KIND, make_model, random_ids  # noqa: E402
 
 import twinformers.flax as fx  # noqa: E402
-from helpers import HF_FIXTURES, assert_close, reference_outputs  # noqa: E402
+from helpers import HF_FIXTURES, assert_close, reference_outputs, require_reader  # noqa: E402
 from twinformers.checkpoint import SafetensorsFile  # noqa: E402
 from twinformers.conversion import expected_shapes  # noqa: E402
 from twinformers.flax.modeling_utils import flatten_params  # noqa: E402
@@ -49,6 +49,7 @@ def _load(name: str, **kwargs):
 @pytest.mark.parametrize("name", FIXTURES)
 def test_hf_fixture_matches_recorded_pytorch_outputs(name):
     """PyTorch / TF / Flax layouts, safetensors / bin / h5 / msgpack, sharded or not: all positions to 1e-5."""
+    require_reader(name)
     family, _, head = name.split("-")[:3]
     model, info = _load(name, output_loading_info=True)
     assert info["missing_keys"] == [] and info["unexpected_keys"] == []

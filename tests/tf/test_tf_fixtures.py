@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from tf_testing import canonical_weights, numpy_gpt2  # noqa: E402
 
 import twinformers.tf as tft  # noqa: E402
-from helpers import HF_FIXTURES, assert_close, reference_outputs  # noqa: E402
+from helpers import HF_FIXTURES, assert_close, reference_outputs, require_reader  # noqa: E402
 from twinformers.conversion import open_checkpoint  # noqa: E402
 
 CLASS_OF = {
@@ -63,6 +63,7 @@ def test_every_fixture_directory_is_covered():
 
 @pytest.mark.parametrize("directory", FIXTURE_DIRS)
 def test_hugging_face_checkpoint_reproduces_recorded_outputs(directory):
+    require_reader(directory)
     family, head = _parse(directory)
     model, info = _load(directory)
     assert info["missing_keys"] == [] and info["unexpected_keys"] == [], info
