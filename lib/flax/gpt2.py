@@ -86,10 +86,9 @@ class GPT2Attention(nn.Module):
         self.num_heads = config.n_head
         self.head_dim = self.embed_dim // self.num_heads
         self.reorder_and_upcast_attn = config.reorder_and_upcast_attn
-        scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
+        self.scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
         if config.scale_attn_by_inverse_layer_idx:
-            scale /= self.layer_idx + 1
-        self.scale = scale
+            self.scale /= self.layer_idx + 1
         std = config.initializer_range
         if self.is_cross_attention:
             self.c_attn = Conv1D(2 * self.embed_dim, std, dtype=self.dtype)
@@ -206,7 +205,7 @@ class GPT2Block(nn.Module):
 
         cross_attn_weights = None
         if encoder_hidden_states is not None:
-            if not self.config.add_cross_attention:
+            if not hasattr(self, "crossattention"):
                 raise ValueError(
                     "encoder_hidden_states were passed, but the model has no cross-attention layers: build it "
                     "with config.add_cross_attention=True"
@@ -485,7 +484,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
 
 
 class GPT2DoubleHeadsModelModule(nn.Module):
-    """GPT-2 with the tied LM head and a multiple-choice head over (B, C, T) inputs (needs num_labels = 1)."""
+    """GPT-2 with the tied LM head and a multiple-choice head over (B, C, T) inputs (sets num_labels = 1)."""
 
     config: GPT2Config
     dtype: Any = jnp.float32
@@ -531,7 +530,9 @@ class GPT2DoubleHeadsModelModule(nn.Module):
         hidden_states = transformer_outputs.last_hidden_state  # (B, C, T, H*D)
         logits = lm_head_logits(self.lm_head, self.transformer.wte, hidden_states)
         mc_logits = self.multiple_choice_head(hidden_states, mc_token_ids, deterministic).squeeze(-1)  # (B, C)
-        mc_loss = cross_entropy_loss(mc_logits, mc_labels) if mc_labels is not None else None
+        mc_loss = None
+        if mc_labels is not None:
+            mc_loss = cross_entropy_loss(mc_logits, mc_labels)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         output = GPT2DoubleHeadsModelOutput(
             loss=loss,
@@ -557,7 +558,7 @@ class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
 
 
 class GPT2ForSequenceClassificationModule(nn.Module):
-    """GPT-2 scoring each sequence from its last non-padding token."""
+    """GPT-2 with a bias-free linear `score` head on the last non-padding token."""
 
     config: GPT2Config
     dtype: Any = jnp.float32
@@ -567,7 +568,7 @@ class GPT2ForSequenceClassificationModule(nn.Module):
         self.num_labels = config.num_labels
         self.transformer = GPT2ModelModule(config, dtype=self.dtype)
         self.score = nn.Dense(
-            config.num_labels, use_bias=False, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
+            self.num_labels, use_bias=False, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
         )
 
     def __call__(
@@ -586,8 +587,8 @@ class GPT2ForSequenceClassificationModule(nn.Module):
         return_dict: bool | None = None,
         deterministic: bool = True,
     ) -> SequenceClassifierOutputWithPast | tuple:
-        """As `GPT2ModelModule.__call__`, plus `labels` (B,) class ids or (B, num_labels) floats. Returns
-        logits (B, num_labels) at each row's last non-padding token (needs `pad_token_id` for B > 1)."""
+        """As `GPT2ModelModule.__call__`, plus `labels`: (B,) class ids, (B,) or (B, num_labels) floats for
+        regression, (B, num_labels) 0/1 for multi-label. Returns logits (B, num_labels)."""
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
         transformer_outputs = self.transformer(
             input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
@@ -608,13 +609,13 @@ class GPT2ForSequenceClassificationModule(nn.Module):
 
 
 class GPT2ForSequenceClassification(GPT2PreTrainedModel):
-    """GPT-2 scoring each sequence from its last non-padding token."""
+    """GPT-2 with a bias-free linear `score` head on the last non-padding token."""
 
     module_class = GPT2ForSequenceClassificationModule
 
 
 class GPT2ForTokenClassificationModule(nn.Module):
-    """GPT-2 with a per-token classifier."""
+    """GPT-2 with dropout and a linear `classifier` on every token."""
 
     config: GPT2Config
     dtype: Any = jnp.float32
@@ -665,13 +666,13 @@ class GPT2ForTokenClassificationModule(nn.Module):
 
 
 class GPT2ForTokenClassification(GPT2PreTrainedModel):
-    """GPT-2 with a per-token classifier."""
+    """GPT-2 with dropout and a linear `classifier` on every token."""
 
     module_class = GPT2ForTokenClassificationModule
 
 
 class GPT2ForQuestionAnsweringModule(nn.Module):
-    """GPT-2 predicting answer-span start and end positions."""
+    """GPT-2 with a linear `qa_outputs` head giving span start and end scores per token."""
 
     config: GPT2Config
     dtype: Any = jnp.float32
@@ -721,7 +722,7 @@ class GPT2ForQuestionAnsweringModule(nn.Module):
 
 
 class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
-    """GPT-2 predicting answer-span start and end positions."""
+    """GPT-2 with a linear `qa_outputs` head giving span start and end scores per token."""
 
     module_class = GPT2ForQuestionAnsweringModule
 

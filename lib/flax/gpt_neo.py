@@ -80,9 +80,10 @@ class GPTNeoSelfAttention(nn.Module):
         self.num_heads = config.num_heads
         self.head_dim = self.embed_dim // self.num_heads
         init = init_normal(config.initializer_range)
-        self.q_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
+        # Declared k, v, q as in Hugging Face: the params' order decides how checkpoints are sharded.
         self.k_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
         self.v_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
+        self.q_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
         self.out_proj = nn.Dense(self.embed_dim, use_bias=True, kernel_init=init, dtype=self.dtype)
         self.attn_dropout = nn.Dropout(config.attention_dropout)
         self.resid_dropout = nn.Dropout(config.resid_dropout)

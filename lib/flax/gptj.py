@@ -82,9 +82,10 @@ class GPTJAttention(nn.Module):
         self.rotary_dim = config.rotary_dim or self.head_dim
         self.scale = self.head_dim**-0.5
         init = init_normal(config.initializer_range)
-        self.q_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
+        # Declared k, v, q as in Hugging Face: the params' order decides how checkpoints are sharded.
         self.k_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
         self.v_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
+        self.q_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
         self.out_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
         self.attn_dropout = nn.Dropout(config.attn_pdrop)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..checkpoint import FLAX_WEIGHTS_NAME, SAFE_WEIGHTS_NAME, save_sharded, write_safetensors
 from ..configuration import PretrainedConfig
-from ..conversion import Transform, family_of, open_checkpoint, plan_from_backend
+from ..conversion import Transform, expected_shapes, family_of, head_of, open_checkpoint, plan_from_backend
 from ..formats import write_flax_msgpack
 from ..generation_config import GenerationConfig
 from ..loading import plan_load
@@ -521,7 +521,9 @@ class PreTrainedModel(GenerationMixin):
                     tuple(flat[canonical[k][0]].shape))) for k in keys}
                 write_safetensors(file, specs=specs, fetch=fetch, metadata={"format": "pt"})
 
-            sizes = [(key, int(flat[path].nbytes)) for key, (path, _) in canonical.items()]
+            # PyTorch's state_dict order, so shards hold the tensors Hugging Face's would.
+            order = {key: i for i, key in enumerate(expected_shapes(config, head_of(config)))}
+            sizes = [(key, int(flat[canonical[key][0]].nbytes)) for key in sorted(canonical, key=order.get)]
             save_sharded(save_directory, sizes, write_shard, SAFE_WEIGHTS_NAME, max_shard_size)
             return
 
