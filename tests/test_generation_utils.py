@@ -47,7 +47,7 @@ def test_attention_mask_is_inferred_from_the_pad_token_in_a_batch():
 
 def test_hf_compatible_warnings():
     with pytest.warns(UserWarning, match=r"Both `max_new_tokens` \(=3\) and `max_length`\(=9\)"):
-        assert plan([[1]], max_new_tokens=3, max_length=9).max_new_tokens == 3
+        assert plan([[1]], max_new_tokens=3, max_length=9, pad_token_id=0).max_new_tokens == 3
     with pytest.warns(UserWarning, match="Setting `pad_token_id` to `eos_token_id`:5"):
         plan([[1]], max_new_tokens=1)
     with pytest.warns(UserWarning, match="right-padding was detected"):
