@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(format_summary(result, settings))
     if not result.ok:
-        print("twinformers demo: error: the twins' logits differ by more than 1e-5", file=sys.stderr)
+        print(f"twinformers demo: error: the twins' logits differ by more than {result.logits_tolerance:.1e}",
+              file=sys.stderr)
         return 1
     return 0

@@ -1,4 +1,5 @@
-"""`twinformers generate MODEL "prompt"`: stream a continuation to stdout with any backend."""
+"""`twinformers generate [MODEL] "prompt"`: stream a continuation to stdout with any backend (without MODEL: the
+tiny GPT-2 embedded in the package, `twinformers.demo.embedded_model_path()`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from ._backends import BACKENDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="checkpoint directory or Hugging Face Hub id (with its tokenizer files)")
-    parser.add_argument("prompt", help="the text to continue")
+    parser.add_argument("model", metavar="[MODEL]",
+                        help="checkpoint directory or Hugging Face Hub id (with its tokenizer files); "
+                             "omitted: the tiny GPT-2 embedded in twinformers")
+    parser.add_argument("prompt", nargs="?", metavar="PROMPT", help="the text to continue")
     parser.add_argument("--backend", choices=sorted(BACKENDS), default="pt", help="framework to run (default pt)")
     parser.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate (default 50)")
     parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy search")
@@ -37,6 +40,10 @@ def generate(args: argparse.Namespace) -> None:
     from .streamers import TextStreamer
     from .tokenization_auto import AutoTokenizer
 
+    if args.prompt is None:  # one positional argument: the prompt, for the embedded model
+        from .demo import embedded_model_path
+
+        args.model, args.prompt = embedded_model_path(), args.model
     hub = dict(revision=args.revision, local_files_only=args.local_files_only)
     tokenizer = AutoTokenizer.from_pretrained(args.model, **hub)
     backend = importlib.import_module(f"twinformers.{args.backend}")
