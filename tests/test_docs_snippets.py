@@ -64,7 +64,8 @@ def extract_snippets(text: str, page: str) -> list[Snippet]:
         previous = next((lines[j].strip() for j in range(start - 1, -1, -1) if lines[j].strip()), "")
         no_test = bool(NO_TEST.match(previous))
         if not no_test:  # an untested block's imports do not bind the blocks after it
-            needed |= {backend for backend, pattern in BACKEND_PATTERNS.items() if pattern.search(code)}
+            code_only = re.sub(r"#[^\n]*", "", code)  # "# or twinformers.tf" in a comment needs no TF
+            needed |= {backend for backend, pattern in BACKEND_PATTERNS.items() if pattern.search(code_only)}
         snippets.append(Snippet(page, start + 1, code, no_test, frozenset(needed)))
         i = end + 1
     return snippets
@@ -134,6 +135,7 @@ def test_top_level_hf_names_map_to_their_backend():
     assert needed("from twinformers import TFGPT2LMHeadModel") == {"tf"}
     assert needed("from twinformers import AutoTokenizer, GPT2Config") == set()
     assert needed("ids = tokenizer(text, return_tensors=\"pt\")") == {"pt"}
+    assert needed("from twinformers.pt import AutoModel  # or twinformers.tf / twinformers.flax") == {"pt"}
 
 
 def test_unclosed_block_is_an_error():
