@@ -110,3 +110,14 @@ def test_compiled_loop_is_traced_once_per_bucket():
     assert first.shape == (2, 11) and second.shape == (2, 15)
     reference = load("gpt2")
     np.testing.assert_array_equal(second, reference.generate(ids[:, :9], max_new_tokens=6, pad_token_id=0))
+
+
+def test_beam_search_after_another_batch_size():
+    """Compiled beam-search programs close over the batch size: a batch of 3 after a batch of 1 (same prompt
+    bucket) must not reuse the batch-1 program, and every row equals the single-row result."""
+    model = load("gpt2")
+    prompt = np.array([[5, 9, 2, 7]])
+    single = np.asarray(model.generate(prompt, num_beams=2, max_new_tokens=3, pad_token_id=0))
+    batch = np.asarray(model.generate(np.repeat(prompt, 3, axis=0), attention_mask=np.ones((3, 4), np.int32),
+                                      num_beams=2, max_new_tokens=3, pad_token_id=0))
+    np.testing.assert_array_equal(batch, np.repeat(single, 3, axis=0))
