@@ -30,7 +30,7 @@ def status(field):
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-from twinformers.convert import convert
+from twinformers.conversion.converter import convert
 import h5py, msgpack, safetensors, tqdm  # every writer's imports, so the baseline holds them
 baseline = status("VmRSS")
 start = time.perf_counter()
@@ -52,9 +52,9 @@ CASES = [  # (label, source directory name, --to, --format)
 
 def make_checkpoint(directory: str, layers: int, hidden: int) -> int:
     """Write a GPT-2 config and random float32 `model.safetensors` tensor by tensor; returns its bytes."""
-    from twinformers.checkpoint import write_safetensors
+    from twinformers.checkpoints.safetensors import write_safetensors
     from twinformers.configuration import GPT2Config
-    from twinformers.conversion import expected_shapes
+    from twinformers.conversion.tables import expected_shapes
 
     config = GPT2Config(n_layer=layers, n_embd=hidden, n_head=hidden // 64, architectures=["GPT2LMHeadModel"])
     config.save_pretrained(directory)
@@ -88,7 +88,7 @@ def main() -> None:
         largest = 50257 * args.hidden * 4
         print(f"checkpoint: GPT-2 shape, {args.layers} layers, hidden {args.hidden}: {size / 1e9:.2f} GB "
               f"(largest tensor wte {largest / 1e6:.0f} MB = {largest / size:.2f}×)\n")
-        from twinformers.convert import convert
+        from twinformers.conversion.converter import convert
 
         for kind, to, fmt in (("tf", "tf", "h5"), ("flax", "flax", "msgpack")):
             sources[kind] = os.path.join(work, kind)

@@ -19,8 +19,8 @@ import platform
 import tempfile
 import time
 
-from twinformers.tokenization_gpt2 import GPT2Tokenizer
-from twinformers.tokenization_gpt2_fast import GPT2TokenizerFast
+from twinformers.tokenization.gpt2 import GPT2Tokenizer
+from twinformers.tokenization.gpt2_fast import GPT2TokenizerFast
 
 STDLIB = os.path.dirname(os.__file__)
 TRAIN_FILES = ("argparse.py", "textwrap.py", "difflib.py", "inspect.py", "typing.py")

@@ -50,7 +50,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from bench_tokenizers import best_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-from twinformers.checkpoint import atomic_write_text  # noqa: E402
+from twinformers.checkpoints.files import atomic_write_text
 from twinformers.configuration import GPT2Config, GPTJConfig, GPTNeoConfig, PretrainedConfig  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

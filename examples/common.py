@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 # `twinformers` is installed (pip install -e .); examples never put lib/ on sys.path.
-from twinformers.checkpoint import atomic_write_text
+from twinformers.checkpoints.files import atomic_write_text
 from twinformers.configuration import AutoConfig, PretrainedConfig
 
 EOS_ID = 256  # end of text between files; also the padding id of the classification example

@@ -37,7 +37,7 @@ from common import (
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
-from twinformers.checkpoint import atomic_output
+from twinformers.checkpoints.files import atomic_output
 from twinformers.flax import AutoModelForCausalLM
 
 STATE_NAME = "training_state.msgpack"

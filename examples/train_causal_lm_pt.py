@@ -34,7 +34,7 @@ from common import (
 )
 from tqdm.auto import tqdm
 
-from twinformers.checkpoint import atomic_output
+from twinformers.checkpoints.files import atomic_output
 from twinformers.pt import AutoModelForCausalLM
 
 STATE_NAME = "training_state.pt"

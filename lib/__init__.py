@@ -36,10 +36,10 @@ _FRAMEWORK_FREE = {
         "CausalLMOutputWithPast", "CausalLMOutputWithCrossAttentions", "SequenceClassifierOutputWithPast",
         "TokenClassifierOutput", "QuestionAnsweringModelOutput", "GPT2DoubleHeadsModelOutput",
     ),
-    "twinformers.generation_config": ("GenerationConfig",),
-    "twinformers.tokenization_gpt2": ("GPT2Tokenizer",),
-    "twinformers.tokenization_gpt2_fast": ("GPT2TokenizerFast",),
-    "twinformers.tokenization_auto": ("AutoTokenizer",),
+    "twinformers.generation.config": ("GenerationConfig",),
+    "twinformers.tokenization.gpt2": ("GPT2Tokenizer",),
+    "twinformers.tokenization.gpt2_fast": ("GPT2TokenizerFast",),
+    "twinformers.tokenization.auto": ("AutoTokenizer",),
 }
 
 _LAZY: dict[str, tuple[str, str]] = {}

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-from .checkpoint import atomic_write_text, resolve_file
+from .checkpoints.files import atomic_write_text, resolve_file
 
 __all__ = [
     "PretrainedConfig",

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Each model spec gets one seeded set of random canonical weights — matrices N(0, {eq.WEIGHT_STD}), "
         f"biases N(0, {eq.BIAS_STD}), LayerNorm weights 1 + N(0, {eq.LAYER_NORM_STD}), tied heads sharing `wte` — "
         "placed into every backend "
-        "through `twinformers.conversion.to_backend`. Cells are the largest |Δ| over **every** output "
+        "through `twinformers.conversion.tables.to_backend`. Cells are the largest |Δ| over **every** output "
         "(logits, hidden states, attentions, cache, losses, pooled logits) of every call of the case, on "
         "valid (unmasked) query positions and cached keys only.",
         "",

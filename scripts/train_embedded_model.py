@@ -2,7 +2,7 @@
 
 Reproducible and offline: the text is this Python's own standard library (top-level modules, sorted by name),
 the tokenizer is trained with the `tokenizers` BPE trainer, the model with Keras `model.fit` on the TensorFlow
-twin, with fixed seeds and deterministic TensorFlow ops. The recipe is `twinformers.demo.EMBEDDED_SETTINGS`;
+twin, with fixed seeds and deterministic TensorFlow ops. The recipe is `twinformers.demo.embedded.EMBEDDED_SETTINGS`;
 `twinformers demo --retrain` runs the same function with fewer steps.
 
     python scripts/train_embedded_model.py                    # writes lib/data/tiny-gpt2 (about 10-30 min on 2 cores)
@@ -22,7 +22,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from twinformers.demo import EMBEDDED_MODEL_NAME, EMBEDDED_SETTINGS, train_embedded_model  # noqa: E402
+from twinformers.demo.embedded import EMBEDDED_MODEL_NAME, EMBEDDED_SETTINGS, train_embedded_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join(REPO, "lib", "data", EMBEDDED_MODEL_NAME)

@@ -2,7 +2,7 @@
 
 The references here are independent NumPy / plain-Python re-statements of Hugging Face's documented
 semantics (per-row token lists, one full forward per step, no cache, no buffers), so they share no code
-with `twinformers.generation_utils` or the backends' vectorized processors.
+with `twinformers.generation.utils` or the backends' vectorized processors.
 """
 
 from __future__ import annotations
@@ -377,7 +377,7 @@ def check_beam_search(adapter: Adapter, family: str, **settings: Any) -> None:
 
 
 def check_streamer(adapter: Adapter, family: str) -> None:
-    from twinformers.streamers import BaseStreamer
+    from twinformers.generation.streamers import BaseStreamer
 
     class Collect(BaseStreamer):
         def __init__(self) -> None:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from helpers import HF_FIXTURES
-from twinformers.checkpoint import SafetensorsFile
-from twinformers.conversion import open_checkpoint
+from twinformers.checkpoints.canonical import open_checkpoint
+from twinformers.checkpoints.safetensors import SafetensorsFile
 
 
 def fixture(name: str) -> str:
@@ -115,13 +115,14 @@ def test_verify_through_the_cli(tmp_path):
 # A conversion that pauses after its first shard, so a test can kill it mid-way.
 SLOW_CONVERSION = """
 import sys, time
-from twinformers import cli, formats
-real = formats.write_flax_msgpack
+from twinformers.checkpoints import flax_msgpack
+from twinformers.cli import main as cli
+real = flax_msgpack.write_flax_msgpack
 def slow(path, *args, **kwargs):
     real(path, *args, **kwargs)
     print("WROTE", path, flush=True)
     time.sleep(120)
-formats.write_flax_msgpack = slow
+flax_msgpack.write_flax_msgpack = slow
 sys.exit(cli.main(sys.argv[1:]))
 """
 

@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 from _tokenizer_data import train_gpt2_bpe
 
-from twinformers import cli
+from twinformers.cli.main import main
 
 BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(importlib.util.find_spec(m) is None, reason=f"needs {m}"))
             for b, m in (("pt", "torch"), ("tf", "tensorflow"), ("flax", "jax"))]
@@ -47,7 +47,7 @@ def expected_text(directory, tokenizer, prompt, **settings):
 def test_generate_streams_the_greedy_continuation(checkpoint, backend, capsys):
     directory, tokenizer = checkpoint
     prompt = "def parse(text):"
-    code = cli.main(["generate", directory, prompt, "--backend", backend, "--max-new-tokens", "12"])
+    code = main(["generate", directory, prompt, "--backend", backend, "--max-new-tokens", "12"])
     out = capsys.readouterr().out
     assert code == 0
     assert out == expected_text(directory, tokenizer, prompt, max_new_tokens=12) + "\n"
@@ -60,14 +60,14 @@ def test_generate_sampling_is_seeded(checkpoint, capsys):
             "--top-k", "40", "--top-p", "0.95"]
     outputs = []
     for seed in ("1", "1", "2"):
-        assert cli.main(args + ["--seed", seed]) == 0
+        assert main(args + ["--seed", seed]) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] and outputs[0] != outputs[2]
 
 
 def test_generate_bad_input_is_a_clear_error(checkpoint, capsys, tmp_path):
     directory, _ = checkpoint
-    assert cli.main(["generate", directory, "x", "--max-new-tokens", "100"]) == 1
+    assert main(["generate", directory, "x", "--max-new-tokens", "100"]) == 1
     assert "more than the model's maximum of 48" in capsys.readouterr().err
-    assert cli.main(["generate", str(tmp_path / "missing"), "x"]) == 1
+    assert main(["generate", str(tmp_path / "missing"), "x"]) == 1
     assert "twinformers generate: error:" in capsys.readouterr().err

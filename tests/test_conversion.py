@@ -13,10 +13,27 @@ import numpy as np
 import pytest
 
 from helpers import FIXTURES, HF_FIXTURES, tiny_config
-from twinformers import conversion
-from twinformers.checkpoint import CheckpointError, SafetensorsFile, bfloat16_dtype, write_safetensors
+from twinformers.checkpoints.canonical import open_checkpoint
+from twinformers.checkpoints.files import CheckpointError, bfloat16_dtype
+from twinformers.checkpoints.safetensors import SafetensorsFile, write_safetensors
 from twinformers.configuration import AutoConfig
-from twinformers.conversion import open_checkpoint
+from twinformers.conversion.tables import (
+    BACKENDS,
+    TABLES,
+    TRANSFORMS,
+    _canonical_rule,
+    _rules,
+    canonical_to_backend_name,
+    expected_shapes,
+    family_of,
+    from_backend,
+    head_of,
+    infer_head,
+    plan_to_backend,
+    tie_word_embeddings,
+    to_backend,
+    transform_for,
+)
 
 
 def fixture(name: str) -> str:
@@ -236,7 +253,7 @@ def test_table_reproduces_hugging_face_names_and_shapes(record):
     with open(os.path.join(HF_FIXTURES, "conversion", record), encoding="utf-8") as f:
         data = json.load(f)
     family, head = data["family"], data["head"]
-    shapes = conversion.expected_shapes(load_config(family, head), head)
+    shapes = expected_shapes(load_config(family, head), head)
     assert list(shapes) == [row["pt_key"] for row in data["rows"]]  # state_dict order too
     for row in data["rows"]:
         key, pt_shape = row["pt_key"], tuple(row["pt_shape"])
@@ -247,18 +264,18 @@ def test_table_reproduces_hugging_face_names_and_shapes(record):
         ):
             if not info:
                 continue
-            assert conversion.canonical_to_backend_name(family, backend, key) == info[name_field], key
-            transform = conversion.transform_for(family, backend, key)
+            assert canonical_to_backend_name(family, backend, key) == info[name_field], key
+            transform = transform_for(family, backend, key)
             assert transform.backend_shape(pt_shape) == tuple(info[shape_field]), key
 
 
 def random_canonical(config, head: str, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {k: rng.standard_normal(s).astype(np.float32) for k, s in conversion.expected_shapes(config, head).items()}
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in expected_shapes(config, head).items()}
 
 
 def family_heads():
-    return [(family, head) for family, table in conversion.TABLES.items() for head in table.heads]
+    return [(family, head) for family, table in TABLES.items() for head in table.heads]
 
 
 @pytest.mark.parametrize("backend", ["pt", "tf", "tf_h5", "flax"])
@@ -267,12 +284,12 @@ def test_round_trip_is_bit_exact(family, head, backend):
     overrides = {"add_cross_attention": True} if family == "gpt2" and head == "causal_lm" else {}
     config = tiny_config(family, **overrides)
     canonical = random_canonical(config, head)
-    converted = conversion.to_backend(family, backend, canonical, head=head, config=config)
-    plan = conversion.plan_to_backend(family, backend, canonical, head=head, config=config)
+    converted = to_backend(family, backend, canonical, head=head, config=config)
+    plan = plan_to_backend(family, backend, canonical, head=head, config=config)
     for key, (name, transform) in plan.items():
         assert converted[name].shape == transform.backend_shape(canonical[key].shape)
-    back = conversion.from_backend(family, backend, converted, head=head, config=config)
-    tied = conversion.tie_word_embeddings(family, config) and "lm_head.weight" in canonical
+    back = from_backend(family, backend, converted, head=head, config=config)
+    tied = tie_word_embeddings(family, config) and "lm_head.weight" in canonical
     assert sorted(back) == sorted(k for k in canonical if not (tied and k == "lm_head.weight"))
     for key, value in back.items():
         assert value.dtype == canonical[key].dtype and np.array_equal(value, canonical[key]), key
@@ -285,9 +302,9 @@ def test_table_covers_exactly_the_expected_parameters(family, head):
         if family != "gpt2" and set(overrides) - {"tie_word_embeddings"}:
             continue
         config = tiny_config(family, **overrides)
-        shapes = conversion.expected_shapes(config, head)
-        for backend in conversion.BACKENDS:
-            plan = conversion.plan_to_backend(family, backend, shapes, head=head, config=config)
+        shapes = expected_shapes(config, head)
+        for backend in BACKENDS:
+            plan = plan_to_backend(family, backend, shapes, head=head, config=config)
             names = [name for name, _ in plan.values()]
             assert len(set(names)) == len(names)
             dropped = set(shapes) - set(plan)
@@ -296,19 +313,19 @@ def test_table_covers_exactly_the_expected_parameters(family, head):
 
 
 def test_every_rule_is_used_by_some_head():
-    for family, table in conversion.TABLES.items():
+    for family, table in TABLES.items():
         used = set()
         for head in table.heads:
             for overrides in ({}, {"add_cross_attention": True}):
                 if family != "gpt2" and overrides:
                     continue
-                for key in conversion.expected_shapes(tiny_config(family, **overrides), head):
-                    used.add(conversion._canonical_rule(family, key)[0].template)
-        assert used == set(conversion._rules(family)), family
+                for key in expected_shapes(tiny_config(family, **overrides), head):
+                    used.add(_canonical_rule(family, key)[0].template)
+        assert used == set(_rules(family)), family
 
 
 def test_names_of_both_kinds_of_model():
-    name = conversion.canonical_to_backend_name
+    name = canonical_to_backend_name
     assert name("gpt2", "tf", "transformer.h.0.attn.c_attn.weight") == "transformer/h_._0/attn/c_attn/weight"
     assert name("gpt2", "tf", "h.0.attn.c_attn.weight") == "transformer/h_._0/attn/c_attn/weight"
     assert name("gpt2", "tf_h5", "wte.weight") == "transformer/wte/embeddings:0"
@@ -329,13 +346,13 @@ def test_names_of_both_kinds_of_model():
 
 
 def test_transforms_are_named_and_invertible():
-    assert conversion.transform_for("gpt2", "tf", "h.0.attn.c_attn.weight").name == "identity"
-    assert conversion.transform_for("gpt2", "flax", "h.0.attn.c_attn.weight").name == "transpose"
-    assert conversion.transform_for("gpt2", "tf_h5", "h.0.attn.c_attn.bias").name == "reshape_row"
-    assert conversion.transform_for("gpt2", "tf", "h.0.attn.c_attn.bias").name == "identity"
-    assert conversion.transform_for("gptj", "tf", "h.0.attn.q_proj.weight").name == "transpose"
-    assert conversion.transform_for("gpt_neo", "flax", "h.0.mlp.c_fc.weight").name == "transpose"
-    row = conversion.TRANSFORMS["reshape_row"]
+    assert transform_for("gpt2", "tf", "h.0.attn.c_attn.weight").name == "identity"
+    assert transform_for("gpt2", "flax", "h.0.attn.c_attn.weight").name == "transpose"
+    assert transform_for("gpt2", "tf_h5", "h.0.attn.c_attn.bias").name == "reshape_row"
+    assert transform_for("gpt2", "tf", "h.0.attn.c_attn.bias").name == "identity"
+    assert transform_for("gptj", "tf", "h.0.attn.q_proj.weight").name == "transpose"
+    assert transform_for("gpt_neo", "flax", "h.0.mlp.c_fc.weight").name == "transpose"
+    row = TRANSFORMS["reshape_row"]
     assert row.to_backend(np.arange(3.0)).shape == (1, 3)
     with pytest.raises(ValueError, match="reshape_row"):
         row.canonical_shape((2, 3))
@@ -347,7 +364,7 @@ def test_strict_mapping_lists_every_unknown_key():
     canonical["pooler.weight"] = np.zeros(3, np.float32)
     canonical["transformer.h.0.attn.bias"] = np.zeros((1, 1, 19, 19), bool)  # ignorable buffer: dropped
     with pytest.raises(ValueError) as info:
-        conversion.to_backend("gpt2", "flax", canonical)
+        to_backend("gpt2", "flax", canonical)
     message = str(info.value)
     assert "2 canonical name(s)" in message
     assert "transformer.h.0.attn.c_attn.extra" in message and "pooler.weight" in message
@@ -356,13 +373,13 @@ def test_strict_mapping_lists_every_unknown_key():
 def test_two_keys_for_one_target_is_an_error():
     value = np.zeros((97, 24), np.float32)
     with pytest.raises(ValueError, match="transformer/wte/embeddings"):
-        conversion.to_backend("gpt2", "tf", {"wte.weight": value, "transformer.wte.weight": value})
+        to_backend("gpt2", "tf", {"wte.weight": value, "transformer.wte.weight": value})
     with pytest.raises(ValueError, match="ln_f"):
-        conversion.from_backend("gpt2", "pt", {"ln_f.gamma": np.ones(3), "ln_f.weight": np.ones(3)})
+        from_backend("gpt2", "pt", {"ln_f.gamma": np.ones(3), "ln_f.weight": np.ones(3)})
 
 
 def test_legacy_names_convert():
-    back = conversion.to_backend("gpt2", "tf", {"h.0.ln_1.gamma": np.ones(4), "h.0.ln_1.beta": np.zeros(4)})
+    back = to_backend("gpt2", "tf", {"h.0.ln_1.gamma": np.ones(4), "h.0.ln_1.beta": np.zeros(4)})
     assert sorted(back) == ["transformer/h_._0/ln_1/beta", "transformer/h_._0/ln_1/gamma"]
 
 
@@ -372,45 +389,45 @@ def test_shapes_checked_against_the_config_all_at_once():
     canonical["lm_head.bias"] = np.zeros(5, np.float32)
     canonical["transformer.h.1.mlp.fc_in.weight"] = np.zeros((24, 96), np.float32)
     with pytest.raises(ValueError) as info:
-        conversion.to_backend("gptj", "tf", canonical, config=config)
+        to_backend("gptj", "tf", canonical, config=config)
     message = str(info.value)
     assert "lm_head.bias: checkpoint (5,) vs expected (97,)" in message
     assert "transformer.h.1.mlp.fc_in.weight: checkpoint (24, 96) vs expected (96, 24)" in message
     canonical = random_canonical(config, "causal_lm")
     canonical["transformer.h.2.ln_1.weight"] = np.ones(24, np.float32)  # a third block in a 2-layer config
     with pytest.raises(ValueError, match="no parameter.*transformer.h.2.ln_1.weight"):
-        conversion.to_backend("gptj", "tf", canonical, config=config)
+        to_backend("gptj", "tf", canonical, config=config)
 
 
 def test_impossible_layouts_are_reported():
     with pytest.raises(ValueError, match="transpose needs a 2-D"):
-        conversion.to_backend("gptj", "flax", {"lm_head.weight": np.zeros(3, np.float32)})
+        to_backend("gptj", "flax", {"lm_head.weight": np.zeros(3, np.float32)})
     with pytest.raises(ValueError, match="impossible layout.*c_attn/bias"):
-        conversion.from_backend("gpt2", "tf_h5", {"transformer/h_._0/attn/c_attn/bias:0": np.zeros((2, 3))})
+        from_backend("gpt2", "tf_h5", {"transformer/h_._0/attn/c_attn/bias:0": np.zeros((2, 3))})
 
 
 def test_tied_head_is_dropped_only_when_tied():
     config = tiny_config("gpt2")
     canonical = random_canonical(config, "causal_lm")
-    assert "lm_head/kernel" not in conversion.to_backend("gpt2", "flax", canonical, config=config)
+    assert "lm_head/kernel" not in to_backend("gpt2", "flax", canonical, config=config)
     untied = tiny_config("gpt2", tie_word_embeddings=False)
-    out = conversion.to_backend("gpt2", "flax", canonical, config=untied)
+    out = to_backend("gpt2", "flax", canonical, config=untied)
     assert np.array_equal(out["lm_head/kernel"], canonical["lm_head.weight"].T)
-    gptj = conversion.to_backend("gptj", "tf", random_canonical(tiny_config("gptj"), "causal_lm"))
+    gptj = to_backend("gptj", "tf", random_canonical(tiny_config("gptj"), "causal_lm"))
     assert "lm_head/kernel" in gptj and "lm_head/bias" in gptj
 
 
 def test_family_and_head_helpers():
-    assert conversion.family_of("gpt_neo") == "gpt_neo"
-    assert conversion.family_of(tiny_config("gptj")) == "gptj"
-    assert conversion.family_of({"model_type": "gpt2"}) == "gpt2"
+    assert family_of("gpt_neo") == "gpt_neo"
+    assert family_of(tiny_config("gptj")) == "gptj"
+    assert family_of({"model_type": "gpt2"}) == "gpt2"
     with pytest.raises(ValueError, match="llama"):
-        conversion.family_of("llama")
-    assert conversion.head_of(load_config("gpt2", "double_heads")) == "double_heads"
-    assert conversion.head_of(load_config("gptj", "base")) == "base"
-    assert conversion.head_of(tiny_config("gpt2", architectures=["TFGPT2ForSequenceClassification"])) == "seq_cls"
-    assert conversion.head_of(tiny_config("gpt2")) is None
-    infer = conversion.infer_head
+        family_of("llama")
+    assert head_of(load_config("gpt2", "double_heads")) == "double_heads"
+    assert head_of(load_config("gptj", "base")) == "base"
+    assert head_of(tiny_config("gpt2", architectures=["TFGPT2ForSequenceClassification"])) == "seq_cls"
+    assert head_of(tiny_config("gpt2")) is None
+    infer = infer_head
     assert infer("gpt2", ["transformer.wte.weight", "multiple_choice_head.summary.weight", "lm_head.weight"]) == (
         "double_heads"
     )
@@ -424,9 +441,9 @@ def test_pt_twin_parameters_are_exactly_the_table():
     pytest.importorskip("torch")
     import twinformers.pt as pt
 
-    for family, table in conversion.TABLES.items():
+    for family, table in TABLES.items():
         for head, class_name in table.classes.items():
             config = tiny_config(family)
             model = getattr(pt, class_name)(config)
             state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-            assert state == conversion.expected_shapes(config, head), class_name
+            assert state == expected_shapes(config, head), class_name

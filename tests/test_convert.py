@@ -13,9 +13,13 @@ import numpy as np
 import pytest
 
 from helpers import HF_FIXTURES
-from twinformers import checkpoint, convert, formats
-from twinformers.checkpoint import CheckpointError
-from twinformers.conversion import open_checkpoint
+from twinformers.checkpoints import flax_msgpack, keras_h5
+from twinformers.checkpoints import safetensors as safetensors_files
+from twinformers.checkpoints.canonical import open_checkpoint
+from twinformers.checkpoints.files import CheckpointError, numpy_dtype
+from twinformers.checkpoints.safetensors import SafetensorsFile, write_safetensors
+from twinformers.conversion import converter
+from twinformers.conversion.converter import convert, verify_conversion
 
 TARGETS = [("pt", "safetensors"), ("pt", "bin"), ("tf", "h5"), ("tf", "safetensors"), ("flax", "msgpack"),
            ("flax", "safetensors")]
@@ -63,7 +67,7 @@ def test_every_pt_fixture_into_every_format(name, to, fmt, tmp_path):
         if to == "flax" and fmt == "safetensors" and shard_size == "20KB":
             continue
         dst = tmp_path / f"out-{shard_size}"
-        result = convert.convert(fixture(name), dst, to=to, fmt=fmt, max_shard_size=shard_size, progress=False)
+        result = convert(fixture(name), dst, to=to, fmt=fmt, max_shard_size=shard_size, progress=False)
         assert (result.family, result.head) == (family, head)
         assert_weights(dst, canonical(name), tied_copy=fmt == "bin")
         expected_files = {"config.json"} | ({"generation_config.json"} if os.path.exists(
@@ -77,12 +81,12 @@ def test_every_pt_fixture_into_every_format(name, to, fmt, tmp_path):
 def test_tf_and_flax_fixtures_into_pt_and_back(name, tmp_path):
     family, framework, head = name.split("-")[:3]
     expected = canonical(f"{family}-pt-{head}")
-    convert.convert(fixture(name), tmp_path / "pt", to="pt", progress=False)
+    convert(fixture(name), tmp_path / "pt", to="pt", progress=False)
     # Hugging Face's own PT file of these weights, byte for byte.
     ours = (tmp_path / "pt" / "model.safetensors").read_bytes()
     assert ours == open(os.path.join(fixture(f"{family}-pt-{head}"), "model.safetensors"), "rb").read()
     fmt = "h5" if framework == "tf" else "msgpack"
-    convert.convert(tmp_path / "pt", tmp_path / "back", to=framework, fmt=fmt, progress=False)
+    convert(tmp_path / "pt", tmp_path / "back", to=framework, fmt=fmt, progress=False)
     assert_weights(tmp_path / "back", expected)
 
 
@@ -109,7 +113,7 @@ def byte_exact_cases() -> list[tuple[str, str, str, str, str]]:
 
 @pytest.mark.parametrize("source,to,fmt,reference,file", byte_exact_cases())
 def test_output_is_byte_identical_to_hugging_face(source, to, fmt, reference, file, tmp_path):
-    convert.convert(fixture(source), tmp_path / "out", to=to, fmt=fmt, progress=False)
+    convert(fixture(source), tmp_path / "out", to=to, fmt=fmt, progress=False)
     assert (tmp_path / "out" / file).read_bytes() == open(os.path.join(fixture(reference), file), "rb").read()
 
 
@@ -125,7 +129,7 @@ SHARDED = [("pt", "safetensors", "pt-causal_lm-sharded"), ("pt", "bin", "pt-caus
 def test_sharding_matches_hugging_face(family, to, fmt, reference, tmp_path):
     needs_torch(to, fmt)
     reference = fixture(f"{family}-{reference}")
-    convert.convert(fixture(f"{family}-pt-causal_lm"), tmp_path / "out", to=to, fmt=fmt, max_shard_size="20KB",
+    convert(fixture(f"{family}-pt-causal_lm"), tmp_path / "out", to=to, fmt=fmt, max_shard_size="20KB",
                     progress=False)
     index_name = next(n for n in os.listdir(reference) if n.endswith(".index.json"))
     ours = json.loads((tmp_path / "out" / index_name).read_text())
@@ -143,7 +147,7 @@ def test_sharding_matches_hugging_face(family, to, fmt, reference, tmp_path):
 def test_tf_h5_output_has_hugging_face_layout(name, tmp_path):
     h5py = pytest.importorskip("h5py")
     family, _, head = name.split("-")
-    convert.convert(fixture(f"{family}-pt-{head}"), tmp_path / "out", to="tf", progress=False)
+    convert(fixture(f"{family}-pt-{head}"), tmp_path / "out", to="tf", progress=False)
 
     def layout(path):
         with h5py.File(path, "r") as f:
@@ -160,18 +164,18 @@ def test_tf_h5_output_has_hugging_face_layout(name, tmp_path):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("to,fmt", [("pt", "safetensors"), ("flax", "msgpack"), ("tf", "safetensors")])
 def test_dtype_casting(dtype, to, fmt, tmp_path):
-    convert.convert(fixture("gptj-pt-causal_lm"), tmp_path / "out", to=to, fmt=fmt, dtype=dtype, progress=False)
-    expected = {k: v.astype(formats.numpy_dtype(dtype)) for k, v in canonical("gptj-pt-causal_lm").items()}
+    convert(fixture("gptj-pt-causal_lm"), tmp_path / "out", to=to, fmt=fmt, dtype=dtype, progress=False)
+    expected = {k: v.astype(numpy_dtype(dtype)) for k, v in canonical("gptj-pt-causal_lm").items()}
     assert_weights(tmp_path / "out", expected)
     assert json.loads((tmp_path / "out" / "config.json").read_text())["torch_dtype"] == dtype
     # Back to float32: every value of a 16-bit file is exactly representable.
-    convert.convert(tmp_path / "out", tmp_path / "f32", dtype="float32", progress=False)
+    convert(tmp_path / "out", tmp_path / "f32", dtype="float32", progress=False)
     assert_weights(tmp_path / "f32", {k: v.astype(np.float32) for k, v in expected.items()})
 
 
 def test_h5_refuses_bfloat16_and_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match="bfloat16"):
-        convert.convert(fixture("gpt2-pt-base"), tmp_path / "out", to="tf", dtype="bfloat16", progress=False)
+        convert(fixture("gpt2-pt-base"), tmp_path / "out", to="tf", dtype="bfloat16", progress=False)
     assert os.listdir(tmp_path) == []
 
 
@@ -180,7 +184,7 @@ def test_config_generation_config_and_tokenizer_files_are_copied(tmp_path):
     shutil.copytree(fixture("gpt2-pt-causal_lm"), source)
     for name in os.listdir(fixture("tokenizer-gpt2-fast")):
         shutil.copy(os.path.join(fixture("tokenizer-gpt2-fast"), name), source)
-    convert.convert(source, tmp_path / "out", to="flax", progress=False)
+    convert(source, tmp_path / "out", to="flax", progress=False)
     for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                  "special_tokens_map.json", "vocab.json", "merges.txt"):
         assert (tmp_path / "out" / name).read_bytes() == (source / name).read_bytes(), name
@@ -191,24 +195,24 @@ def test_force_replaces_and_refusal_keeps(tmp_path):
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="--force"):
-        convert.convert(fixture("gpt2-pt-base"), dst, progress=False)
+        convert(fixture("gpt2-pt-base"), dst, progress=False)
     assert os.listdir(dst) == ["keep.txt"]
-    convert.convert(fixture("gpt2-pt-base"), dst, force=True, progress=False)
+    convert(fixture("gpt2-pt-base"), dst, force=True, progress=False)
     assert "keep.txt" not in os.listdir(dst) and "model.safetensors" in os.listdir(dst)
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging or backup directory left behind
 
 
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="msgpack"):
-        convert.convert(fixture("gpt2-pt-base"), tmp_path / "o", to="tf", fmt="msgpack")
+        convert(fixture("gpt2-pt-base"), tmp_path / "o", to="tf", fmt="msgpack")
     with pytest.raises(ValueError, match="to must be one of"):
-        convert.convert(fixture("gpt2-pt-base"), tmp_path / "o", to="onnx")
+        convert(fixture("gpt2-pt-base"), tmp_path / "o", to="onnx")
     with pytest.raises(ValueError, match="dtype"):
-        convert.convert(fixture("gpt2-pt-base"), tmp_path / "o", dtype="int8")
+        convert(fixture("gpt2-pt-base"), tmp_path / "o", dtype="int8")
     with pytest.raises(ValueError, match="max_shard_size"):
-        convert.convert(fixture("gpt2-pt-base"), tmp_path / "o", max_shard_size="lots")
+        convert(fixture("gpt2-pt-base"), tmp_path / "o", max_shard_size="lots")
     with pytest.raises(ValueError, match="cannot be sharded"):
-        convert.convert(fixture("gpt2-pt-base"), tmp_path / "o", to="flax", fmt="safetensors", max_shard_size="1KB")
+        convert(fixture("gpt2-pt-base"), tmp_path / "o", to="flax", fmt="safetensors", max_shard_size="1KB")
     assert os.listdir(tmp_path) == []
 
 
@@ -225,7 +229,7 @@ def test_unknown_model_type(tmp_path):
     config["model_type"] = "bert"
     json.dump(config, open(os.path.join(src, "config.json"), "w"))
     with pytest.raises(ValueError, match="bert"):
-        convert.convert(src, tmp_path / "out", progress=False)
+        convert(src, tmp_path / "out", progress=False)
 
 
 def test_checkpoint_not_matching_its_config(tmp_path):
@@ -234,7 +238,7 @@ def test_checkpoint_not_matching_its_config(tmp_path):
     config.update(n_embd=48, id2label={"0": "a", "1": "b", "2": "c"}, label2id={"a": 0, "b": 1, "c": 2})
     json.dump(config, open(os.path.join(src, "config.json"), "w"))
     with pytest.raises(ValueError) as info:
-        convert.convert(src, tmp_path / "out", to="flax", progress=False)
+        convert(src, tmp_path / "out", to="flax", progress=False)
     message = str(info.value)
     assert "score.weight: checkpoint (2, 32) vs expected (3, 48)" in message
     assert "transformer.wte.weight: checkpoint (100, 32) vs expected (100, 48)" in message
@@ -248,7 +252,7 @@ def test_truncated_files(name, file, tmp_path):
     data = open(os.path.join(src, file), "rb").read()
     open(os.path.join(src, file), "wb").write(data[: len(data) * 2 // 3])
     with pytest.raises(CheckpointError, match=file):
-        convert.convert(src, tmp_path / "out", progress=False)
+        convert(src, tmp_path / "out", progress=False)
     assert not os.path.exists(tmp_path / "out")
 
 
@@ -259,19 +263,19 @@ def test_index_naming_missing_shards(name, tmp_path):
     shard = sorted(n for n in os.listdir(src) if "-00002-of-" in n)[0]
     os.remove(os.path.join(src, shard))
     with pytest.raises(CheckpointError, match=shard):
-        convert.convert(src, tmp_path / "out", progress=False)
+        convert(src, tmp_path / "out", progress=False)
 
 
 def test_no_config(tmp_path):
     src = copy_fixture("gpt2-pt-base", tmp_path)
     os.remove(os.path.join(src, "config.json"))
     with pytest.raises(CheckpointError, match="config.json"):
-        convert.convert(src, tmp_path / "out", progress=False)
+        convert(src, tmp_path / "out", progress=False)
 
 
 @pytest.mark.parametrize("to,fmt,writer", [
-    ("pt", "safetensors", (checkpoint, "write_safetensors")), ("tf", "h5", (formats, "write_tf_h5")),
-    ("flax", "msgpack", (formats, "write_flax_msgpack")),
+    ("pt", "safetensors", (safetensors_files, "write_safetensors")), ("tf", "h5", (keras_h5, "write_tf_h5")),
+    ("flax", "msgpack", (flax_msgpack, "write_flax_msgpack")),
 ])
 def test_disk_full_mid_write_leaves_nothing(to, fmt, writer, tmp_path, monkeypatch):
     module, name = writer
@@ -286,7 +290,7 @@ def test_disk_full_mid_write_leaves_nothing(to, fmt, writer, tmp_path, monkeypat
 
     monkeypatch.setattr(module, name, failing)
     with pytest.raises(OSError, match="No space left"):
-        convert.convert(fixture("gpt2-pt-causal_lm"), tmp_path / "out", to=to, fmt=fmt, max_shard_size="20KB",
+        convert(fixture("gpt2-pt-causal_lm"), tmp_path / "out", to=to, fmt=fmt, max_shard_size="20KB",
                         progress=False)
     assert len(calls) == 4
     assert os.listdir(tmp_path) == []  # neither the destination nor the staging directory
@@ -295,7 +299,7 @@ def test_disk_full_mid_write_leaves_nothing(to, fmt, writer, tmp_path, monkeypat
 def test_conversion_needs_no_deep_learning_framework(tmp_path):
     # PT safetensors → Flax msgpack / TF h5 with NumPy, safetensors, msgpack and h5py only.
     code = (
-        "import sys; from twinformers.convert import convert; "
+        "import sys; from twinformers.conversion.converter import convert; "
         f"convert({fixture('gptj-pt-causal_lm')!r}, {str(tmp_path / 'a')!r}, to='flax', progress=False); "
         f"convert({fixture('gptj-pt-causal_lm')!r}, {str(tmp_path / 'b')!r}, to='tf', progress=False); "
         "print(sorted(m for m in ('torch', 'tensorflow', 'jax', 'flax', 'keras') if m in sys.modules))"
@@ -308,7 +312,7 @@ def test_conversion_needs_no_deep_learning_framework(tmp_path):
 def test_verify_compares_installed_twins(tmp_path):
     pytest.importorskip("torch")
     notes = []
-    result = convert.convert(fixture("gpt_neo-pt-causal_lm"), tmp_path / "out", to="flax", verify=True,
+    result = convert(fixture("gpt_neo-pt-causal_lm"), tmp_path / "out", to="flax", verify=True,
                              progress=False, log=notes.append)
     assert result.verification
     assert {name for _, name, _, _ in result.verification} >= {"logits", "hidden_states[0]"}
@@ -317,13 +321,13 @@ def test_verify_compares_installed_twins(tmp_path):
 
 def test_verify_catches_different_weights(tmp_path):
     pytest.importorskip("torch")
-    convert.convert(fixture("gpt2-pt-base"), tmp_path / "out", progress=False)
-    weights = dict(checkpoint.SafetensorsFile(tmp_path / "out" / "model.safetensors"))
+    convert(fixture("gpt2-pt-base"), tmp_path / "out", progress=False)
+    weights = dict(SafetensorsFile(tmp_path / "out" / "model.safetensors"))
     weights = {k: np.array(v) for k, v in weights.items()}
     weights["h.1.mlp.c_fc.bias"] += 1e-3
-    checkpoint.write_safetensors(tmp_path / "out" / "model.safetensors", weights, {"format": "pt"})
+    write_safetensors(tmp_path / "out" / "model.safetensors", weights, {"format": "pt"})
     with pytest.raises(ValueError, match="verification failed"):
-        convert.verify_conversion(fixture("gpt2-pt-base"), tmp_path / "out", log=lambda message: None)
+        verify_conversion(fixture("gpt2-pt-base"), tmp_path / "out", log=lambda message: None)
 
 
 @pytest.mark.parametrize("to,fmt", TARGETS)
@@ -331,13 +335,13 @@ def test_verify_catches_different_weights(tmp_path):
 def test_streaming_in_row_blocks(source, to, fmt, tmp_path, monkeypatch):
     # Tiny blocks force every big-tensor path (read_rows → block writers) on the tiny fixtures.
     needs_torch(to, fmt)
-    monkeypatch.setattr(convert, "STREAM_BLOCK_BYTES", 1000)
+    monkeypatch.setattr(converter, "STREAM_BLOCK_BYTES", 1000)
     family, _, head = source.split("-")[:3]
     expected = canonical(f"{family}-pt-{head}")
-    convert.convert(fixture(source), tmp_path / "out", to=to, fmt=fmt, progress=False)
+    convert(fixture(source), tmp_path / "out", to=to, fmt=fmt, progress=False)
     assert_weights(tmp_path / "out", expected, tied_copy=fmt == "bin")
     shard_size = "5GB" if (to, fmt) == ("flax", "safetensors") else "20KB"  # HF reads Flax safetensors whole
-    convert.convert(fixture(source), tmp_path / "half", to=to, fmt=fmt, dtype="float16", max_shard_size=shard_size,
+    convert(fixture(source), tmp_path / "half", to=to, fmt=fmt, dtype="float16", max_shard_size=shard_size,
                     progress=False)
     assert_weights(tmp_path / "half", {k: v.astype(np.float16) for k, v in expected.items()}, tied_copy=fmt == "bin")
     reference = {("pt", "safetensors"): f"{family}-pt-{head}", ("flax", "msgpack"): f"{family}-flax-{head}"}

@@ -12,10 +12,22 @@ import sys
 import numpy as np
 import pytest
 
-from twinformers import demo
+from twinformers.cli.main import main
 from twinformers.configuration import AutoConfig
-from twinformers.tokenization_gpt2 import GPT2Tokenizer
-from twinformers.tokenization_gpt2_fast import GPT2TokenizerFast
+from twinformers.demo import embedded
+from twinformers.demo import run as demo_run
+from twinformers.demo.embedded import (
+    EMBEDDED_SETTINGS,
+    embedded_model_path,
+    replaced_directory,
+    split_blocks,
+    stdlib_texts,
+    token_blocks,
+    train_tokenizer,
+)
+from twinformers.demo.run import DemoResult, DemoSettings, format_summary, format_table, run_demo
+from twinformers.tokenization.gpt2 import GPT2Tokenizer
+from twinformers.tokenization.gpt2_fast import GPT2TokenizerFast
 
 HAS = {name: importlib.util.find_spec(module) is not None
        for name, module in (("pt", "torch"), ("tf", "tensorflow"), ("flax", "flax"))}
@@ -24,13 +36,13 @@ SAMPLE = 'def parse(text):\n    """Split on commas — naïvely."""\n    return 
 
 # --------------------------------------------------------------------------------------------- the embedded model
 def test_embedded_model_files_and_config():
-    path = demo.embedded_model_path()
+    path = embedded_model_path()
     names = set(os.listdir(path))
     assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.json", "merges.txt",
             "tokenizer_config.json", "generation_config.json"} <= names
     assert sum(os.path.getsize(os.path.join(path, n)) for n in names) < 2_000_000  # small enough to ship
     config = AutoConfig.from_pretrained(path)
-    settings = demo.EMBEDDED_SETTINGS
+    settings = EMBEDDED_SETTINGS
     assert (config.model_type, config.n_layer, config.n_embd, config.n_head, config.n_positions) == (
         "gpt2", settings.n_layer, settings.n_embd, settings.n_head, settings.n_positions)
     assert config.vocab_size == settings.vocab_size
@@ -39,12 +51,12 @@ def test_embedded_model_files_and_config():
 
 
 def test_embedded_tokenizer_slow_and_fast_agree_and_round_trip():
-    path = demo.embedded_model_path()
+    path = embedded_model_path()
     fast = GPT2TokenizerFast.from_pretrained(path)
     slow = GPT2Tokenizer.from_pretrained(path)
-    assert len(fast) == len(slow) == demo.EMBEDDED_SETTINGS.vocab_size
+    assert len(fast) == len(slow) == EMBEDDED_SETTINGS.vocab_size
     assert fast.eos_token == "<|endoftext|>" and fast.eos_token_id == len(fast) - 1  # last id, as in GPT-2
-    texts = demo.stdlib_texts(20_000, package="json")
+    texts = stdlib_texts(20_000, package="json")
     assert fast(texts)["input_ids"] == slow(texts)["input_ids"]
     ids = fast(SAMPLE)["input_ids"]
     assert fast.decode(ids) == SAMPLE
@@ -52,9 +64,9 @@ def test_embedded_tokenizer_slow_and_fast_agree_and_round_trip():
 
 
 def test_embedded_path_missing_names_the_fix(monkeypatch, tmp_path):
-    monkeypatch.setattr(demo, "DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(embedded, "DATA_DIR", str(tmp_path))
     with pytest.raises(OSError, match="train_embedded_model.py"):
-        demo.embedded_model_path()
+        embedded_model_path()
 
 
 @pytest.mark.skipif(not HAS["pt"], reason="needs torch")
@@ -64,10 +76,10 @@ def test_embedded_model_has_learned_python():
 
     from twinformers.pt import GPT2LMHeadModel
 
-    path = demo.embedded_model_path()
+    path = embedded_model_path()
     tokenizer = GPT2TokenizerFast.from_pretrained(path)
     model = GPT2LMHeadModel.from_pretrained(path).eval()
-    blocks = demo.token_blocks(tokenizer, demo.stdlib_texts(30_000, package="json"), 128)[:8]
+    blocks = token_blocks(tokenizer, stdlib_texts(30_000, package="json"), 128)[:8]
     ids = torch.from_numpy(blocks.astype(np.int64))
     with torch.no_grad():
         loss = float(model(ids, labels=ids).loss)
@@ -76,24 +88,24 @@ def test_embedded_model_has_learned_python():
 
 # --------------------------------------------------------------------------------------------- building blocks
 def test_stdlib_texts_is_sorted_and_bounded():
-    texts = demo.stdlib_texts(50_000, package="json")
+    texts = stdlib_texts(50_000, package="json")
     stdlib_json = os.path.join(os.path.dirname(os.__file__), "json")
     first = sorted(n for n in os.listdir(stdlib_json) if n.endswith(".py"))[0]
     with open(os.path.join(stdlib_json, first), encoding="utf-8") as f:
         assert texts[0] == f.read()[:50_000]
     assert sum(map(len, texts)) <= 50_000
-    assert sum(map(len, demo.stdlib_texts(1_000))) == 1_000
+    assert sum(map(len, stdlib_texts(1_000))) == 1_000
 
 
 def test_stdlib_texts_without_sources(tmp_path, monkeypatch):
     (tmp_path / "emptypkg").mkdir()
-    monkeypatch.setattr(demo, "STDLIB_DIR", str(tmp_path))
+    monkeypatch.setattr(embedded, "STDLIB_DIR", str(tmp_path))
     with pytest.raises(OSError, match="without its stdlib sources"):
-        demo.stdlib_texts(100, package="emptypkg")
+        stdlib_texts(100, package="emptypkg")
 
 
 def test_train_tokenizer_is_byte_level_bpe_of_the_requested_size():
-    tokenizer = demo.train_tokenizer(demo.stdlib_texts(60_000), vocab_size=300)
+    tokenizer = train_tokenizer(stdlib_texts(60_000), vocab_size=300)
     assert len(tokenizer) == 300
     vocab = tokenizer.get_vocab()
     assert vocab["<|endoftext|>"] == 299 and tokenizer.eos_token_id == 299
@@ -104,46 +116,46 @@ def test_train_tokenizer_is_byte_level_bpe_of_the_requested_size():
 
 
 def test_token_blocks_joins_with_eos_and_drops_the_tail():
-    tokenizer = GPT2TokenizerFast.from_pretrained(demo.embedded_model_path())
+    tokenizer = GPT2TokenizerFast.from_pretrained(embedded_model_path())
     texts = ["a = 1\n", "b = 2\n", "c = 3\n"]
     pieces = [tokenizer(t)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
     stream = [i for piece in pieces for i in piece]
-    blocks = demo.token_blocks(tokenizer, texts, 4)
+    blocks = token_blocks(tokenizer, texts, 4)
     assert blocks.dtype == np.int32 and blocks.shape == (len(stream) // 4, 4)
     np.testing.assert_array_equal(blocks.reshape(-1), stream[: blocks.size])
     with pytest.raises(ValueError, match="too few for two blocks of 512"):
-        demo.token_blocks(tokenizer, texts, 512)
+        token_blocks(tokenizer, texts, 512)
 
 
 def test_split_blocks_keeps_one_row_to_train():
     blocks = np.arange(12).reshape(6, 2)
-    train, validation = demo.split_blocks(blocks, validation_blocks=2)
+    train, validation = split_blocks(blocks, validation_blocks=2)
     np.testing.assert_array_equal(validation, blocks[:2])
     np.testing.assert_array_equal(train, blocks[2:])
-    train, validation = demo.split_blocks(blocks[:2], validation_blocks=5)
+    train, validation = split_blocks(blocks[:2], validation_blocks=5)
     assert len(train) == 1 and len(validation) == 1
 
 
 def test_format_table_aligns_text_left_and_numbers_right():
-    table = demo.format_table(("twin", "max |Δ|"), [("PyTorch", 3.5e-07), ("TensorFlow", 0.0), ("Flax", 12.0)])
+    table = format_table(("twin", "max |Δ|"), [("PyTorch", 3.5e-07), ("TensorFlow", 0.0), ("Flax", 12.0)])
     lines = table.split("\n")
     assert lines[0].startswith("twin ") and set(lines[1]) == {"-", " "}
     assert lines[2] == "PyTorch     3.50e-07"
     assert lines[3] == "TensorFlow         0"
     assert lines[4] == "Flax           12.00"
-    assert demo.format_table(None, [("a", "b")]) == "a  b"
+    assert format_table(None, [("a", "b")]) == "a  b"
 
 
 def test_replaced_directory_is_all_or_nothing(tmp_path):
     target = tmp_path / "model"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError), demo.replaced_directory(target) as staging:
+    with pytest.raises(RuntimeError), replaced_directory(target) as staging:
         (tmp_path / "x").touch()
         open(os.path.join(staging, "new.txt"), "w").close()
         raise RuntimeError("interrupted")
     assert os.listdir(target) == ["old.txt"]
-    with demo.replaced_directory(target) as staging:
+    with replaced_directory(target) as staging:
         open(os.path.join(staging, "new.txt"), "w").close()
     assert os.listdir(target) == ["new.txt"]
     assert sorted(os.listdir(tmp_path)) == ["model", "x"]  # no staging or backup left behind
@@ -168,26 +180,26 @@ def test_cli_help_and_bad_arguments():
 def test_demo_degrades_to_the_installed_backends(monkeypatch, tmp_path):
     """With only PyTorch usable: no Keras fine-tuning, the embedded weights are converted and run in PyTorch,
     and the skipped backends are named with their pip extra."""
-    monkeypatch.setattr(demo, "missing_backends", lambda: {
+    monkeypatch.setattr(demo_run, "missing_backends", lambda: {
         "tf": "tensorflow not installed: pip install 'twinformers[tf]'",
         "flax": "jax not installed: pip install 'twinformers[flax]'",
     })
     notes = []
-    settings = demo.DemoSettings.short(max_new_tokens=3, progress=False, output_dir=str(tmp_path / "out"))
-    result = demo.run_demo(settings, log=notes.append)
-    assert result.fine_tune is None and result.model_source == demo.embedded_model_path()
-    assert result.checkpoints["tf"] == demo.embedded_model_path()  # converted as shipped
+    settings = DemoSettings.short(max_new_tokens=3, progress=False, output_dir=str(tmp_path / "out"))
+    result = run_demo(settings, log=notes.append)
+    assert result.fine_tune is None and result.model_source == embedded_model_path()
+    assert result.checkpoints["tf"] == embedded_model_path()  # converted as shipped
     assert "model.safetensors" in os.listdir(result.checkpoints["pt"])
     assert "flax_model.msgpack" in os.listdir(result.checkpoints["flax"])  # the converter needs no framework
     assert list(result.logits_diff) == ["pt"] and result.logits_diff["pt"] == 0.0 and result.ok
     assert [g.backend for g in result.generations] == ["pt"] and len(result.generations[0].token_ids) == 3
-    summary = demo.format_summary(result, settings)
+    summary = format_summary(result, settings)
     assert "pip install 'twinformers[tf]'" in summary and "pip install 'twinformers[flax]'" in summary
     assert any("TensorFlow twin skipped" in note for note in notes)
     # the converted checkpoints hold the embedded weights
-    from twinformers.checkpoint import open_safetensors
+    from twinformers.checkpoints.safetensors import open_safetensors
 
-    embedded = open_safetensors(os.path.join(demo.embedded_model_path(), "model.safetensors"))
+    embedded = open_safetensors(os.path.join(embedded_model_path(), "model.safetensors"))
     converted = open_safetensors(os.path.join(result.checkpoints["pt"], "model.safetensors"))
     assert sorted(embedded) == sorted(converted)
     for key in embedded:
@@ -195,18 +207,18 @@ def test_demo_degrades_to_the_installed_backends(monkeypatch, tmp_path):
 
 
 def test_retrain_without_tensorflow_names_the_extra(monkeypatch, tmp_path):
-    monkeypatch.setattr(demo, "missing_backends", lambda: {"tf": "tensorflow not installed: pip install "
+    monkeypatch.setattr(demo_run, "missing_backends", lambda: {"tf": "tensorflow not installed: pip install "
                                                                   "'twinformers[tf]'"})
     with pytest.raises(ImportError, match=r"--retrain trains with Keras.*twinformers\[tf\]"):
-        demo.run_demo(demo.DemoSettings.short(retrain=True, progress=False, output_dir=str(tmp_path)),
+        run_demo(DemoSettings.short(retrain=True, progress=False, output_dir=str(tmp_path)),
                       log=lambda _: None)
 
 
 @pytest.mark.skipif(not all(HAS.values()), reason="the full demo needs PyTorch, TensorFlow and Flax")
 def test_full_demo_fine_tunes_converts_and_agrees(tmp_path):
-    settings = demo.DemoSettings.short(fine_tune_steps=3, max_new_tokens=5, progress=False,
+    settings = DemoSettings.short(fine_tune_steps=3, max_new_tokens=5, progress=False,
                                        output_dir=str(tmp_path / "out"))
-    result = demo.run_demo(settings, log=lambda _: None)
+    result = run_demo(settings, log=lambda _: None)
     assert result.skipped == {}
     assert "tf_model.h5" in os.listdir(result.checkpoints["tf"])
     assert "model.safetensors" in os.listdir(result.checkpoints["pt"])
@@ -220,20 +232,20 @@ def test_full_demo_fine_tunes_converts_and_agrees(tmp_path):
     import twinformers.pt
     import twinformers.tf
 
-    ids = demo.token_blocks(GPT2TokenizerFast.from_pretrained(result.checkpoints["tf"]),
-                            demo.stdlib_texts(5_000, package="json"), 32)[:2]
+    ids = token_blocks(GPT2TokenizerFast.from_pretrained(result.checkpoints["tf"]),
+                            stdlib_texts(5_000, package="json"), 32)[:2]
     tf_logits = np.asarray(twinformers.tf.GPT2LMHeadModel.from_pretrained(result.checkpoints["tf"])(ids).logits)
     with torch.no_grad():
         pt_logits = twinformers.pt.GPT2LMHeadModel.from_pretrained(result.checkpoints["pt"])(
             torch.from_numpy(ids.astype(np.int64))).logits.numpy()
     flax_logits = np.asarray(twinformers.flax.GPT2LMHeadModel.from_pretrained(result.checkpoints["flax"])(ids).logits)
-    # fp32 rounding grows with the values: 1e-5 on unit-scale logits (see demo.LOGITS_TOLERANCE)
+    # fp32 rounding grows with the values: 1e-5 on unit-scale logits (see LOGITS_TOLERANCE)
     bound = 1e-5 * max(1.0, float(np.abs(tf_logits).max()))
     assert np.abs(pt_logits - tf_logits).max() <= bound
     assert np.abs(flax_logits - tf_logits).max() <= bound
     assert result.ok and max(result.logits_diff.values()) <= result.logits_tolerance <= 1e-5 * 50
     # fine-tuning changed the weights
-    embedded = twinformers.pt.GPT2LMHeadModel.from_pretrained(demo.embedded_model_path())
+    embedded = twinformers.pt.GPT2LMHeadModel.from_pretrained(embedded_model_path())
     with torch.no_grad():
         assert np.abs(embedded(torch.from_numpy(ids.astype(np.int64))).logits.numpy() - pt_logits).max() > 1e-3
     generated = [g for g in result.generations if not g.note]
@@ -243,9 +255,9 @@ def test_full_demo_fine_tunes_converts_and_agrees(tmp_path):
 
 @pytest.mark.skipif(not HAS["pt"], reason="needs torch")
 def test_generate_without_a_model_uses_the_embedded_one(capsys):
-    from twinformers import cli
+    pass
 
-    assert cli.main(["generate", "import os\n", "--max-new-tokens", "6"]) == 0
+    assert main(["generate", "import os\n", "--max-new-tokens", "6"]) == 0
     streamed = capsys.readouterr().out
     assert streamed.startswith("import os\n") and len(streamed) > len("import os\n")
     # the same as greedy generate() of the embedded model, run here directly
@@ -253,7 +265,7 @@ def test_generate_without_a_model_uses_the_embedded_one(capsys):
 
     from twinformers.pt import GPT2LMHeadModel
 
-    path = demo.embedded_model_path()
+    path = embedded_model_path()
     tokenizer = GPT2TokenizerFast.from_pretrained(path)
     ids = torch.tensor([tokenizer.encode("import os\n")])
     tokens = GPT2LMHeadModel.from_pretrained(path).generate(ids, max_new_tokens=6, do_sample=False,
@@ -262,7 +274,7 @@ def test_generate_without_a_model_uses_the_embedded_one(capsys):
 
 
 def test_logits_bound_scales_with_the_logits_but_not_below_1e_5():
-    result = demo.DemoResult(logits_diff={"tf": 0.0, "pt": 9e-6}, reference="tf")
+    result = DemoResult(logits_diff={"tf": 0.0, "pt": 9e-6}, reference="tf")
     assert result.logits_tolerance == 1e-5 and result.ok
     result.logits_diff["flax"] = 1.1e-5
     assert not result.ok

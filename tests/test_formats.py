@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 
 from helpers import HF_FIXTURES
-from twinformers import formats
-from twinformers.checkpoint import CheckpointError, SafetensorsFile, bfloat16_dtype
+from twinformers.checkpoints import flax_msgpack
+from twinformers.checkpoints.files import CheckpointError, bfloat16_dtype, numpy_dtype
+from twinformers.checkpoints.flax_msgpack import MsgpackFile, write_flax_msgpack
+from twinformers.checkpoints.keras_h5 import H5File, keras_model_name, write_tf_h5
+from twinformers.checkpoints.safetensors import SafetensorsFile
+from twinformers.checkpoints.sharding import ShardedFiles
+from twinformers.checkpoints.torch_bin import TorchBinFile, write_pytorch_bin
 
 h5py = pytest.importorskip("h5py")
 msgpack = pytest.importorskip("msgpack")
@@ -36,7 +41,7 @@ def independent_msgpack(data: bytes) -> dict[str, np.ndarray]:
 
     def ext_hook(code, payload):
         shape, dtype, buffer = msgpack.unpackb(payload, raw=True)
-        return np.frombuffer(buffer, formats.numpy_dtype(dtype.decode())).reshape(shape)
+        return np.frombuffer(buffer, numpy_dtype(dtype.decode())).reshape(shape)
 
     def flat(tree, prefix=""):
         for key, value in tree.items():
@@ -55,7 +60,7 @@ def independent_msgpack(data: bytes) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------------- h5
 @pytest.mark.parametrize("name", ["gpt2-tf-causal_lm", "gpt2-tf-seq_cls", "gptj-tf-causal_lm", "gptj-tf-qa"])
 def test_h5_reader_matches_h5py(name):
-    reader = formats.H5File(fixture(name, "tf_model.h5"))
+    reader = H5File(fixture(name, "tf_model.h5"))
     expected = independent_h5(fixture(name, "tf_model.h5"))
     assert sorted(reader) == sorted(expected)
     for key, value in expected.items():
@@ -63,7 +68,7 @@ def test_h5_reader_matches_h5py(name):
 
 
 def test_h5_shard_layout():
-    reader = formats.H5File(fixture("gpt2-tf-causal_lm-sharded", "tf_model-00001-of-00008.h5"))
+    reader = H5File(fixture("gpt2-tf-causal_lm-sharded", "tf_model-00001-of-00008.h5"))
     assert list(reader) == ["transformer/wte/embeddings:0"]
     assert reader["transformer/wte/embeddings:0"].shape == (100, 32)
 
@@ -72,7 +77,7 @@ def test_h5_writer_reproduces_hugging_face_layout(tmp_path):
     source = fixture("gptj-tf-causal_lm", "tf_model.h5")
     arrays = independent_h5(source)
     specs = {k: (v.dtype, v.shape) for k, v in arrays.items()}
-    formats.write_tf_h5(tmp_path / "tf_model.h5", specs, arrays.__getitem__, model_name="tfgptj_for_causal_lm")
+    write_tf_h5(tmp_path / "tf_model.h5", specs, arrays.__getitem__, model_name="tfgptj_for_causal_lm")
 
     def layout(path):
         items = {}
@@ -91,7 +96,7 @@ def test_h5_writer_reproduces_hugging_face_layout(tmp_path):
 
 def test_h5_shard_writer(tmp_path):
     arrays = {"transformer/wte/embeddings:0": np.arange(6, dtype=np.float32).reshape(2, 3)}
-    formats.write_tf_h5(tmp_path / "s.h5", {k: (v.dtype, v.shape) for k, v in arrays.items()}, arrays.__getitem__,
+    write_tf_h5(tmp_path / "s.h5", {k: (v.dtype, v.shape) for k, v in arrays.items()}, arrays.__getitem__,
                         model_name="m", shard=True)
     with h5py.File(tmp_path / "s.h5", "r") as f:
         assert list(f.attrs["layer_names"]) == ["transformer/wte/embeddings:0"]
@@ -101,7 +106,7 @@ def test_h5_shard_writer(tmp_path):
 
 def test_h5_refuses_bfloat16(tmp_path):
     with pytest.raises(ValueError, match="bfloat16"):
-        formats.write_tf_h5(tmp_path / "x.h5", {"a:0": (bfloat16_dtype(), (2,))}, lambda n: None, model_name="m")
+        write_tf_h5(tmp_path / "x.h5", {"a:0": (bfloat16_dtype(), (2,))}, lambda n: None, model_name="m")
     assert not os.path.exists(tmp_path / "x.h5")
 
 
@@ -109,24 +114,24 @@ def test_truncated_h5(tmp_path):
     data = open(fixture("gpt2-tf-causal_lm", "tf_model.h5"), "rb").read()
     (tmp_path / "tf_model.h5").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="tf_model.h5"):
-        reader = formats.H5File(tmp_path / "tf_model.h5")
+        reader = H5File(tmp_path / "tf_model.h5")
         for key in reader:
             reader[key]
 
 
 def test_keras_model_names():
-    assert formats.keras_model_name("TFGPT2LMHeadModel") == "tfgpt2lm_head_model"
-    assert formats.keras_model_name("TFGPT2Model") == "tfgpt2_model"
-    assert formats.keras_model_name("TFGPT2DoubleHeadsModel") == "tfgpt2_double_heads_model"
-    assert formats.keras_model_name("TFGPTJForCausalLM") == "tfgptj_for_causal_lm"
-    assert formats.keras_model_name("TFGPTJForSequenceClassification") == "tfgptj_for_sequence_classification"
+    assert keras_model_name("TFGPT2LMHeadModel") == "tfgpt2lm_head_model"
+    assert keras_model_name("TFGPT2Model") == "tfgpt2_model"
+    assert keras_model_name("TFGPT2DoubleHeadsModel") == "tfgpt2_double_heads_model"
+    assert keras_model_name("TFGPTJForCausalLM") == "tfgptj_for_causal_lm"
+    assert keras_model_name("TFGPTJForSequenceClassification") == "tfgptj_for_sequence_classification"
 
 
 # --------------------------------------------------------------------------------------------- msgpack
 @pytest.mark.parametrize("name", ["gpt2-flax-causal_lm", "gptj-flax-base", "gpt_neo-flax-causal_lm"])
 def test_msgpack_reader_matches_msgpack_package(name):
     path = fixture(name, "flax_model.msgpack")
-    reader = formats.MsgpackFile(path)
+    reader = MsgpackFile(path)
     expected = independent_msgpack(open(path, "rb").read())
     assert sorted(reader) == sorted(expected)
     for key, value in expected.items():
@@ -136,7 +141,7 @@ def test_msgpack_reader_matches_msgpack_package(name):
 
 
 def test_msgpack_writer_round_trip_with_chunking(tmp_path, monkeypatch):
-    monkeypatch.setattr(formats, "MAX_CHUNK_SIZE", 64)  # chunk anything above 64 bytes, as flax does above 1 GiB
+    monkeypatch.setattr(flax_msgpack, "MAX_CHUNK_SIZE", 64)  # chunk anything above 64 bytes, as flax does above 1 GiB
     rng = np.random.default_rng(0)
     arrays = {
         "transformer/h/0/attn/c_attn/kernel": rng.standard_normal((9, 5)).astype(np.float32),  # 180 B: 3 chunks
@@ -145,13 +150,13 @@ def test_msgpack_writer_round_trip_with_chunking(tmp_path, monkeypatch):
         "wte/embedding": rng.standard_normal((300,)).astype(np.float16),
     }
     specs = {k: (v.dtype, v.shape) for k, v in arrays.items()}
-    formats.write_flax_msgpack(tmp_path / "flax_model.msgpack", specs, arrays.__getitem__)
+    write_flax_msgpack(tmp_path / "flax_model.msgpack", specs, arrays.__getitem__)
     data = (tmp_path / "flax_model.msgpack").read_bytes()
     raw = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=lambda c, p: msgpack.ExtType(c, p))
     kernel = raw["transformer"]["h"]["0"]["attn"]["c_attn"]["kernel"]
     assert kernel["__msgpack_chunked_array__"] is True and kernel["shape"] == {"0": 9, "1": 5}
     assert len(kernel["chunks"]) == 3
-    for reader in (formats.MsgpackFile(tmp_path / "flax_model.msgpack"), independent_msgpack(data)):
+    for reader in (MsgpackFile(tmp_path / "flax_model.msgpack"), independent_msgpack(data)):
         assert sorted(reader) == sorted(arrays)
         for key, value in arrays.items():
             assert reader[key].dtype == value.dtype and np.array_equal(reader[key], value), key
@@ -159,9 +164,9 @@ def test_msgpack_writer_round_trip_with_chunking(tmp_path, monkeypatch):
 
 def test_msgpack_written_file_restores_in_flax(tmp_path):
     serialization = pytest.importorskip("flax.serialization")
-    arrays = formats.MsgpackFile(fixture("gpt2-flax-causal_lm", "flax_model.msgpack"))
+    arrays = MsgpackFile(fixture("gpt2-flax-causal_lm", "flax_model.msgpack"))
     specs = {k: (arrays.dtype(k), arrays.shape(k)) for k in arrays}
-    formats.write_flax_msgpack(tmp_path / "flax_model.msgpack", specs, arrays.__getitem__)
+    write_flax_msgpack(tmp_path / "flax_model.msgpack", specs, arrays.__getitem__)
     ours = serialization.msgpack_restore((tmp_path / "flax_model.msgpack").read_bytes())
     theirs = serialization.msgpack_restore(open(fixture("gpt2-flax-causal_lm", "flax_model.msgpack"), "rb").read())
     flat_ours, flat_theirs = dict(_flat(ours)), dict(_flat(theirs))
@@ -182,17 +187,17 @@ def test_truncated_msgpack(tmp_path):
     data = open(fixture("gpt2-flax-causal_lm", "flax_model.msgpack"), "rb").read()
     (tmp_path / "flax_model.msgpack").write_bytes(data[:-10])
     with pytest.raises(CheckpointError, match="truncated"):
-        formats.MsgpackFile(tmp_path / "flax_model.msgpack")
+        MsgpackFile(tmp_path / "flax_model.msgpack")
     (tmp_path / "flax_model.msgpack").write_bytes(b"\x01\x02")
     with pytest.raises(CheckpointError, match="flax msgpack"):
-        formats.MsgpackFile(tmp_path / "flax_model.msgpack")
+        MsgpackFile(tmp_path / "flax_model.msgpack")
 
 
 # --------------------------------------------------------------------------------------------- shards, bin
 def test_sharded_files_follow_the_index():
-    sharded = formats.ShardedFiles(fixture("gptj-flax-causal_lm-sharded", "flax_model.msgpack.index.json"),
-                                   formats.MsgpackFile)
-    whole = formats.MsgpackFile(fixture("gptj-flax-causal_lm", "flax_model.msgpack"))
+    sharded = ShardedFiles(fixture("gptj-flax-causal_lm-sharded", "flax_model.msgpack.index.json"),
+                                   MsgpackFile)
+    whole = MsgpackFile(fixture("gptj-flax-causal_lm", "flax_model.msgpack"))
     assert sorted(sharded) == sorted(whole)
     for key in whole:
         assert np.array_equal(sharded[key], whole[key])
@@ -202,7 +207,7 @@ def test_tf_safetensors_index_keys_carry_the_model_name():
     # FORMATS.md §8: the index says `tfgpt2lm_head_model_3/...`, the shards store the stripped names.
     index = json.load(open(fixture("gpt2-tf-causal_lm-sharded-safetensors", "model.safetensors.index.json")))
     prefix = next(iter(index["weight_map"])).split("/", 1)[0] + "/"
-    sharded = formats.ShardedFiles(fixture("gpt2-tf-causal_lm-sharded-safetensors", "model.safetensors.index.json"),
+    sharded = ShardedFiles(fixture("gpt2-tf-causal_lm-sharded-safetensors", "model.safetensors.index.json"),
                                    SafetensorsFile, index_key=lambda key: prefix + key)
     assert "transformer/wte/embeddings:0" in sharded and len(sharded) == 28
 
@@ -212,11 +217,11 @@ def test_pytorch_bin_writer_keeps_tied_storage(tmp_path):
     wte = np.arange(6, dtype=np.float32).reshape(3, 2)
     arrays = {"transformer.wte.weight": wte, "lm_head.weight": wte, "b": np.ones(2, bfloat16_dtype())}
     specs = {k: (v.dtype, v.shape) for k, v in arrays.items()}
-    formats.write_pytorch_bin(tmp_path / "pytorch_model.bin", specs, arrays.__getitem__,
+    write_pytorch_bin(tmp_path / "pytorch_model.bin", specs, arrays.__getitem__,
                               aliases={"lm_head.weight": "transformer.wte.weight"})
     state = torch.load(tmp_path / "pytorch_model.bin", weights_only=True)
     assert list(state) == list(arrays)
     assert state["lm_head.weight"].data_ptr() == state["transformer.wte.weight"].data_ptr()
     assert state["b"].dtype == torch.bfloat16
-    reread = formats.TorchBinFile(tmp_path / "pytorch_model.bin")
+    reread = TorchBinFile(tmp_path / "pytorch_model.bin")
     assert np.array_equal(reread["lm_head.weight"], wte) and reread["b"].dtype == bfloat16_dtype()

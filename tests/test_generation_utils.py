@@ -9,7 +9,8 @@ import pytest
 
 from helpers import tiny_config
 from twinformers import GenerationConfig
-from twinformers.generation_utils import (
+from twinformers.generation.streamers import TextStreamer
+from twinformers.generation.utils import (
     BeamHypotheses,
     BeamSearchScorer,
     bucket_length,
@@ -17,7 +18,6 @@ from twinformers.generation_utils import (
     logits_processor_specs,
     prepare_generation,
 )
-from twinformers.streamers import TextStreamer
 
 CONFIG = tiny_config("gpt2", eos_token_id=5, bos_token_id=4)  # 97 tokens, 19 positions
 

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from helpers import HF_FIXTURES
-from twinformers.checkpoint import SafetensorsFile
-from twinformers.loading import LoadPlan, fix_legacy_key, plan_load
+from twinformers.checkpoints.loading import LoadPlan, fix_legacy_key, plan_load
+from twinformers.checkpoints.safetensors import SafetensorsFile
 
 TIED = {"lm_head.weight": "transformer.wte.weight"}
 HEAD_CLASSES = {

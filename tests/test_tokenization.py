@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import HF_FIXTURES
-from twinformers.tokenization_auto import AutoTokenizer
-from twinformers.tokenization_gpt2 import GPT2Tokenizer, bytes_to_unicode
-from twinformers.tokenization_gpt2_fast import GPT2TokenizerFast
-from twinformers.tokenization_utils import AddedToken
+from twinformers.tokenization.auto import AutoTokenizer
+from twinformers.tokenization.base import AddedToken
+from twinformers.tokenization.gpt2 import GPT2Tokenizer, bytes_to_unicode
+from twinformers.tokenization.gpt2_fast import GPT2TokenizerFast
 
 HF_FAST = os.path.join(HF_FIXTURES, "tokenizer-gpt2-fast")
 HF_SLOW = os.path.join(HF_FIXTURES, "tokenizer-gpt2-slow")

@@ -22,12 +22,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..checkpoint import FLAX_WEIGHTS_NAME, SAFE_WEIGHTS_NAME, save_sharded, write_safetensors
+from ..checkpoints.canonical import open_checkpoint
+from ..checkpoints.files import FLAX_WEIGHTS_NAME, SAFE_WEIGHTS_NAME
+from ..checkpoints.flax_msgpack import write_flax_msgpack
+from ..checkpoints.loading import plan_load
+from ..checkpoints.safetensors import write_safetensors
+from ..checkpoints.sharding import save_sharded
 from ..configuration import PretrainedConfig
-from ..conversion import Transform, expected_shapes, family_of, head_of, open_checkpoint, plan_from_backend
-from ..formats import write_flax_msgpack
-from ..generation_config import GenerationConfig
-from ..loading import plan_load
+from ..conversion.tables import Transform, expected_shapes, family_of, head_of, plan_from_backend
+from ..generation.config import GenerationConfig
 from . import ops
 from .generation import GenerationMixin
 from .ops import StaticCache

@@ -43,7 +43,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ..configuration import PretrainedConfig
-from ..conversion import family_of
+from ..conversion.tables import family_of
 from .modeling_utils import PreTrainedModel
 from .ops import causal_lm_loss
 

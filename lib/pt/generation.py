@@ -1,7 +1,7 @@
 """`generate()` for the PyTorch twins: logits processors and warpers, then `GenerationMixin`.
 
 `lib/tf/generation.py` and `lib/flax/generation.py` have the same classes in the same order. Argument
-resolution, the processor plan and beam bookkeeping are framework-free (`twinformers.generation_utils`).
+resolution, the processor plan and beam bookkeeping are framework-free (`twinformers.generation.utils`).
 
 Every processor is called as `processor(input_ids, scores, cur_len, attention_mask)` on the fixed token
 buffer: input_ids (B, L) with slots [0, cur_len) filled, attention_mask (B, L) 1 where a slot holds a real
@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..generation_config import GenerationConfig
-from ..generation_utils import (
+from ..generation.config import GenerationConfig
+from ..generation.streamers import BaseStreamer
+from ..generation.utils import (
     BeamSearchScorer,
     GenerateBeamDecoderOnlyOutput,
     GenerateDecoderOnlyOutput,
@@ -29,7 +30,6 @@ from ..generation_utils import (
     prepare_generation,
 )
 from ..model_math import positions_from_mask
-from ..streamers import BaseStreamer
 from .ops import StaticCache
 
 __all__ = [

@@ -22,21 +22,19 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..checkpoint import (
+from ..checkpoints.canonical import CanonicalCheckpoint, open_checkpoint
+from ..checkpoints.files import (
     GENERATION_CONFIG_NAME,
     PT_WEIGHTS_INDEX_NAME,
     PT_WEIGHTS_NAME,
     SAFE_WEIGHTS_NAME,
     atomic_output,
     atomic_write_text,
-    read_index,
-    save_sharded,
-    write_index,
-    write_safetensors,
 )
+from ..checkpoints.loading import plan_load
+from ..checkpoints.safetensors import write_safetensors
+from ..checkpoints.sharding import read_index, save_sharded, write_index
 from ..configuration import COMPATIBLE_TRANSFORMERS_VERSION, GENERATION_DEFAULTS, PretrainedConfig
-from ..conversion import CanonicalCheckpoint, open_checkpoint
-from ..loading import plan_load
 from .generation import GenerationMixin
 from .ops import Conv1D, from_numpy, numpy_view
 

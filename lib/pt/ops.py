@@ -504,7 +504,7 @@ def classifier_dropout(config: PretrainedConfig) -> float:
 def numpy_view(tensor: torch.Tensor) -> np.ndarray:
     """A NumPy array sharing `tensor`'s CPU memory (bfloat16 as `ml_dtypes.bfloat16`)."""
     if tensor.dtype == torch.bfloat16:
-        from ..checkpoint import bfloat16_dtype
+        from ..checkpoints.files import bfloat16_dtype
 
         return tensor.view(torch.int16).numpy().view(bfloat16_dtype())
     return tensor.numpy()

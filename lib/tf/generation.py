@@ -1,7 +1,7 @@
 """`generate()` for the TensorFlow twins: logits processors and warpers, then `GenerationMixin`.
 
 `lib/pt/generation.py` and `lib/flax/generation.py` have the same classes in the same order. Argument
-resolution, the processor plan and beam bookkeeping are framework-free (`twinformers.generation_utils`).
+resolution, the processor plan and beam bookkeeping are framework-free (`twinformers.generation.utils`).
 
 Every processor is called as `processor(input_ids, scores, cur_len, attention_mask)` on the fixed token
 buffer: input_ids (B, L) with slots [0, cur_len) filled, attention_mask (B, L) 1 where a slot holds a real
@@ -23,8 +23,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
-from ..generation_config import GenerationConfig
-from ..generation_utils import (
+from ..generation.config import GenerationConfig
+from ..generation.streamers import BaseStreamer
+from ..generation.utils import (
     BeamSearchScorer,
     GenerateBeamDecoderOnlyOutput,
     GenerateDecoderOnlyOutput,
@@ -36,7 +37,6 @@ from ..generation_utils import (
     prepare_generation,
 )
 from ..model_math import positions_from_mask
-from ..streamers import BaseStreamer
 from .ops import StaticCache
 
 __all__ = [

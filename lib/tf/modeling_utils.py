@@ -24,12 +24,15 @@ import numpy as np
 import optree
 import tensorflow as tf
 
-from ..checkpoint import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME, plan_shards, save_sharded, write_safetensors
+from ..checkpoints.canonical import open_checkpoint
+from ..checkpoints.files import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME
+from ..checkpoints.keras_h5 import keras_model_name, write_tf_h5
+from ..checkpoints.loading import plan_load
+from ..checkpoints.safetensors import write_safetensors
+from ..checkpoints.sharding import plan_shards, save_sharded
 from ..configuration import PretrainedConfig
-from ..conversion import Transform, family_of, open_checkpoint, plan_from_backend, plan_to_backend
-from ..formats import keras_model_name, write_tf_h5
-from ..generation_config import GenerationConfig
-from ..loading import plan_load
+from ..conversion.tables import Transform, family_of, plan_from_backend, plan_to_backend
+from ..generation.config import GenerationConfig
 from ..outputs import OUTPUT_CLASSES, ModelOutput
 from .generation import GenerationMixin
 

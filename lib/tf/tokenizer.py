@@ -2,7 +2,7 @@
 
 A model can go end to end from raw `tf.string` inputs; the layer works eagerly, inside `tf.function`, in a
 saved `.keras` model and in an exported SavedModel. It gives the same ids as `GPT2Tokenizer` /
-`GPT2TokenizerFast` and takes the same four steps (see `twinformers.tokenization_gpt2`):
+`GPT2TokenizerFast` and takes the same four steps (see `twinformers.tokenization.gpt2`):
 
 1. added tokens are cut out of the text with `tf.strings.regex_replace`, which wraps each match in marker
    bytes that valid UTF-8 never contains (0xFF, 0xFE), then `tf.strings.split` on them;
@@ -29,8 +29,8 @@ import numpy as np
 import regex
 import tensorflow as tf
 
-from ..tokenization_gpt2 import bytes_to_unicode
-from ..tokenization_utils import PreTrainedTokenizerBase
+from ..tokenization.base import PreTrainedTokenizerBase
+from ..tokenization.gpt2 import bytes_to_unicode
 
 __all__ = ["TFGPT2Tokenizer"]
 
@@ -170,8 +170,8 @@ class TFGPT2Tokenizer(keras.layers.Layer):
         """
         import importlib.util
 
-        from ..tokenization_gpt2 import GPT2Tokenizer
-        from ..tokenization_gpt2_fast import GPT2TokenizerFast
+        from ..tokenization.gpt2 import GPT2Tokenizer
+        from ..tokenization.gpt2_fast import GPT2TokenizerFast
 
         if init_inputs:
             raise TypeError("TFGPT2Tokenizer.from_pretrained takes the path and keyword arguments only")

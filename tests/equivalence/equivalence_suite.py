@@ -1,7 +1,7 @@
 """The logit-equivalence suite's machinery, shared by the tests and `scripts/equivalence_report.py`.
 
 One seeded set of random canonical (PyTorch-layout) weights per model spec is placed into every backend through
-`twinformers.conversion.to_backend`; every case builds one set of NumPy inputs, runs it through each backend
+`twinformers.conversion.tables.to_backend`; every case builds one set of NumPy inputs, runs it through each backend
 once (models and Flax's compiled functions are built once and reused) and the outputs are compared leaf by
 leaf on valid (unmasked) query positions only.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from helpers import assert_close, max_abs_diff, tiny_config, to_numpy
-from twinformers.conversion import TABLES, expected_shapes, to_backend
+from twinformers.conversion.tables import TABLES, expected_shapes, to_backend
 from twinformers.model_math import positions_from_mask
 
 BACKENDS = ("pt", "tf", "flax")

@@ -10,7 +10,7 @@ import re
 import pytest
 from equivalence_suite import SPECS, ModelSpec
 
-from twinformers.conversion import expected_shapes, plan_from_backend
+from twinformers.conversion.tables import expected_shapes, plan_from_backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAMILY_FILES = ("gpt2", "gptj", "gpt_neo")

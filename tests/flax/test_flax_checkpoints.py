@@ -17,10 +17,10 @@ from flax_testing import CLASS_IDS, FAMILY, KIND, make_model, random_ids  # noqa
 
 import twinformers.flax as fx  # noqa: E402
 from helpers import HF_FIXTURES, assert_close, reference_outputs, require_reader  # noqa: E402
-from twinformers.checkpoint import SafetensorsFile  # noqa: E402
-from twinformers.conversion import expected_shapes  # noqa: E402
+from twinformers.checkpoints.flax_msgpack import MsgpackFile  # noqa: E402
+from twinformers.checkpoints.safetensors import SafetensorsFile  # noqa: E402
+from twinformers.conversion.tables import expected_shapes  # noqa: E402
 from twinformers.flax.modeling_utils import flatten_params  # noqa: E402
-from twinformers.formats import MsgpackFile  # noqa: E402
 
 HEAD_CLASSES = {
     "base": "AutoModel", "causal_lm": "AutoModelForCausalLM", "seq_cls": "AutoModelForSequenceClassification",

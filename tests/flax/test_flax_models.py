@@ -25,7 +25,7 @@ from flax_testing import (  # noqa: E402
 
 import twinformers.flax as fx  # noqa: E402
 from helpers import assert_close, tiny_config  # noqa: E402
-from twinformers.conversion import canonical_to_backend_name, expected_shapes, transform_for  # noqa: E402
+from twinformers.conversion.tables import canonical_to_backend_name, expected_shapes, transform_for  # noqa: E402
 from twinformers.flax.modeling_utils import flatten_params  # noqa: E402
 from twinformers.model_math import positions_from_mask  # noqa: E402
 

@@ -12,7 +12,8 @@ from pt_testing import BASE_CLASSES, CLASSES, FAMILIES, LM_CLASSES, make_model, 
 
 import twinformers.pt as pt  # noqa: E402
 from helpers import HF_FIXTURES, assert_close, reference_outputs  # noqa: E402
-from twinformers.checkpoint import SafetensorsFile, read_index  # noqa: E402
+from twinformers.checkpoints.safetensors import SafetensorsFile  # noqa: E402
+from twinformers.checkpoints.sharding import read_index  # noqa: E402
 from twinformers.configuration import AutoConfig  # noqa: E402
 
 REFERENCES = sorted(f[:-4] for f in os.listdir(os.path.join(HF_FIXTURES, "reference_outputs")))

@@ -14,7 +14,7 @@ from tf_testing import canonical_weights, numpy_gpt2  # noqa: E402
 
 import twinformers.tf as tft  # noqa: E402
 from helpers import HF_FIXTURES, assert_close, reference_outputs, require_reader  # noqa: E402
-from twinformers.conversion import open_checkpoint  # noqa: E402
+from twinformers.checkpoints.canonical import open_checkpoint  # noqa: E402
 
 CLASS_OF = {
     ("gpt2", "base"): "GPT2Model", ("gpt2", "causal_lm"): "GPT2LMHeadModel",

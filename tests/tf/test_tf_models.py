@@ -33,7 +33,7 @@ from tf_testing import (  # noqa: E402
 
 import twinformers.tf as tft  # noqa: E402
 from helpers import assert_close, tiny_config  # noqa: E402
-from twinformers.conversion import expected_shapes, family_of, plan_from_backend  # noqa: E402
+from twinformers.conversion.tables import expected_shapes, family_of, plan_from_backend  # noqa: E402
 from twinformers.model_math import positions_from_mask  # noqa: E402
 
 

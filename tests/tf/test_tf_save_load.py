@@ -14,8 +14,10 @@ from tf_testing import CLASS_IDS, CLASSES, canonical_weights, make_model, pertur
 
 import twinformers.tf as tft  # noqa: E402
 from helpers import HF_FIXTURES, assert_close  # noqa: E402
-from twinformers.checkpoint import SafetensorsFile, bfloat16_dtype, write_safetensors  # noqa: E402
-from twinformers.conversion import expected_shapes, open_checkpoint  # noqa: E402
+from twinformers.checkpoints.canonical import open_checkpoint  # noqa: E402
+from twinformers.checkpoints.files import bfloat16_dtype  # noqa: E402
+from twinformers.checkpoints.safetensors import SafetensorsFile, write_safetensors  # noqa: E402
+from twinformers.conversion.tables import expected_shapes  # noqa: E402
 
 
 def _h5_datasets(path: str) -> dict[str, np.ndarray]:

@@ -21,9 +21,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 from helpers import HF_FIXTURES  # noqa: E402
 from twinformers.tf.tokenizer import TFGPT2Tokenizer  # noqa: E402
-from twinformers.tokenization_gpt2 import GPT2Tokenizer  # noqa: E402
-from twinformers.tokenization_gpt2_fast import GPT2TokenizerFast  # noqa: E402
-from twinformers.tokenization_utils import AddedToken  # noqa: E402
+from twinformers.tokenization.base import AddedToken  # noqa: E402
+from twinformers.tokenization.gpt2 import GPT2Tokenizer  # noqa: E402
+from twinformers.tokenization.gpt2_fast import GPT2TokenizerFast  # noqa: E402
 
 HF_FAST = os.path.join(HF_FIXTURES, "tokenizer-gpt2-fast")
 # Recorded by transformers 4.47.1 for the fixture vocabulary (shared/formats/tokenizer-gpt2.json).

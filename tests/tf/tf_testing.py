@@ -7,7 +7,7 @@ import numpy as np
 
 import twinformers.tf as tft
 from helpers import tiny_config
-from twinformers.conversion import family_of, plan_from_backend
+from twinformers.conversion.tables import family_of, plan_from_backend
 
 # (family, class name, head kind)
 CLASSES = [

@@ -1,4 +1,4 @@
-"""`twinformers convert SRC DST`: any checkpoint layout → any other (see `twinformers.convert`)."""
+"""`twinformers convert SRC DST`: any checkpoint layout → any other (see `twinformers.conversion.converter`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from .convert import DTYPES, TARGETS
+from ..conversion.converter import DTYPES, TARGETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .convert import convert
+    from ..conversion.converter import convert
 
     # A terminated conversion unwinds like an exception, so its staging directory is removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

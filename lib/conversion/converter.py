@@ -25,9 +25,32 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint as ckpt
-from . import conversion, formats
-from .checkpoint import CheckpointError
+# The writers are looked up on their modules at call time (tests replace them to simulate a full disk or a kill).
+from ..checkpoints import flax_msgpack, keras_h5, safetensors, torch_bin
+from ..checkpoints.canonical import CanonicalCheckpoint, open_checkpoint
+from ..checkpoints.files import (
+    FLAX_WEIGHTS_NAME,
+    PT_WEIGHTS_NAME,
+    SAFE_WEIGHTS_NAME,
+    TF_WEIGHTS_NAME,
+    CheckpointError,
+    atomic_write_text,
+    numpy_dtype,
+    resolve_file,
+)
+from ..checkpoints.keras_h5 import keras_model_name
+from ..checkpoints.sharding import parse_size, read_index, save_sharded, write_index
+from .tables import (
+    BASE_MODEL_PREFIX,
+    IDENTITY,
+    TABLES,
+    Transform,
+    check_shapes,
+    expected_shapes,
+    family_of,
+    infer_head,
+    plan_to_backend,
+)
 
 __all__ = ["convert", "ConversionResult", "TARGETS", "verify_conversion", "VERIFY_TOLERANCES", "AUX_FILES"]
 
@@ -47,7 +70,7 @@ VERIFY_TOLERANCES = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
 class Target:
     """One output layout: which names (table backend), which file kind, and the file HF expects."""
 
-    backend: str  # "pt", "tf_h5" or "flax" (see conversion.BACKENDS)
+    backend: str  # "pt", "tf_h5" or "flax" (see BACKENDS)
     kind: str  # "safetensors", "bin", "h5" or "msgpack"
     weights_name: str
     metadata: dict[str, str] | None = None
@@ -55,13 +78,13 @@ class Target:
 
 # (--to, --format) → target. The first format of each --to is its default (Hugging Face's save default).
 TARGETS: dict[tuple[str, str], Target] = {
-    ("pt", "safetensors"): Target("pt", "safetensors", ckpt.SAFE_WEIGHTS_NAME, {"format": "pt"}),
-    ("pt", "bin"): Target("pt", "bin", ckpt.PT_WEIGHTS_NAME),
-    ("tf", "h5"): Target("tf_h5", "h5", ckpt.TF_WEIGHTS_NAME),
-    ("tf", "safetensors"): Target("tf_h5", "safetensors", ckpt.SAFE_WEIGHTS_NAME, {"format": "tf"}),
-    ("flax", "msgpack"): Target("flax", "msgpack", ckpt.FLAX_WEIGHTS_NAME),
-    ("flax", "safetensors"): Target("flax", "safetensors", ckpt.SAFE_WEIGHTS_NAME, {"format": "flax"}),
-    ("safetensors", "safetensors"): Target("pt", "safetensors", ckpt.SAFE_WEIGHTS_NAME, {"format": "pt"}),
+    ("pt", "safetensors"): Target("pt", "safetensors", SAFE_WEIGHTS_NAME, {"format": "pt"}),
+    ("pt", "bin"): Target("pt", "bin", PT_WEIGHTS_NAME),
+    ("tf", "h5"): Target("tf_h5", "h5", TF_WEIGHTS_NAME),
+    ("tf", "safetensors"): Target("tf_h5", "safetensors", SAFE_WEIGHTS_NAME, {"format": "tf"}),
+    ("flax", "msgpack"): Target("flax", "msgpack", FLAX_WEIGHTS_NAME),
+    ("flax", "safetensors"): Target("flax", "safetensors", SAFE_WEIGHTS_NAME, {"format": "flax"}),
+    ("safetensors", "safetensors"): Target("pt", "safetensors", SAFE_WEIGHTS_NAME, {"format": "pt"}),
 }
 
 
@@ -130,21 +153,21 @@ def convert(
     target = target_for(to, fmt)
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    limit = ckpt.parse_size(max_shard_size)
+    limit = parse_size(max_shard_size)
     dst = os.path.abspath(os.fspath(dst))
     if os.path.lexists(dst) and not force:
         raise FileExistsError(f"{dst} already exists; pass force=True (--force) to replace it")
     hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
-    source = conversion.open_checkpoint(src, **hub)
+    source = open_checkpoint(src, **hub)
     if source.config is None:
         raise CheckpointError(f"{src} has no config.json; the converter needs it to know the model")
     config = source.config
-    family = conversion.family_of(config)
-    head = conversion.infer_head(family, source.keys(), config)
-    conversion.check_shapes(family, source.shapes(), config)
+    family = family_of(config)
+    head = infer_head(family, source.keys(), config)
+    check_shapes(family, source.shapes(), config)
 
     plan = _target_plan(source, target, family, head, config)
-    cast = np.dtype(formats.numpy_dtype(dtype)) if dtype else None
+    cast = np.dtype(numpy_dtype(dtype)) if dtype else None
     specs = {name: (_cast_dtype(source.dtype(key), cast), shape) for name, (key, _, shape) in plan.items()}
     sizes = [(name, int(np.prod(specs[name][1], dtype=np.int64)) * specs[name][0].itemsize) for name in plan]
     if target.kind == "safetensors" and target.backend == "flax" and sum(size for _, size in sizes) > limit:
@@ -156,7 +179,7 @@ def convert(
     def fetch(name: str) -> np.ndarray | Iterator[np.ndarray]:
         key, transform, shape = plan[name]
         target_dtype = specs[name][0]
-        if transform is conversion.IDENTITY and source.can_read_rows(key) and source.nbytes(key) > STREAM_BLOCK_BYTES:
+        if transform is IDENTITY and source.can_read_rows(key) and source.nbytes(key) > STREAM_BLOCK_BYTES:
             return _row_blocks(source, key, shape, target_dtype, bar)
         array = transform.to_backend(source.read(key))
         if array.dtype != target_dtype:
@@ -166,7 +189,7 @@ def convert(
 
     aliases = _bin_aliases(target, plan, config, head)
     with _staging_directory(dst, force) as staging, _progress(progress, sum(s for _, s in sizes)) as bar:
-        files = ckpt.save_sharded(
+        files = save_sharded(
             staging, [(name, size) for name, size in sizes if name not in aliases],
             _shard_writer(target, specs, fetch, aliases, family, head), target.weights_name, limit,
             index_keys=_index_key(target, family, head),
@@ -180,7 +203,7 @@ def convert(
 
 
 def _row_blocks(
-    source: conversion.CanonicalCheckpoint, key: str, shape: tuple[int, ...], dtype: np.dtype, bar: Any
+    source: CanonicalCheckpoint, key: str, shape: tuple[int, ...], dtype: np.dtype, bar: Any
 ) -> Iterator[np.ndarray]:
     """A big tensor as blocks of rows of about `STREAM_BLOCK_BYTES`, so it is never wholly in memory."""
     row_bytes = max(1, source.nbytes(key) // max(1, shape[0]))
@@ -194,24 +217,24 @@ def _row_blocks(
 
 def _cast_dtype(dtype: np.dtype, cast: np.dtype | None) -> np.dtype:
     """Casting touches floating tensors only (ml_dtypes' bfloat16 is not an np.floating subtype)."""
-    floating = np.issubdtype(dtype, np.floating) or dtype == formats.numpy_dtype("bfloat16")
+    floating = np.issubdtype(dtype, np.floating) or dtype == numpy_dtype("bfloat16")
     return cast if cast is not None and floating else np.dtype(dtype)
 
 
-def _weights_dtype(source: conversion.CanonicalCheckpoint) -> str:
+def _weights_dtype(source: CanonicalCheckpoint) -> str:
     names = {source.dtype(key).name for key in source}
     return "float32" if "float32" in names or not names else sorted(names)[0]
 
 
 def _target_plan(
-    source: conversion.CanonicalCheckpoint, target: Target, family: str, head: str, config: Any
-) -> dict[str, tuple[str, conversion.Transform, tuple[int, ...]]]:
+    source: CanonicalCheckpoint, target: Target, family: str, head: str, config: Any
+) -> dict[str, tuple[str, Transform, tuple[int, ...]]]:
     """Target name → (canonical key, transform, target shape), in the order Hugging Face writes (PyTorch:
     state_dict order; TF: model.weights order; Flax: sorted paths). A tied `lm_head.weight` is left out: it
     is `wte` (the .bin re-adds it)."""
-    keyed = conversion.plan_to_backend(family, target.backend, source.keys(), head=head, config=config)
+    keyed = plan_to_backend(family, target.backend, source.keys(), head=head, config=config)
     layout = "tf" if target.backend == "tf_h5" else "pt"
-    order = {_bare(key): i for i, key in enumerate(conversion.expected_shapes(config, head, order=layout))}
+    order = {_bare(key): i for i, key in enumerate(expected_shapes(config, head, order=layout))}
     items = sorted(keyed.items(), key=lambda item: order.get(_bare(item[0]), len(order)))
     plan = {}
     for key, (name, transform) in items:
@@ -224,13 +247,13 @@ def _target_plan(
 
 
 def _bare(key: str) -> str:
-    prefix = conversion.BASE_MODEL_PREFIX + "."
+    prefix = BASE_MODEL_PREFIX + "."
     return key[len(prefix):] if key.startswith(prefix) else key
 
 
 def _bin_aliases(target: Target, plan: dict, config: Any, head: str) -> dict[str, str]:
     """pytorch_model.bin keeps the tied `lm_head.weight`, sharing `transformer.wte.weight`'s storage."""
-    wte = f"{conversion.BASE_MODEL_PREFIX}.wte.weight"
+    wte = f"{BASE_MODEL_PREFIX}.wte.weight"
     if target.kind != "bin" or "lm_head.weight" in plan or wte not in plan:
         return {}
     if head not in ("causal_lm", "double_heads") or not config.tie_word_embeddings:
@@ -244,17 +267,17 @@ def _add_aliases_to_index(directory: str, target: Target, aliases: dict[str, str
     index_path = os.path.join(directory, f"{target.weights_name}.index.json")
     if not aliases or not os.path.isfile(index_path):
         return
-    weight_map, metadata = ckpt.read_index(index_path)
+    weight_map, metadata = read_index(index_path)
     for alias, partner in aliases.items():
         weight_map[alias] = weight_map[partner]
-    ckpt.write_index(index_path, dict(sorted(weight_map.items())), metadata["total_size"])
+    write_index(index_path, dict(sorted(weight_map.items())), metadata["total_size"])
 
 
 def _index_key(target: Target, family: str, head: str) -> Callable[[str], str] | None:
     if target.backend != "tf_h5":
         return None
     # HF's TF indexes key tensors by the full variable name, Keras model name included (FORMATS.md §8).
-    model_name = formats.keras_model_name("TF" + conversion.TABLES[family].classes[head])
+    model_name = keras_model_name("TF" + TABLES[family].classes[head])
     return lambda name: f"{model_name}/{name}"
 
 
@@ -264,32 +287,32 @@ def _shard_writer(
     def write(path: str, names: list[str]) -> None:
         shard_specs = {name: specs[name] for name in names}
         if target.kind == "safetensors":
-            ckpt.write_safetensors(path, metadata=target.metadata, specs=shard_specs, fetch=fetch)
+            safetensors.write_safetensors(path, metadata=target.metadata, specs=shard_specs, fetch=fetch)
         elif target.kind == "bin":
             for alias, partner in aliases.items():
                 if partner in shard_specs:  # HF puts the tied copy in its partner's shard
                     shard_specs[alias] = specs[partner]
-            formats.write_pytorch_bin(path, shard_specs, fetch, aliases)
+            torch_bin.write_pytorch_bin(path, shard_specs, fetch, aliases)
         elif target.kind == "h5":
             sharded = os.path.basename(path) != target.weights_name
-            model_name = formats.keras_model_name("TF" + conversion.TABLES[family].classes[head])
-            formats.write_tf_h5(path, shard_specs, fetch, model_name=model_name, shard=sharded)
+            model_name = keras_model_name("TF" + TABLES[family].classes[head])
+            keras_h5.write_tf_h5(path, shard_specs, fetch, model_name=model_name, shard=sharded)
         else:
-            formats.write_flax_msgpack(path, shard_specs, fetch)
+            flax_msgpack.write_flax_msgpack(path, shard_specs, fetch)
 
     return write
 
 
 def _copy_aux_files(src: str | os.PathLike, staging: str, dtype: str | None, hub: dict) -> None:
     for name in AUX_FILES:
-        path = ckpt.resolve_file(src, name, required=False, **hub)
+        path = resolve_file(src, name, required=False, **hub)
         if path is None:
             continue
         if name == "config.json" and dtype is not None:
             with open(path, encoding="utf-8") as f:
                 config = json.load(f)
             config["torch_dtype"] = dtype
-            ckpt.atomic_write_text(os.path.join(staging, name), json.dumps(config, indent=2, sort_keys=True) + "\n")
+            atomic_write_text(os.path.join(staging, name), json.dumps(config, indent=2, sort_keys=True) + "\n")
         else:
             shutil.copyfile(path, os.path.join(staging, name))
 
@@ -351,11 +374,11 @@ def verify_conversion(
         ValueError: some output differs by more than the tolerance for `dtype`, or no twin is installed.
     """
     tolerance = VERIFY_TOLERANCES[dtype]
-    target = conversion.open_checkpoint(dst)
+    target = open_checkpoint(dst)
     config = target.config
-    family = conversion.family_of(config)
-    head = conversion.infer_head(family, target.keys(), config)
-    class_name = conversion.TABLES[family].classes[head]
+    family = family_of(config)
+    head = infer_head(family, target.keys(), config)
+    class_name = TABLES[family].classes[head]
     batch = _verification_batch(config, head)
     twins = {}
     for backend in ("pt", "tf", "flax"):

@@ -11,10 +11,10 @@ import logging
 import os
 from typing import Any
 
-from .checkpoint import resolve_file
-from .tokenization_gpt2 import GPT2Tokenizer
-from .tokenization_gpt2_fast import GPT2TokenizerFast
-from .tokenization_utils import PreTrainedTokenizerBase, read_json
+from ..checkpoints.files import resolve_file
+from .base import PreTrainedTokenizerBase, read_json
+from .gpt2 import GPT2Tokenizer
+from .gpt2_fast import GPT2TokenizerFast
 
 __all__ = ["AutoTokenizer", "TOKENIZER_MAPPING"]
 

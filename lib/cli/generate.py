@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-from ._backends import BACKENDS
+from .._backends import BACKENDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,11 +37,11 @@ def run(args: argparse.Namespace) -> int:
 
 def generate(args: argparse.Namespace) -> None:
     """Load the tokenizer and the backend's causal LM, then generate with a TextStreamer on stdout."""
-    from .streamers import TextStreamer
-    from .tokenization_auto import AutoTokenizer
+    from ..generation.streamers import TextStreamer
+    from ..tokenization.auto import AutoTokenizer
 
     if args.prompt is None:  # one positional argument: the prompt, for the embedded model
-        from .demo import embedded_model_path
+        from ..demo.embedded import embedded_model_path
 
         args.model, args.prompt = embedded_model_path(), args.model
     hub = dict(revision=args.revision, local_files_only=args.local_files_only)

@@ -7,14 +7,14 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
+from .. import __version__
 
 # subcommand → (module, one-line help). The module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("twinformers.commands_convert", "convert a checkpoint between PyTorch, TensorFlow and Flax layouts"),
-    "inspect": ("twinformers.commands_inspect", "describe a checkpoint: family, size, dtypes, files, loadability"),
-    "generate": ("twinformers.commands_generate", "stream a continuation of a prompt with any backend"),
-    "demo": ("twinformers.commands_demo", "fine-tune, convert and run the embedded tiny GPT-2 in all three backends"),
+    "convert": ("twinformers.cli.convert", "convert a checkpoint between PyTorch, TensorFlow and Flax layouts"),
+    "inspect": ("twinformers.cli.inspect", "describe a checkpoint: family, size, dtypes, files, loadability"),
+    "generate": ("twinformers.cli.generate", "stream a continuation of a prompt with any backend"),
+    "demo": ("twinformers.cli.demo", "fine-tune, convert and run the embedded tiny GPT-2 in all three backends"),
 }
 
 

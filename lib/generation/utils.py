@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import GENERATION_CONFIG_NAME
-from .generation_config import GenerationConfig
-from .outputs import ModelOutput
+from ..checkpoints.files import GENERATION_CONFIG_NAME
+from ..outputs import ModelOutput
+from .config import GenerationConfig
 
 __all__ = [
     "GenerateDecoderOnlyOutput",

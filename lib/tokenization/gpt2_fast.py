@@ -12,9 +12,9 @@ import os
 import tempfile
 from typing import Any
 
-from .checkpoint import atomic_write_text
-from .tokenization_gpt2 import MERGES_FILE, VOCAB_FILE, load_bpe_files
-from .tokenization_utils import AddedToken, Encoded, PreTrainedTokenizerBase, as_added_token
+from ..checkpoints.files import atomic_write_text
+from .base import AddedToken, Encoded, PreTrainedTokenizerBase, as_added_token
+from .gpt2 import MERGES_FILE, VOCAB_FILE, load_bpe_files
 
 __all__ = ["GPT2TokenizerFast"]
 

@@ -11,8 +11,8 @@ import json
 import os
 from typing import Any
 
-from .checkpoint import GENERATION_CONFIG_NAME, atomic_write_text, resolve_file
-from .configuration import COMPATIBLE_TRANSFORMERS_VERSION
+from ..checkpoints.files import GENERATION_CONFIG_NAME, atomic_write_text, resolve_file
+from ..configuration import COMPATIBLE_TRANSFORMERS_VERSION
 
 __all__ = ["GenerationConfig"]
 

@@ -1,4 +1,4 @@
-"""`twinformers demo`: the whole library on the embedded tiny GPT-2, offline (see `twinformers.demo`)."""
+"""`twinformers demo`: the whole library on the embedded tiny GPT-2, offline (see `twinformers.demo.run`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: no C++ start-up chatter
-    from .demo import DemoSettings, format_summary, run_demo
+    from ..demo.run import DemoSettings, format_summary, run_demo
 
     for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--steps", args.steps)):
         if value is not None and value < 1:

@@ -26,8 +26,8 @@ from typing import Any
 
 import regex
 
-from .checkpoint import atomic_write_text
-from .tokenization_utils import AddedToken, Encoded, PreTrainedTokenizerBase, read_json
+from ..checkpoints.files import atomic_write_text
+from .base import AddedToken, Encoded, PreTrainedTokenizerBase, read_json
 
 __all__ = ["GPT2Tokenizer", "GPT2_SPLIT_PATTERN", "bytes_to_unicode", "load_bpe_files", "read_merges", "check_bpe"]
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import atomic_write_text, resolve_file
+from ..checkpoints.files import atomic_write_text, resolve_file
 
 __all__ = [
     "AddedToken",

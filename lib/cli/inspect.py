@@ -10,6 +10,9 @@ import sys
 
 import numpy as np
 
+from ..checkpoints.canonical import open_checkpoint
+from ..conversion.tables import TABLES, check_shapes, family_of, infer_head
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="checkpoint directory or Hugging Face Hub id")
@@ -29,19 +32,19 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(path: str, **hub: object) -> list[str]:
     """The report `twinformers inspect` prints, one line per fact."""
-    from . import conversion
-    from ._backends import BACKENDS
+    pass
+    from .._backends import BACKENDS
 
-    checkpoint = conversion.open_checkpoint(path, **hub)
+    checkpoint = open_checkpoint(path, **hub)
     config = checkpoint.config
     lines = [f"checkpoint: {path}"]
     if config is None:
         lines.append("config: none (no config.json: family and head unknown)")
         family = head = None
     else:
-        family = conversion.family_of(config)
-        head = conversion.infer_head(family, checkpoint.keys(), config)
-        lines.append(f"family: {family}   head: {head} ({conversion.TABLES[family].classes[head]})")
+        family = family_of(config)
+        head = infer_head(family, checkpoint.keys(), config)
+        lines.append(f"family: {family}   head: {head} ({TABLES[family].classes[head]})")
         lines.append(
             f"config: layers {config.num_hidden_layers}, hidden {config.hidden_size}, heads "
             f"{config.num_attention_heads}, vocab {config.vocab_size}, positions {config.max_position_embeddings}"
@@ -64,7 +67,7 @@ def describe(path: str, **hub: object) -> list[str]:
     if family is not None:
         lines.append("tied weights: " + ("lm_head.weight = transformer.wte.weight" if tied else "none"))
         try:
-            conversion.check_shapes(family, checkpoint.shapes(), config)
+            check_shapes(family, checkpoint.shapes(), config)
             lines.append("weights match config: yes")
         except ValueError as err:
             lines.append(f"weights match config: NO: {' '.join(str(err).split())}")

@@ -1,0 +1,240 @@
+"""Checkpoint files, framework-free: file names, locating files locally or on the Hub, atomic writes, dtypes,
+and the base of the lazy tensor-file readers.
+
+Everything here works on NumPy arrays. Writers write to a temporary file that is renamed into place only when
+complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+PT_WEIGHTS_NAME = "pytorch_model.bin"
+PT_WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
+TF_WEIGHTS_NAME = "tf_model.h5"
+TF_WEIGHTS_INDEX_NAME = "tf_model.h5.index.json"
+FLAX_WEIGHTS_NAME = "flax_model.msgpack"
+FLAX_WEIGHTS_INDEX_NAME = "flax_model.msgpack.index.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
+
+# Safetensors `__metadata__["format"]` values Hugging Face accepts on load.
+SAFETENSORS_FORMATS = ("pt", "tf", "flax", "mlx")
+
+
+class CheckpointError(OSError):
+    """A checkpoint file is missing, malformed or inconsistent; the message names the path."""
+
+
+# --------------------------------------------------------------------------------------------- resolving
+def resolve_file(
+    path_or_repo_id: str | os.PathLike,
+    filename: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    required: bool = True,
+) -> str | None:
+    """Local path of `filename` in a directory or a Hugging Face Hub repository.
+
+    A local directory is used as is. Anything else is treated as a Hub id and fetched through
+    `huggingface_hub` (which honours `HF_HUB_OFFLINE`, `HF_HOME` and `cache_dir`).
+
+    Returns:
+        The file's path, or None when it does not exist and `required` is False.
+    Raises:
+        CheckpointError: the file does not exist (and `required`), or the Hub could not be reached.
+    """
+    path_or_repo_id = str(path_or_repo_id)
+    if os.path.isdir(path_or_repo_id):
+        candidate = os.path.join(path_or_repo_id, filename)
+        if os.path.isfile(candidate):
+            return candidate
+        if required:
+            raise CheckpointError(f"{path_or_repo_id} has no file named {filename}")
+        return None
+    if os.path.exists(path_or_repo_id):
+        raise CheckpointError(f"{path_or_repo_id} is a file; expected a checkpoint directory or a Hub id")
+    if not _looks_like_repo_id(path_or_repo_id):
+        raise CheckpointError(f"{path_or_repo_id} is neither an existing directory nor a valid Hub repository id")
+    try:
+        import huggingface_hub
+        from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+    except ImportError as err:  # pragma: no cover - huggingface_hub is a core dependency
+        raise CheckpointError("loading from the Hub needs `pip install huggingface_hub`") from err
+    try:
+        return huggingface_hub.hf_hub_download(
+            path_or_repo_id, filename, revision=revision, cache_dir=cache_dir,
+            local_files_only=local_files_only, token=token,
+        )
+    except EntryNotFoundError:
+        if required:
+            raise CheckpointError(f"Hub repository {path_or_repo_id} has no file named {filename}") from None
+        return None
+    except LocalEntryNotFoundError as err:
+        if not required and local_files_only:
+            return None
+        raise CheckpointError(
+            f"could not find {filename} for {path_or_repo_id} in the local cache and could not reach the Hub "
+            f"(offline or HF_HUB_OFFLINE=1?): {err}"
+        ) from err
+    except Exception as err:  # RepositoryNotFoundError, RevisionNotFoundError, HTTP errors
+        raise CheckpointError(f"could not fetch {filename} from Hub repository {path_or_repo_id}: {err}") from err
+
+
+def _looks_like_repo_id(name: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?", name) is not None and ".." not in name
+
+
+# --------------------------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file beside `path`; it replaces `path` only if the block finishes without error."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_output(path, "w") as f:
+        f.write(text)
+
+
+# --------------------------------------------------------------------------------------------- dtypes
+def bfloat16_dtype() -> np.dtype:
+    """NumPy's bfloat16 (from `ml_dtypes`, which JAX and TensorFlow also use)."""
+    import ml_dtypes
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+
+
+
+Specs = Mapping[str, tuple[np.dtype, tuple[int, ...]]]
+Fetch = Callable[[str], np.ndarray]
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """`"float32"` → np.float32; `"bfloat16"` → ml_dtypes' bfloat16 (JAX's and TF's NumPy bfloat16)."""
+    if name == "bfloat16":
+        return bfloat16_dtype()
+    try:
+        return np.dtype(name)
+    except TypeError as err:
+        raise ValueError(f"unknown dtype {name!r}") from err
+
+
+class TensorFile(Mapping):
+    """Base of the lazy readers: subclasses fill `self._specs` (name → (dtype, shape)) and define `_read`."""
+
+    path: str
+    _specs: dict[str, tuple[np.dtype, tuple[int, ...]]]
+
+    def _read(self, key: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._specs:
+            raise KeyError(f"{self.path} has no tensor {key!r}")
+        return self._read(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._specs[key][1]
+
+    def dtype(self, key: str) -> np.dtype:
+        return self._specs[key][0]
+
+    def nbytes(self, key: str) -> int:
+        dtype, shape = self._specs[key]
+        return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+    def read_into(self, key: str, out: np.ndarray) -> None:
+        """Copy tensor `key` into `out` (same dtype and shape). Readers that can use plain file reads
+        override this, so converting a big file does not leave its memory map resident."""
+        self._check_out(key, out)
+        np.copyto(out, self[key])
+
+    def _check_out(self, key: str, out: np.ndarray) -> None:
+        if key not in self._specs:
+            raise KeyError(f"{self.path} has no tensor {key!r}")
+        dtype, shape = self._specs[key]
+        if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+            raise ValueError(
+                f"{self.path}: cannot read {key!r} {dtype}{list(shape)} into a {out.dtype}{list(out.shape)} array"
+            )
+
+
+
+
+# --------------------------------------------------------------------------------------------- writing
+def check_array(array: np.ndarray, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
+        raise ValueError(
+            f"tensor {name!r} is {array.dtype}{list(array.shape)}, expected {np.dtype(dtype)}{list(shape)}"
+        )
+    return array
+
+
+def iter_blocks(
+    specs: Mapping[str, tuple[np.dtype, tuple[int, ...]]], fetch: Callable[[str], Any], name: str
+) -> Iterator[np.ndarray]:
+    """The tensor as row blocks: `fetch` may return one array or an iterator of blocks (see
+    `write_safetensors`); every block is checked against the spec."""
+    dtype, shape = specs[name]
+    value = fetch(name)
+    if not isinstance(value, Iterator):
+        yield check_array(np.asarray(value), name, dtype, shape)
+        return
+    rows = 0
+    for block in value:
+        block = np.ascontiguousarray(block)
+        if block.dtype != np.dtype(dtype) or block.shape[1:] != tuple(shape[1:]):
+            raise ValueError(f"a block of {name!r} is {block.dtype}{list(block.shape)}, expected rows of "
+                             f"{np.dtype(dtype)}{list(shape)}")
+        rows += block.shape[0]
+        yield block
+    if rows != shape[0]:
+        raise ValueError(f"tensor {name!r} got {rows} rows, expected {shape[0]}")
+
+
+
+
+# --------------------------------------------------------------------------------------------- sharded files
+def _write_via(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Run `write(file_object)` on a temporary file beside `path`, renamed into place only on success."""
+    with atomic_output(path, mode) as f:
+        write(f)
+
+
+def _check_specs(specs: Specs, fetch: Fetch, name: str) -> np.ndarray:
+    """The whole tensor (blocks are joined: for writers that need it at once)."""
+    blocks = list(iter_blocks(specs, fetch, name))
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)

@@ -1,0 +1,101 @@
+"""`pytorch_model.bin`: a `torch.save` zip of a plain dict of tensors, read with `weights_only=True` and
+memory-mapped (needs torch), and written from `specs` and a `fetch(name)` callback.
+"""
+
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .files import CheckpointError, Fetch, Specs, TensorFile, _check_specs, _write_via, bfloat16_dtype, numpy_dtype
+
+
+# --------------------------------------------------------------------------------------------- pytorch_model.bin
+class TorchBinFile(TensorFile):
+    """`pytorch_model.bin` read with `torch.load(weights_only=True, mmap=True)`; values are NumPy views.
+
+    Tied entries (`lm_head.weight` sharing `transformer.wte.weight`'s storage) are kept, as in the file.
+
+    Raises:
+        ImportError: torch is not installed (install `twinformers[pt]` or convert the file first).
+        CheckpointError: the file is corrupt, or its pickle needs more than tensors in a dict.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        try:
+            import torch
+        except ImportError as err:
+            raise ImportError(
+                f"reading {self.path} needs PyTorch (pytorch_model.bin is a torch pickle): "
+                "pip install 'twinformers[pt]', or use a safetensors checkpoint"
+            ) from err
+        if not os.path.isfile(self.path):
+            raise CheckpointError(f"checkpoint file not found: {self.path}")
+        try:
+            try:
+                state_dict = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):
+                    raise
+                # Pre-1.6 (non-zip) torch files cannot be memory-mapped; read them whole.
+                state_dict = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as err:  # UnpicklingError for non-weight pickles, RuntimeError for corrupt zips
+            raise CheckpointError(
+                f"cannot read {self.path} as weights only (torch.load(weights_only=True) failed; the file is "
+                f"corrupt or its pickle needs more than tensors): {str(err).splitlines()[0]}"
+            ) from err
+        if not isinstance(state_dict, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
+        ):
+            raise CheckpointError(f"{self.path} does not hold a plain dict of named tensors")
+        self._torch = torch
+        self._tensors = state_dict
+        self._specs = {k: (_torch_numpy_dtype(v.dtype, self.path, k), tuple(v.shape)) for k, v in state_dict.items()}
+
+    def _read(self, key: str) -> np.ndarray:
+        tensor = self._tensors[key].detach()
+        if tensor.dtype == self._torch.bfloat16:
+            # NumPy has no bfloat16 of its own: reinterpret the same bits as ml_dtypes.bfloat16 (no copy).
+            return tensor.view(self._torch.int16).numpy().view(bfloat16_dtype())
+        return tensor.numpy()
+
+
+def _torch_numpy_dtype(dtype: Any, path: str, key: str) -> np.dtype:
+    name = str(dtype).removeprefix("torch.")
+    if name not in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"):
+        raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {name}")
+    return numpy_dtype(name)
+
+
+
+
+def write_pytorch_bin(path: str | os.PathLike, specs: Specs, fetch: Fetch, aliases: Mapping[str, str] = {}) -> None:  # noqa: B006
+    """Write `pytorch_model.bin` (`torch.save` of a dict of tensors, as Hugging Face does).
+
+    Unlike the other writers this holds every tensor of the file at once (torch.save pickles one dict), so
+    write it in shards to bound memory.
+
+    Args:
+        aliases: key → key it shares storage with (the tied `lm_head.weight` → `transformer.wte.weight`);
+            stored once, as torch.save does for tied parameters.
+    """
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError("writing pytorch_model.bin needs PyTorch: pip install 'twinformers[pt]'") from err
+    tensors: dict[str, Any] = {}
+    for name in specs:
+        if name in aliases:
+            continue
+        array = np.ascontiguousarray(_check_specs(specs, fetch, name))
+        if array.dtype == bfloat16_dtype():
+            tensors[name] = torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
+        else:
+            tensors[name] = torch.from_numpy(array.copy())
+    state_dict = {}
+    for name in specs:  # keep the caller's order, tied copies included
+        state_dict[name] = tensors[aliases[name]] if name in aliases else tensors[name]
+    _write_via(path, lambda f: torch.save(state_dict, f))
