@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from typing import Any
 
@@ -23,6 +24,8 @@ __all__ = [
     "CONFIG_MAPPING",
     "CONFIG_NAME",
     "COMPATIBLE_TRANSFORMERS_VERSION",
+    "classifier_dropout",
+    "residual_init_std",
 ]
 
 CONFIG_NAME = "config.json"
@@ -584,3 +587,14 @@ class AutoConfig:
         config_file = path if os.path.isfile(path) else resolve_file(path, CONFIG_NAME, **resolve_kwargs)
         model_type = _read_json(config_file).get("model_type")
         return cls.config_class(model_type, config_file).from_pretrained(config_file, **kwargs)
+
+
+def classifier_dropout(config: PretrainedConfig) -> float:
+    """Dropout before a token-classification head: `config.classifier_dropout` when set, else 0.1 (as HF)."""
+    rate = getattr(config, "classifier_dropout", None)
+    return 0.1 if rate is None else float(rate)
+
+
+def residual_init_std(config: PretrainedConfig) -> float:
+    """GPT-2's scaled init of the residual projections (`c_proj`): initializer_range / √(2·n_layer)."""
+    return config.initializer_range / math.sqrt(2 * config.num_hidden_layers)

@@ -53,7 +53,6 @@ __all__ = [
     "cross_entropy_loss",
     "question_answering_loss",
     "pool_last_token",
-    "classifier_dropout",
 ]
 
 
@@ -493,12 +492,6 @@ def pool_last_token(
         positions = torch.arange(seq_len, device=logits.device)
         last = ((input_ids.to(logits.device) != pad_token_id).long() * positions).argmax(-1)
     return logits[torch.arange(batch_size, device=logits.device), last]
-
-
-def classifier_dropout(config: PretrainedConfig) -> float:
-    """Dropout before a token-classification head: `config.classifier_dropout` when set, else 0.1 (as HF)."""
-    rate = getattr(config, "classifier_dropout", None)
-    return 0.1 if rate is None else float(rate)
 
 
 def numpy_view(tensor: torch.Tensor) -> np.ndarray:
