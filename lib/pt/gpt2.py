@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from ..configuration import GPT2Config
+from ..configuration import GPT2Config, residual_init_std
 from ..outputs import (
     BaseModelOutputWithPastAndCrossAttentions,
     CausalLMOutputWithCrossAttentions,
@@ -244,8 +244,7 @@ class GPT2PreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         # GPT-2's scaled init of the residual projections: N(0, initializer_range / √(2·n_layer)).
         if isinstance(module, (GPT2Attention, GPT2MLP)):
-            std = self.config.initializer_range / (2 * self.config.n_layer) ** 0.5
-            module.c_proj.weight.data.normal_(mean=0.0, std=std)
+            module.c_proj.weight.data.normal_(mean=0.0, std=residual_init_std(self.config))
 
 
 class GPT2Model(GPT2PreTrainedModel):

@@ -11,15 +11,13 @@ import math
 import keras
 import tensorflow as tf
 
-from ..configuration import GPT2Config
+from ..configuration import GPT2Config, residual_init_std
 from ..outputs import (
     BaseModelOutputWithPastAndCrossAttentions,
     CausalLMOutputWithCrossAttentions,
     GPT2DoubleHeadsModelOutput,
-    QuestionAnsweringModelOutput,
-    SequenceClassifierOutputWithPast,
-    TokenClassifierOutput,
 )
+from .heads import ModelForQuestionAnswering, ModelForSequenceClassification, ModelForTokenClassification
 from .modeling_utils import PreTrainedModel
 from .ops import (
     Conv1D,
@@ -32,7 +30,6 @@ from .ops import (
     causal_table,
     check_ids,
     check_inputs,
-    classifier_dropout,
     cross_entropy_loss,
     default_position_ids,
     expand_head_mask,
@@ -42,10 +39,6 @@ from .ops import (
     pack_presents,
     padding_mask,
     past_length,
-    pool_last_token,
-    question_answering_loss,
-    residual_init_std,
-    sequence_classification_loss,
     shape_list,
     split_heads,
     static_cache_index,
@@ -93,7 +86,7 @@ class GPT2Attention(keras.layers.Layer):
         else:
             self.c_attn = Conv1D(3 * self.embed_dim, self.embed_dim, std, name="c_attn")
         # GPT-2's scaled init of the residual projections: N(0, initializer_range / √(2·n_layer)).
-        self.c_proj = Conv1D(self.embed_dim, self.embed_dim, residual_init_std(std, config.n_layer), name="c_proj")
+        self.c_proj = Conv1D(self.embed_dim, self.embed_dim, residual_init_std(config), name="c_proj")
         self.attn_dropout = keras.layers.Dropout(config.attn_pdrop, name="attn_dropout")
         self.resid_dropout = keras.layers.Dropout(config.resid_pdrop, name="resid_dropout")
         # Hugging Face's name for the causal table; a constant, not a variable, so it is not in the weights.
@@ -146,7 +139,7 @@ class GPT2MLP(keras.layers.Layer):
         super().__init__(**kwargs)
         std = config.initializer_range
         self.c_fc = Conv1D(intermediate_size, config.n_embd, std, name="c_fc")
-        self.c_proj = Conv1D(config.n_embd, intermediate_size, residual_init_std(std, config.n_layer), name="c_proj")
+        self.c_proj = Conv1D(config.n_embd, intermediate_size, residual_init_std(config), name="c_proj")
         self.act = get_activation(config.activation_function)
         self.dropout = keras.layers.Dropout(config.resid_pdrop, name="dropout")
 
@@ -487,149 +480,22 @@ class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-class GPT2ForSequenceClassification(GPT2PreTrainedModel):
+class GPT2ForSequenceClassification(ModelForSequenceClassification, GPT2PreTrainedModel):
     """GPT-2 with a bias-free linear `score` head on the last non-padding token."""
 
-    def __init__(self, config: GPT2Config, **kwargs) -> None:
-        super().__init__(config, **kwargs)
-        self.num_labels = config.num_labels
-        self.transformer = GPT2Model(config, name="transformer")
-        self.score = keras.layers.Dense(self.num_labels, use_bias=False,
-                                        kernel_initializer=init_normal(config.initializer_range), name="score")
-
-    def call(
-        self,
-        input_ids: Tensor | None = None,
-        past_key_values: PastKeyValues | None = None,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        position_ids: Tensor | None = None,
-        head_mask: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-        labels: Tensor | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        training: bool = False,
-    ) -> SequenceClassifierOutputWithPast | tuple:
-        """As `GPT2Model.call`, plus `labels`: (B,) class ids, (B,) or (B, num_labels) floats for
-        regression, (B, num_labels) 0/1 for multi-label. Returns logits (B, num_labels)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits = self.score(transformer_outputs.last_hidden_state)  # (B, T, num_labels)
-        pooled_logits = pool_last_token(logits, input_ids, self.config.pad_token_id, type(self).__name__)
-        loss = sequence_classification_loss(pooled_logits, labels, self.config) if labels is not None else None
-        output = SequenceClassifierOutputWithPast(
-            loss=loss,
-            logits=pooled_logits,
-            past_key_values=transformer_outputs.past_key_values,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    base_model_class = GPT2Model
 
 
-class GPT2ForTokenClassification(GPT2PreTrainedModel):
+class GPT2ForTokenClassification(ModelForTokenClassification, GPT2PreTrainedModel):
     """GPT-2 with dropout and a linear `classifier` on every token."""
 
-    def __init__(self, config: GPT2Config, **kwargs) -> None:
-        super().__init__(config, **kwargs)
-        self.num_labels = config.num_labels
-        self.transformer = GPT2Model(config, name="transformer")
-        self.dropout = keras.layers.Dropout(classifier_dropout(config), name="dropout")
-        self.classifier = keras.layers.Dense(
-            config.num_labels, kernel_initializer=init_normal(config.initializer_range), name="classifier"
-        )
-
-    def call(
-        self,
-        input_ids: Tensor | None = None,
-        past_key_values: PastKeyValues | None = None,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        position_ids: Tensor | None = None,
-        head_mask: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-        labels: Tensor | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        training: bool = False,
-    ) -> TokenClassifierOutput | tuple:
-        """As `GPT2Model.call`, plus `labels` (B, T) class ids (-100 ignored). Returns logits
-        (B, T, num_labels)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        hidden_states = self.dropout(transformer_outputs.last_hidden_state)
-        logits = self.classifier(hidden_states)
-        loss = cross_entropy_loss(logits, labels) if labels is not None else None
-        output = TokenClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    base_model_class = GPT2Model
 
 
-class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
+class GPT2ForQuestionAnswering(ModelForQuestionAnswering, GPT2PreTrainedModel):
     """GPT-2 with a linear `qa_outputs` head giving span start and end scores per token."""
 
-    label_names = ("start_positions", "end_positions")
-
-    def __init__(self, config: GPT2Config, **kwargs) -> None:
-        super().__init__(config, **kwargs)
-        self.num_labels = config.num_labels
-        self.transformer = GPT2Model(config, name="transformer")
-        self.qa_outputs = keras.layers.Dense(2, kernel_initializer=init_normal(config.initializer_range),
-                                             name="qa_outputs")
-
-    def call(
-        self,
-        input_ids: Tensor | None = None,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        position_ids: Tensor | None = None,
-        head_mask: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-        start_positions: Tensor | None = None,
-        end_positions: Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        training: bool = False,
-    ) -> QuestionAnsweringModelOutput | tuple:
-        """As `GPT2Model.call` (no cache), plus `start_positions`/`end_positions` (B,) span targets,
-        clamped to the sequence. Returns start_logits and end_logits (B, T)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, None, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache=False, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits = self.qa_outputs(transformer_outputs.last_hidden_state)  # (B, T, 2)
-        start_logits, end_logits = tf.unstack(logits, axis=-1)
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
-        output = QuestionAnsweringModelOutput(
-            loss=loss,
-            start_logits=start_logits,
-            end_logits=end_logits,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    base_model_class = GPT2Model
 
 
 GPT2ForCausalLM = GPT2LMHeadModel

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -57,9 +56,7 @@ __all__ = [
     "cross_entropy_loss",
     "question_answering_loss",
     "pool_last_token",
-    "classifier_dropout",
     "init_normal",
-    "residual_init_std",
 ]
 
 
@@ -618,17 +615,6 @@ def pool_last_token(
     return tf.gather(logits, last, batch_dims=1)
 
 
-def classifier_dropout(config: PretrainedConfig) -> float:
-    """Dropout before a token-classification head: `config.classifier_dropout` when set, else 0.1 (as HF)."""
-    rate = getattr(config, "classifier_dropout", None)
-    return 0.1 if rate is None else float(rate)
-
-
 def init_normal(std: float) -> keras.initializers.Initializer:
     """N(0, std²) initializer (the PyTorch twin applies the same one in `_init_weights`)."""
     return keras.initializers.RandomNormal(mean=0.0, stddev=std)
-
-
-def residual_init_std(initializer_range: float, num_layers: int) -> float:
-    """GPT-2's scaled init of residual projections: initializer_range / √(2·n_layer)."""
-    return initializer_range / math.sqrt(2 * num_layers)
