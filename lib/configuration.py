@@ -26,6 +26,7 @@ __all__ = [
     "COMPATIBLE_TRANSFORMERS_VERSION",
     "classifier_dropout",
     "residual_init_std",
+    "resolve_model_config",
 ]
 
 CONFIG_NAME = "config.json"
@@ -598,3 +599,31 @@ def classifier_dropout(config: PretrainedConfig) -> float:
 def residual_init_std(config: PretrainedConfig) -> float:
     """GPT-2's scaled init of the residual projections (`c_proj`): initializer_range / √(2·n_layer)."""
     return config.initializer_range / math.sqrt(2 * config.num_hidden_layers)
+
+
+def resolve_model_config(
+    model_name: str,
+    config_class: type[PretrainedConfig],
+    path: str,
+    config: PretrainedConfig | str | os.PathLike | None,
+    hub: dict[str, Any],
+    config_kwargs: dict[str, Any],
+) -> PretrainedConfig:
+    """The config a model's `from_pretrained(path, config=..., **config_kwargs)` builds, in every backend.
+
+    `config` None or a path: read it (or `path`'s config.json) with `config_kwargs` as overrides; a config object:
+    a copy with the overrides applied. Keyword arguments that are no config attribute raise TypeError naming
+    `model_name.from_pretrained`. The result's `name_or_path` is `path`.
+    """
+    if config is None or isinstance(config, (str, os.PathLike)):
+        config, unused = config_class.from_pretrained(
+            config if config is not None else path, return_unused_kwargs=True, **hub, **config_kwargs
+        )
+    else:
+        config = copy.deepcopy(config)
+        unused = {k: v for k, v in config_kwargs.items() if not hasattr(config, k)}
+        config.update({k: v for k, v in config_kwargs.items() if k not in unused})
+    if unused:
+        raise TypeError(f"{model_name}.from_pretrained got unexpected keyword arguments {sorted(unused)}")
+    config.name_or_path = path
+    return config

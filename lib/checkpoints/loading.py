@@ -15,10 +15,20 @@ both sides, so missing / unexpected keys are reported identically whatever the b
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Mapping, Sequence
 
-__all__ = ["LoadPlan", "plan_load", "IGNORABLE_BUFFERS", "fix_legacy_key", "shape_mismatch_error"]
+__all__ = [
+    "LoadPlan",
+    "plan_load",
+    "tied_head_keys",
+    "IGNORABLE_BUFFERS",
+    "fix_legacy_key",
+    "shape_mismatch_error",
+]
+
+logger = logging.getLogger(__name__)
 
 # Non-persistent causal-mask buffers that checkpoints written by older transformers releases still carry.
 # They hold no learned values (the twins build their masks from `model_math`), so loading ignores them.
@@ -55,6 +65,22 @@ class LoadPlan:
             "mismatched_keys": [],
             "error_msgs": [],
         }
+
+    def report(self, model_name: str) -> dict[str, list]:
+        """Log missing and unexpected keys as Hugging Face does, and return `loading_info()`."""
+        if self.missing_keys:
+            logger.warning("Some weights of %s were not in the checkpoint and are newly initialized: %s",
+                           model_name, self.missing_keys)
+        if self.unexpected_keys:
+            logger.warning("Some weights of the checkpoint were not used by %s: %s", model_name, self.unexpected_keys)
+        return self.loading_info()
+
+
+def tied_head_keys(has_lm_head: bool, tie_word_embeddings: bool, base_model_prefix: str = "transformer"
+                   ) -> dict[str, str]:
+    """The `tied_keys` argument of `plan_load`, the one tying rule of every twin: a model with an LM head
+    (`can_generate()`) and `config.tie_word_embeddings` shares `lm_head.weight` with the token embedding."""
+    return {"lm_head.weight": f"{base_model_prefix}.wte.weight"} if has_lm_head and tie_word_embeddings else {}
 
 
 def fix_legacy_key(key: str) -> str:

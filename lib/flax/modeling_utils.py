@@ -25,12 +25,12 @@ import numpy as np
 from ..checkpoints.canonical import open_checkpoint
 from ..checkpoints.files import FLAX_WEIGHTS_NAME, SAFE_WEIGHTS_NAME
 from ..checkpoints.flax_msgpack import write_flax_msgpack
-from ..checkpoints.loading import plan_load
+from ..checkpoints.loading import plan_load, tied_head_keys
 from ..checkpoints.safetensors import write_safetensors
 from ..checkpoints.sharding import save_sharded
-from ..configuration import PretrainedConfig
+from ..configuration import PretrainedConfig, resolve_model_config
 from ..conversion.tables import Transform, expected_shapes, family_of, head_of, plan_from_backend
-from ..generation.config import GenerationConfig
+from ..generation.config import save_generation_config
 from . import ops
 from .generation import GenerationMixin
 from .ops import StaticCache
@@ -410,17 +410,7 @@ class PreTrainedModel(GenerationMixin):
         """
         path = os.fspath(pretrained_model_name_or_path)
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
-        if config is None or isinstance(config, (str, os.PathLike)):
-            config, unused = cls.config_class.from_pretrained(
-                config if config is not None else path, return_unused_kwargs=True, **hub, **config_kwargs
-            )
-        else:
-            config = copy.deepcopy(config)
-            unused = {k: v for k, v in config_kwargs.items() if not hasattr(config, k)}
-            config.update({k: v for k, v in config_kwargs.items() if k not in unused})
-        if unused:
-            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments {sorted(unused)}")
-        config.name_or_path = path
+        config = resolve_model_config(cls.__name__, cls.config_class, path, config, hub, config_kwargs)
 
         weights = open_checkpoint(path, prefer="msgpack", **hub)
         model = cls(config, *model_args, input_shape=input_shape, seed=seed, dtype=dtype, _do_init=False)
@@ -444,12 +434,11 @@ class PreTrainedModel(GenerationMixin):
         plan = self._canonical_plan()
         model_shapes = {key: transform.canonical_shape(tuple(shape_tree[path].shape))
                         for path, (key, transform) in plan.items()}
-        tied = self.can_generate() and self.config.tie_word_embeddings and "lm_head.weight" not in model_shapes
         load = plan_load(
             model_shapes,
             weights.shapes(),
             base_model_prefix=self.base_model_prefix,
-            tied_keys={"lm_head.weight": "transformer.wte.weight"} if tied else {},
+            tied_keys=tied_head_keys(self.can_generate(), self.config.tie_word_embeddings, self.base_model_prefix),
         )
         flat: dict[str, Array] = {}
         for path, (key, transform) in plan.items():
@@ -471,12 +460,7 @@ class PreTrainedModel(GenerationMixin):
         if load.missing_keys:
             random = flatten_params(self.init_weights(self.key, self.input_shape))
             flat.update({path: random[path] for path in shape_tree if path not in flat})
-            logger.warning("Some weights of %s were not in the checkpoint and are newly initialized: %s",
-                           type(self).__name__, load.missing_keys)
-        if load.unexpected_keys:
-            logger.warning("Some weights of the checkpoint were not used by %s: %s",
-                           type(self).__name__, load.unexpected_keys)
-        return unflatten_params({path: flat[path] for path in shape_tree}), load.loading_info()
+        return unflatten_params({path: flat[path] for path in shape_tree}), load.report(type(self).__name__)
 
     # ----------------------------------------------------------------------------------------- saving
     def save_pretrained(
@@ -507,7 +491,7 @@ class PreTrainedModel(GenerationMixin):
         config = copy.deepcopy(self.config)
         config.architectures = [type(self).__name__]
         if self.can_generate():
-            GenerationConfig.from_model_config(config).save_pretrained(save_directory)
+            save_generation_config(config, save_directory)
         config.save_pretrained(save_directory)
 
         flat = flatten_params(params)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from typing import Any
 
 from ..checkpoints.files import GENERATION_CONFIG_NAME, atomic_write_text, resolve_file
-from ..configuration import COMPATIBLE_TRANSFORMERS_VERSION
+from ..configuration import COMPATIBLE_TRANSFORMERS_VERSION, GENERATION_DEFAULTS
 
-__all__ = ["GenerationConfig"]
+__all__ = ["GenerationConfig", "save_generation_config"]
 
 # Every field with Hugging Face's default. Only values that differ are written to generation_config.json.
 _DEFAULTS: dict[str, Any] = {
@@ -213,3 +214,33 @@ class GenerationConfig:
 
     def __repr__(self) -> str:
         return f"GenerationConfig {self.to_json_string()}"
+
+
+# Generation ids Hugging Face copies from the model config into generation_config.json when set.
+_GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def save_generation_config(config: Any, save_directory: str | os.PathLike) -> None:
+    """What every twin's `save_pretrained` writes for a model that generates, as Hugging Face does.
+
+    `generation_config.json` gets the special-token ids `config` sets and every generation key `config` holds at
+    a non-default value; those keys are MOVED: set to None in `config` (the copy about to become config.json),
+    with Hugging Face's warning.
+    """
+    generation = {"_from_model_config": True}
+    generation.update({k: getattr(config, k) for k in _GENERATION_IDS if getattr(config, k, None) is not None})
+    moved = {k: getattr(config, k) for k, v in GENERATION_DEFAULTS.items() if getattr(config, k) != v}
+    if moved:
+        warnings.warn(
+            f"Moving the following attributes in the config to the generation config: {moved}. You are "
+            "seeing this warning because you've set generation parameters in the model config, as "
+            "opposed to in the generation config.",
+            UserWarning,
+            stacklevel=3,
+        )
+        for key in moved:
+            setattr(config, key, None)
+    generation.update(moved)
+    generation["transformers_version"] = COMPATIBLE_TRANSFORMERS_VERSION
+    atomic_write_text(os.path.join(save_directory, GENERATION_CONFIG_NAME),
+                      json.dumps(generation, indent=2, sort_keys=True) + "\n")

@@ -9,11 +9,9 @@ no resident memory map), so the peak resident memory above the imports stays abo
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,17 +22,16 @@ from torch.utils.checkpoint import checkpoint
 
 from ..checkpoints.canonical import CanonicalCheckpoint, open_checkpoint
 from ..checkpoints.files import (
-    GENERATION_CONFIG_NAME,
     PT_WEIGHTS_INDEX_NAME,
     PT_WEIGHTS_NAME,
     SAFE_WEIGHTS_NAME,
     atomic_output,
-    atomic_write_text,
 )
-from ..checkpoints.loading import plan_load
+from ..checkpoints.loading import plan_load, tied_head_keys
 from ..checkpoints.safetensors import write_safetensors
 from ..checkpoints.sharding import read_index, save_sharded, write_index
-from ..configuration import COMPATIBLE_TRANSFORMERS_VERSION, GENERATION_DEFAULTS, PretrainedConfig
+from ..configuration import PretrainedConfig, resolve_model_config
+from ..generation.config import save_generation_config
 from .generation import GenerationMixin
 from .ops import Conv1D, from_numpy, numpy_view
 
@@ -45,8 +42,6 @@ __all__ = ["PreTrainedModel", "ATTN_IMPLEMENTATIONS"]
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 _FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
                  "float64": torch.float64}
-# Generation ids Hugging Face copies from the model config into generation_config.json when set.
-_GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
 
 class PreTrainedModel(nn.Module, GenerationMixin):
@@ -256,19 +251,9 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         """
         path = os.fspath(pretrained_model_name_or_path)
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
-        if config is None or isinstance(config, (str, os.PathLike)):
-            config, unused = cls.config_class.from_pretrained(
-                config if config is not None else path, return_unused_kwargs=True, **hub, **config_kwargs
-            )
-        else:
-            config = copy.deepcopy(config)
-            unused = {k: v for k, v in config_kwargs.items() if not hasattr(config, k)}
-            config.update({k: v for k, v in config_kwargs.items() if k not in unused})
-        if unused:
-            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments {sorted(unused)}")
+        config = resolve_model_config(cls.__name__, cls.config_class, path, config, hub, config_kwargs)
         if attn_implementation is not None:
             config._attn_implementation = attn_implementation
-        config.name_or_path = path
 
         weights = open_checkpoint(path, **hub)
         dtype = _resolve_dtype(torch_dtype, config, weights)
@@ -286,7 +271,7 @@ class PreTrainedModel(nn.Module, GenerationMixin):
             {name: tuple(p.shape) for name, p in self.named_parameters(remove_duplicate=False)},
             weights.shapes(),
             base_model_prefix=self.base_model_prefix,
-            tied_keys=self._tied_parameter_names(),
+            tied_keys=tied_head_keys(self.can_generate(), self.config.tie_word_embeddings, self.base_model_prefix),
         )
         materialized = {}
         for name, param in parameters.items():
@@ -311,24 +296,7 @@ class PreTrainedModel(nn.Module, GenerationMixin):
                 else:
                     materialized[name].data.copy_(from_numpy(weights[key]))
         self.tie_weights()
-        if plan.missing_keys:
-            logger.warning("Some weights of %s were not in the checkpoint and are newly initialized: %s",
-                           type(self).__name__, plan.missing_keys)
-        if plan.unexpected_keys:
-            logger.warning("Some weights of the checkpoint were not used by %s: %s",
-                           type(self).__name__, plan.unexpected_keys)
-        return plan.loading_info()
-
-    def _tied_parameter_names(self) -> dict[str, str]:
-        """Alias → the first name of every parameter registered under several names (the tied lm_head)."""
-        first: dict[int, str] = {}
-        tied = {}
-        for name, param in self.named_parameters(remove_duplicate=False):
-            if id(param) in first:
-                tied[name] = first[id(param)]
-            else:
-                first[id(param)] = name
-        return tied
+        return plan.report(type(self).__name__)
 
     # ----------------------------------------------------------------------------------------- saving
     def save_pretrained(
@@ -356,23 +324,7 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         config.architectures = [type(self).__name__]
         config.torch_dtype = str(self.dtype).removeprefix("torch.")
         if self.can_generate():
-            generation = {"_from_model_config": True}
-            generation.update({k: getattr(config, k) for k in _GENERATION_IDS if getattr(config, k) is not None})
-            moved = {k: getattr(config, k) for k, v in GENERATION_DEFAULTS.items() if getattr(config, k) != v}
-            if moved:
-                warnings.warn(
-                    f"Moving the following attributes in the config to the generation config: {moved}. You are "
-                    "seeing this warning because you've set generation parameters in the model config, as "
-                    "opposed to in the generation config.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-                for key in moved:
-                    setattr(config, key, None)
-            generation.update(moved)
-            generation["transformers_version"] = COMPATIBLE_TRANSFORMERS_VERSION
-            atomic_write_text(os.path.join(save_directory, GENERATION_CONFIG_NAME),
-                              json.dumps(generation, indent=2, sort_keys=True) + "\n")
+            save_generation_config(config, save_directory)
         config.save_pretrained(save_directory)
 
         state_dict = self.state_dict() if state_dict is None else state_dict

@@ -27,12 +27,12 @@ import tensorflow as tf
 from ..checkpoints.canonical import open_checkpoint
 from ..checkpoints.files import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME
 from ..checkpoints.keras_h5 import keras_model_name, write_tf_h5
-from ..checkpoints.loading import plan_load
+from ..checkpoints.loading import plan_load, tied_head_keys
 from ..checkpoints.safetensors import write_safetensors
 from ..checkpoints.sharding import plan_shards, save_sharded
-from ..configuration import PretrainedConfig
+from ..configuration import PretrainedConfig, resolve_model_config
 from ..conversion.tables import Transform, family_of, plan_from_backend, plan_to_backend
-from ..generation.config import GenerationConfig
+from ..generation.config import save_generation_config
 from ..outputs import OUTPUT_CLASSES, ModelOutput
 from .generation import GenerationMixin
 
@@ -256,17 +256,7 @@ class PreTrainedModel(keras.Model, GenerationMixin):
         """
         path = os.fspath(pretrained_model_name_or_path)
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
-        if config is None or isinstance(config, (str, os.PathLike)):
-            config, unused = cls.config_class.from_pretrained(
-                config if config is not None else path, return_unused_kwargs=True, **hub, **config_kwargs
-            )
-        else:
-            config = copy.deepcopy(config)
-            unused = {k: v for k, v in config_kwargs.items() if not hasattr(config, k)}
-            config.update({k: v for k, v in config_kwargs.items() if k not in unused})
-        if unused:
-            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments {sorted(unused)}")
-        config.name_or_path = path
+        config = resolve_model_config(cls.__name__, cls.config_class, path, config, hub, config_kwargs)
 
         prefer = "h5" if importlib.util.find_spec("torch") is None else None
         weights = open_checkpoint(path, prefer=prefer, **hub)
@@ -288,13 +278,11 @@ class PreTrainedModel(keras.Model, GenerationMixin):
         """Assign every variable the checkpoint holds (canonical key → NumPy, read lazily, one at a time)."""
         plan = self._canonical_plan()
         model_shapes = {key: transform.canonical_shape(tuple(var.shape)) for var, key, transform in plan.values()}
-        # A tied LM head owns no variable: the checkpoint's `lm_head.weight` (in .bin files) is the embedding.
-        tied = getattr(self.get_output_embeddings(), "embedding", None) is not None
         load = plan_load(
             model_shapes,
             weights.shapes(),
             base_model_prefix=self.base_model_prefix,
-            tied_keys={"lm_head.weight": f"{self.base_model_prefix}.wte.weight"} if tied else {},
+            tied_keys=tied_head_keys(self.can_generate(), self.config.tie_word_embeddings, self.base_model_prefix),
         )
         for var, key, transform in plan.values():
             if key not in load.mapping:
@@ -308,13 +296,7 @@ class PreTrainedModel(keras.Model, GenerationMixin):
                 array = transform.to_backend(weights[source])
             var.assign(np.asarray(array, dtype=var.dtype))
             del array  # one host copy at a time
-        if load.missing_keys:
-            logger.warning("Some weights of %s were not in the checkpoint and are newly initialized: %s",
-                           type(self).__name__, load.missing_keys)
-        if load.unexpected_keys:
-            logger.warning("Some weights of the checkpoint were not used by %s: %s",
-                           type(self).__name__, load.unexpected_keys)
-        return load.loading_info()
+        return load.report(type(self).__name__)
 
     # ----------------------------------------------------------------------------------------- saving
     def save_pretrained(
@@ -342,7 +324,7 @@ class PreTrainedModel(keras.Model, GenerationMixin):
         config = copy.deepcopy(self.config)
         config.architectures = [type(self).__name__]  # the PyTorch class name, as Hugging Face TF writes
         if self.can_generate():
-            GenerationConfig.from_model_config(config).save_pretrained(save_directory)
+            save_generation_config(config, save_directory)
         config.save_pretrained(save_directory)
 
         canonical = {key: (var, transform) for var, key, transform in plan.values()}
