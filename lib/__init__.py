@@ -13,19 +13,12 @@ import importlib
 from typing import Any
 
 from ._backends import BACKENDS, require_backend
+from .conversion.tables import AUTO_CLASSES, TABLES, model_classes
 
 __version__ = "0.1.0"
 
-MODEL_CLASSES = (
-    "GPT2Model", "GPT2LMHeadModel", "GPT2ForCausalLM", "GPT2DoubleHeadsModel", "GPT2ForSequenceClassification",
-    "GPT2ForTokenClassification", "GPT2ForQuestionAnswering", "GPT2PreTrainedModel",
-    "GPTJModel", "GPTJForCausalLM", "GPTJForSequenceClassification", "GPTJForTokenClassification",
-    "GPTJForQuestionAnswering", "GPTJPreTrainedModel",
-    "GPTNeoModel", "GPTNeoForCausalLM", "GPTNeoForSequenceClassification", "GPTNeoForTokenClassification",
-    "GPTNeoForQuestionAnswering", "GPTNeoPreTrainedModel",
-    "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
-    "AutoModelForQuestionAnswering",
-)
+# Every backend's model classes, from the family tables (the one registry), then the auto classes.
+MODEL_CLASSES = (*(name for family in TABLES for name in model_classes(family)), *AUTO_CLASSES)
 
 _FRAMEWORK_FREE = {
     "twinformers.configuration": (

@@ -1,8 +1,11 @@
-"""Which deep-learning framework each backend needs, and the error raised when it is missing."""
+"""Which deep-learning framework each backend needs, the error raised when it is missing, and what each backend
+package exports."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+from typing import Any
 
 # backend subpackage → (modules it imports, pip extra that installs them)
 BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -21,3 +24,17 @@ def require_backend(backend: str) -> None:
             f"twinformers.{backend} needs {', '.join(missing)}, which is not installed: "
             f"pip install 'twinformers[{extra}]'"
         )
+
+
+def model_exports(package: str) -> dict[str, Any]:
+    """Name → class of every model class and auto class the backend package `package` (`twinformers.pt`, ...)
+    exports, in the family tables' order (`conversion.tables.model_classes`, then `AUTO_CLASSES`)."""
+    from .conversion.tables import AUTO_CLASSES, TABLES, model_classes
+
+    exports = {}
+    for family in TABLES:
+        module = importlib.import_module(f"{package}.{family}")
+        exports.update({name: getattr(module, name) for name in model_classes(family)})
+    auto = importlib.import_module(f"{package}.auto")
+    exports.update({name: getattr(auto, name) for name in AUTO_CLASSES})
+    return exports

@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from helpers import HF_FIXTURES
+from helpers import FAMILIES, HF_FIXTURES  # noqa: F401 (the cases run for every family)
 
-FAMILIES = ("gpt2", "gptj", "gpt_neo")
 INF = float("inf")
 
 

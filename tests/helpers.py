@@ -8,8 +8,18 @@ from typing import Any
 
 import numpy as np
 
+from twinformers.conversion.tables import HEADS, TABLES
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 HF_FIXTURES = os.path.join(FIXTURES, "hf")
+
+# The class registry of every backend's tests, from the family tables: (family, class name, head kind).
+CLASSES = [
+    (family, table.classes[head], head) for family, table in TABLES.items() for head in HEADS if head in table.classes
+]
+FAMILIES = tuple(TABLES)
+BASE_CLASSES = {family: table.classes["base"] for family, table in TABLES.items()}
+LM_CLASSES = {family: table.classes["causal_lm"] for family, table in TABLES.items()}
 
 # One tolerance table (absolute). fp32 is the project's equivalence bound; calibrate on CPU before
 # changing it, and write down why in the test that needs something else.

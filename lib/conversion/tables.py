@@ -135,9 +135,14 @@ class Layer:
 
 @dataclasses.dataclass(frozen=True)
 class FamilyTable:
-    """Everything family-specific about a checkpoint: its layers, its heads and their class names."""
+    """Everything family-specific about a checkpoint: its layers, its heads and their class names.
+
+    The class names are the one registry of the model classes: every backend's auto classes, package exports
+    and distributed block classes, and the tests' class lists, are derived from them (`model_classes`).
+    """
 
     family: str
+    prefix: str  # the class-name prefix: `{prefix}Block`, `{prefix}PreTrainedModel`
     backbone: tuple[Layer, ...]
     heads: dict[str, tuple[Layer, ...]]
     classes: dict[str, str]
@@ -183,6 +188,7 @@ def _class_names(prefix: str, causal_lm: str) -> dict[str, str]:
 TABLES: dict[str, FamilyTable] = {
     "gpt2": FamilyTable(
         family="gpt2",
+        prefix="GPT2",
         backbone=(
             Layer("wte", "embedding", ("V", "D")),
             Layer("wpe", "embedding", ("P", "D")),
@@ -202,6 +208,7 @@ TABLES: dict[str, FamilyTable] = {
     ),
     "gptj": FamilyTable(
         family="gptj",
+        prefix="GPTJ",
         backbone=(
             Layer("wte", "shared_embedding", ("V", "D")),
             Layer("h.{i}.ln_1", "layer_norm", ("D", "D")),
@@ -226,6 +233,7 @@ TABLES: dict[str, FamilyTable] = {
     ),
     "gpt_neo": FamilyTable(
         family="gpt_neo",
+        prefix="GPTNeo",
         backbone=(
             Layer("wte", "embedding", ("V", "D")),
             Layer("wpe", "embedding", ("P", "D")),
@@ -247,7 +255,34 @@ TABLES: dict[str, FamilyTable] = {
 }
 
 # Alternative class names found in `config.architectures` (TF/Flax saves strip their prefix, but be lenient).
+# Every backend also exports them, right after the class they name.
 _CLASS_ALIASES = {"GPT2ForCausalLM": "GPT2LMHeadModel"}
+
+# The auto classes of every backend and the head each picks, in export order.
+AUTO_CLASSES = {
+    "AutoModel": "base",
+    "AutoModelForCausalLM": "causal_lm",
+    "AutoModelForSequenceClassification": "seq_cls",
+    "AutoModelForTokenClassification": "token_cls",
+    "AutoModelForQuestionAnswering": "qa",
+}
+
+
+def model_classes(family: str) -> list[str]:
+    """The model classes `lib/<backend>/<family>.py` exports from every backend package, in export order: one per
+    head (in `HEADS` order), each alias right after its class, then `{prefix}PreTrainedModel`."""
+    table = TABLES[family]
+    names = []
+    for head in HEADS:
+        if head in table.classes:
+            name = table.classes[head]
+            names += [name, *(alias for alias, target in _CLASS_ALIASES.items() if target == name)]
+    return [*names, f"{table.prefix}PreTrainedModel"]
+
+
+def block_class(family: str) -> str:
+    """The class of one transformer block (the unit of activation checkpointing and sharding)."""
+    return f"{TABLES[family].prefix}Block"
 
 
 # --------------------------------------------------------------------------------------------- names

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
 import torch
 
 from ..configuration import AutoConfig, PretrainedConfig
-from .gpt2 import (
-    GPT2ForQuestionAnswering,
-    GPT2ForSequenceClassification,
-    GPT2ForTokenClassification,
-    GPT2LMHeadModel,
-    GPT2Model,
-)
-from .gpt_neo import (
-    GPTNeoForCausalLM,
-    GPTNeoForQuestionAnswering,
-    GPTNeoForSequenceClassification,
-    GPTNeoForTokenClassification,
-    GPTNeoModel,
-)
-from .gptj import (
-    GPTJForCausalLM,
-    GPTJForQuestionAnswering,
-    GPTJForSequenceClassification,
-    GPTJForTokenClassification,
-    GPTJModel,
-)
+from ..conversion.tables import AUTO_CLASSES, TABLES
 from .modeling_utils import PreTrainedModel
 
 __all__ = [
@@ -40,6 +21,16 @@ __all__ = [
 ]
 
 _HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token")
+
+
+def _model_mapping(auto_class: str) -> dict[str, type[PreTrainedModel]]:
+    """model_type → this backend's class for the head `auto_class` picks, from the family tables."""
+    head = AUTO_CLASSES[auto_class]
+    return {
+        family: getattr(importlib.import_module(f".{family}", __package__), table.classes[head])
+        for family, table in TABLES.items()
+        if head in table.classes
+    }
 
 
 class _AutoModel:
@@ -87,32 +78,20 @@ class _AutoModel:
 
 
 class AutoModel(_AutoModel):
-    _model_mapping = {"gpt2": GPT2Model, "gptj": GPTJModel, "gpt_neo": GPTNeoModel}
+    _model_mapping = _model_mapping("AutoModel")
 
 
 class AutoModelForCausalLM(_AutoModel):
-    _model_mapping = {"gpt2": GPT2LMHeadModel, "gptj": GPTJForCausalLM, "gpt_neo": GPTNeoForCausalLM}
+    _model_mapping = _model_mapping("AutoModelForCausalLM")
 
 
 class AutoModelForSequenceClassification(_AutoModel):
-    _model_mapping = {
-        "gpt2": GPT2ForSequenceClassification,
-        "gptj": GPTJForSequenceClassification,
-        "gpt_neo": GPTNeoForSequenceClassification,
-    }
+    _model_mapping = _model_mapping("AutoModelForSequenceClassification")
 
 
 class AutoModelForTokenClassification(_AutoModel):
-    _model_mapping = {
-        "gpt2": GPT2ForTokenClassification,
-        "gptj": GPTJForTokenClassification,
-        "gpt_neo": GPTNeoForTokenClassification,
-    }
+    _model_mapping = _model_mapping("AutoModelForTokenClassification")
 
 
 class AutoModelForQuestionAnswering(_AutoModel):
-    _model_mapping = {
-        "gpt2": GPT2ForQuestionAnswering,
-        "gptj": GPTJForQuestionAnswering,
-        "gpt_neo": GPTNeoForQuestionAnswering,
-    }
+    _model_mapping = _model_mapping("AutoModelForQuestionAnswering")

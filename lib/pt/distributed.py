@@ -15,6 +15,7 @@ number of counted tokens (the causal-LM loss is a mean over each rank's tokens).
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -24,14 +25,14 @@ from torch import nn
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-from .gpt2 import GPT2Block
-from .gpt_neo import GPTNeoBlock
-from .gptj import GPTJBlock
+from ..conversion.tables import TABLES, block_class
 
 __all__ = ["BLOCK_CLASSES", "block_classes", "fsdp_auto_wrap_policy", "fully_shard_model", "init_distributed"]
 
 # The repeated unit of each family: sharding per block keeps one block's full parameters in memory at a time.
-BLOCK_CLASSES: tuple[type[nn.Module], ...] = (GPT2Block, GPTJBlock, GPTNeoBlock)
+BLOCK_CLASSES: tuple[type[nn.Module], ...] = tuple(
+    getattr(importlib.import_module(f".{family}", __package__), block_class(family)) for family in TABLES
+)
 
 
 def block_classes(model: nn.Module) -> set[type[nn.Module]]:

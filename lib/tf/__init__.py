@@ -6,7 +6,7 @@ when unset, and another value is refused (the models are written with TensorFlow
 
 import os
 
-from .._backends import require_backend
+from .._backends import model_exports, require_backend
 
 require_backend("tf")
 
@@ -30,53 +30,13 @@ from .modeling_utils import PreTrainedModel, register_keras_pytrees  # noqa: E40
 
 register_keras_pytrees()
 
-from .auto import (  # noqa: E402
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-)
 from .data import prepare_tf_dataset  # noqa: E402
-from .gpt2 import (  # noqa: E402
-    GPT2DoubleHeadsModel,
-    GPT2ForCausalLM,
-    GPT2ForQuestionAnswering,
-    GPT2ForSequenceClassification,
-    GPT2ForTokenClassification,
-    GPT2LMHeadModel,
-    GPT2Model,
-    GPT2PreTrainedModel,
-)
-from .gpt_neo import (  # noqa: E402
-    GPTNeoForCausalLM,
-    GPTNeoForQuestionAnswering,
-    GPTNeoForSequenceClassification,
-    GPTNeoForTokenClassification,
-    GPTNeoModel,
-    GPTNeoPreTrainedModel,
-)
-from .gptj import (  # noqa: E402
-    GPTJForCausalLM,
-    GPTJForQuestionAnswering,
-    GPTJForSequenceClassification,
-    GPTJForTokenClassification,
-    GPTJModel,
-    GPTJPreTrainedModel,
-)
 
-__all__ = [
-    "PreTrainedModel",
-    "GPT2Model", "GPT2LMHeadModel", "GPT2ForCausalLM", "GPT2DoubleHeadsModel", "GPT2ForSequenceClassification",
-    "GPT2ForTokenClassification", "GPT2ForQuestionAnswering", "GPT2PreTrainedModel",
-    "GPTJModel", "GPTJForCausalLM", "GPTJForSequenceClassification", "GPTJForTokenClassification",
-    "GPTJForQuestionAnswering", "GPTJPreTrainedModel",
-    "GPTNeoModel", "GPTNeoForCausalLM", "GPTNeoForSequenceClassification", "GPTNeoForTokenClassification",
-    "GPTNeoForQuestionAnswering", "GPTNeoPreTrainedModel",
-    "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
-    "AutoModelForQuestionAnswering",
-    "prepare_tf_dataset", "TFGPT2Tokenizer",
-]
+# The model and auto classes, as the family tables (`conversion.tables`) list them.
+_MODEL_EXPORTS = model_exports(__name__)
+globals().update(_MODEL_EXPORTS)
+
+__all__ = ["PreTrainedModel", *_MODEL_EXPORTS, "prepare_tf_dataset", "TFGPT2Tokenizer"]
 
 
 def __getattr__(name: str):

@@ -8,33 +8,11 @@ import jax
 import numpy as np
 
 import twinformers.flax as fx
-from helpers import tiny_config
+from helpers import BASE_CLASSES, CLASSES, FAMILIES, LM_CLASSES, tiny_config  # noqa: F401 (re-exported)
 
-# (family, class name, head kind)
-CLASSES = [
-    ("gpt2", "GPT2Model", "base"),
-    ("gpt2", "GPT2LMHeadModel", "causal_lm"),
-    ("gpt2", "GPT2DoubleHeadsModel", "double_heads"),
-    ("gpt2", "GPT2ForSequenceClassification", "seq_cls"),
-    ("gpt2", "GPT2ForTokenClassification", "token_cls"),
-    ("gpt2", "GPT2ForQuestionAnswering", "qa"),
-    ("gptj", "GPTJModel", "base"),
-    ("gptj", "GPTJForCausalLM", "causal_lm"),
-    ("gptj", "GPTJForSequenceClassification", "seq_cls"),
-    ("gptj", "GPTJForTokenClassification", "token_cls"),
-    ("gptj", "GPTJForQuestionAnswering", "qa"),
-    ("gpt_neo", "GPTNeoModel", "base"),
-    ("gpt_neo", "GPTNeoForCausalLM", "causal_lm"),
-    ("gpt_neo", "GPTNeoForSequenceClassification", "seq_cls"),
-    ("gpt_neo", "GPTNeoForTokenClassification", "token_cls"),
-    ("gpt_neo", "GPTNeoForQuestionAnswering", "qa"),
-]
 CLASS_IDS = [name for _, name, _ in CLASSES]
 KIND = {name: kind for _, name, kind in CLASSES}
 FAMILY = {name: family for family, name, _ in CLASSES}
-BASE_CLASSES = {"gpt2": "GPT2Model", "gptj": "GPTJModel", "gpt_neo": "GPTNeoModel"}
-LM_CLASSES = {"gpt2": "GPT2LMHeadModel", "gptj": "GPTJForCausalLM", "gpt_neo": "GPTNeoForCausalLM"}
-FAMILIES = ("gpt2", "gptj", "gpt_neo")
 BATCH, SEQ, CHOICES = 3, 7, 2
 PAD = 0
 

@@ -6,33 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 import twinformers.tf as tft
-from helpers import tiny_config
+from helpers import BASE_CLASSES, CLASSES, FAMILIES, LM_CLASSES, tiny_config  # noqa: F401 (re-exported)
 from twinformers.conversion.tables import family_of, plan_from_backend
 
-# (family, class name, head kind)
-CLASSES = [
-    ("gpt2", "GPT2Model", "base"),
-    ("gpt2", "GPT2LMHeadModel", "causal_lm"),
-    ("gpt2", "GPT2DoubleHeadsModel", "double_heads"),
-    ("gpt2", "GPT2ForSequenceClassification", "seq_cls"),
-    ("gpt2", "GPT2ForTokenClassification", "token_cls"),
-    ("gpt2", "GPT2ForQuestionAnswering", "qa"),
-    ("gptj", "GPTJModel", "base"),
-    ("gptj", "GPTJForCausalLM", "causal_lm"),
-    ("gptj", "GPTJForSequenceClassification", "seq_cls"),
-    ("gptj", "GPTJForTokenClassification", "token_cls"),
-    ("gptj", "GPTJForQuestionAnswering", "qa"),
-    ("gpt_neo", "GPTNeoModel", "base"),
-    ("gpt_neo", "GPTNeoForCausalLM", "causal_lm"),
-    ("gpt_neo", "GPTNeoForSequenceClassification", "seq_cls"),
-    ("gpt_neo", "GPTNeoForTokenClassification", "token_cls"),
-    ("gpt_neo", "GPTNeoForQuestionAnswering", "qa"),
-]
 CLASS_IDS = [name for _, name, _ in CLASSES]
 KIND_OF = {name: kind for _, name, kind in CLASSES}
-BASE_CLASSES = {"gpt2": "GPT2Model", "gptj": "GPTJModel", "gpt_neo": "GPTNeoModel"}
-LM_CLASSES = {"gpt2": "GPT2LMHeadModel", "gptj": "GPTJForCausalLM", "gpt_neo": "GPTNeoForCausalLM"}
-FAMILIES = ("gpt2", "gptj", "gpt_neo")
 # Heads whose call takes and returns a cache.
 CACHED_KINDS = ("base", "causal_lm", "seq_cls", "double_heads")
 BATCH, SEQ, CHOICES = 3, 7, 2
