@@ -87,6 +87,59 @@ def test_flax_wrappers_sit_right_after_their_modules():
                 )
 
 
+# The backend trios besides the family files: the same public names (`__all__`) in the same order, apart from
+# the names one framework needs and the others do not, listed here with the backends that have them.
+TRIOS = ("ops", "generation", "modeling_utils", "heads", "auto")
+FRAMEWORK_ONLY = {
+    "ops": {
+        "linear": ("flax",),  # PyTorch and Keras activations take the identity from their own modules
+        "ModuleList": ("flax",),  # linen has no list of sub-modules with Hugging Face's `h.{i}` names
+        "Embedding": ("tf",),  # Keras' Embedding names its table `embeddings`; HF's TF name is `weight` for GPT-J
+        "LMHead": ("tf",),  # HF's TF models multiply by the embedding inside a layer; torch/linen tie in the model
+        "sdpa_attention": ("pt", "flax"),  # fused attention kernels (torch SDPA, jax.nn.dot_product_attention)
+        "shape_list": ("tf",),  # static-or-dynamic shapes inside tf.function
+        "lm_head_logits": ("flax",),  # linen's tied head: `embedding.attend`
+        "init_normal": ("tf", "flax"),  # initializers are passed at construction (PyTorch: `_init_weights`)
+        "classifier_dropout": ("flax",),  # moves to `configuration.classifier_dropout` with the NNX port
+    },
+    "modeling_utils": {
+        "ATTN_IMPLEMENTATIONS": ("pt",),
+        "register_keras_pytrees": ("tf",),
+        "StaticCache": ("flax",),
+        "flatten_params": ("flax",),
+        "unflatten_params": ("flax",),
+    },
+}
+# Trios still being written: compared over the backends that have them (lib/flax/heads.py comes with the NNX port).
+IN_PROGRESS = {"heads": ("pt", "tf")}
+
+
+def module_exports(backend: str, module: str) -> list[str]:
+    path = os.path.join(ROOT, "lib", backend, f"{module}.py")
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return [ast.literal_eval(element) for element in node.value.elts]
+    raise AssertionError(f"lib/{backend}/{module}.py has no __all__")
+
+
+@pytest.mark.parametrize("module", TRIOS)
+def test_backend_trios_export_the_same_names_in_the_same_order(module):
+    backends = [b for b in BACKEND_DIRS if os.path.exists(os.path.join(ROOT, "lib", b, f"{module}.py"))]
+    assert set(IN_PROGRESS.get(module, BACKEND_DIRS)) <= set(backends), f"lib/*/{module}.py missing"
+    only = FRAMEWORK_ONLY.get(module, {})
+    exports = {backend: module_exports(backend, module) for backend in backends}
+    for name, owners in only.items():
+        have = [backend for backend in backends if name in exports[backend]]
+        assert have == [b for b in backends if b in owners], f"{module}.{name} is in {have}, expected {owners}"
+    shared = {backend: [n for n in names if n not in only] for backend, names in exports.items()}
+    for backend in backends[1:]:
+        assert shared[backend] == shared[backends[0]], (
+            f"lib/{backend}/{module}.py exports {shared[backend]}, lib/{backends[0]}/{module}.py {shared[backends[0]]}"
+        )
+
+
 def _canonical_shapes(backend: str, spec: ModelSpec, names_and_shapes: dict[str, tuple]) -> dict[str, tuple]:
     plan = plan_from_backend(spec.family, backend, names_and_shapes, head=spec.head)
     return {key: transform.canonical_shape(tuple(names_and_shapes[name])) for name, (key, transform) in plan.items()}
