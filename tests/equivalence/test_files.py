@@ -43,3 +43,32 @@ def test_saved_by_one_backend_loaded_by_another(suite, saved, spec, writer, fmt,
     case = CASE_BY_NAME[FILE_CASE]
     actual = load_and_run(suite, spec, reader, saved(spec, writer, fmt))
     assert_equivalent(actual, suite.run(spec, case, writer), suite.calls(spec, case))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gptj", "gpt_neo"])
+def test_generation_keys_move_to_generation_config_in_every_backend(family, tmp_path):
+    """Hugging Face's save rule, the same in every twin: generation keys the model config holds at a non-default
+    value leave config.json for generation_config.json (with a warning); the live config keeps them."""
+    import json
+
+    import twinformers.flax as fx
+    import twinformers.pt as pt
+    import twinformers.tf as tft
+    from helpers import LM_CLASSES, tiny_config
+    from twinformers.configuration import COMPATIBLE_TRANSFORMERS_VERSION
+
+    written = {}
+    for backend, package in (("pt", pt), ("tf", tft), ("flax", fx)):
+        config = tiny_config(family, max_length=50, do_sample=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+        model = getattr(package, LM_CLASSES[family])(config)
+        with pytest.warns(UserWarning, match="Moving the following attributes"):
+            model.save_pretrained(tmp_path / backend)
+        assert model.config.max_length == 50 and model.config.do_sample is True, backend
+        saved_config = json.loads((tmp_path / backend / "config.json").read_text())
+        assert saved_config["max_length"] is None and saved_config["do_sample"] is None, backend
+        written[backend] = (tmp_path / backend / "generation_config.json").read_text()
+    assert json.loads(written["pt"]) == {
+        "_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "max_length": 50,
+        "do_sample": True, "transformers_version": COMPATIBLE_TRANSFORMERS_VERSION,
+    }
+    assert written["tf"] == written["pt"] and written["flax"] == written["pt"]
