@@ -1,4 +1,4 @@
-"""Run by tests/tf/test_tf_distribute.py in a subprocess: TensorFlow's logical devices must be configured before
+"""Run by tests/tf/test_tf_distributed.py in a subprocess: TensorFlow's logical devices must be configured before
 TensorFlow initializes, so this cannot share a process with other tests.
 
 Trains the tiny GPT-2 LM with `model.fit` (own loss, SGD) for a few steps on one device and inside a

@@ -1,7 +1,7 @@
 """`model.fit` (own loss) inside `tf.distribute.MirroredStrategy` over 2 logical CPU devices == one device.
 
 Logical devices must be set before TensorFlow initializes, so the training runs in a subprocess
-(distribute_worker.py) and this module only compares what it wrote.
+(tf_distributed_worker.py) and this module only compares what it wrote.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ pytest.importorskip("tensorflow")
 
 from helpers import assert_close  # noqa: E402
 
-WORKER = os.path.join(os.path.dirname(__file__), "distribute_worker.py")
+WORKER = os.path.join(os.path.dirname(__file__), "tf_distributed_worker.py")
 # The all-reduce adds the replicas' gradients in another order than one device's backward pass: ~1e-7 on fp32,
 # inside the fp32 equivalence bound.
 
