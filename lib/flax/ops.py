@@ -330,7 +330,8 @@ def causal_rows(bias: np.ndarray, query_len: int, key_len: int, cache_index: Arr
 
     The queries are the last T of the S keys, or sit at `cache_index` in a static cache."""
     query_start = key_len - query_len if cache_index is None else cache_index
-    return jax.lax.dynamic_slice_in_dim(jnp.asarray(bias[:, :, :, :key_len]), query_start, query_len, axis=2)
+    # Sliced as a jax array: under jax.export the lengths may be symbolic, which NumPy cannot slice with.
+    return jax.lax.dynamic_slice_in_dim(jnp.asarray(bias)[:, :, :, :key_len], query_start, query_len, axis=2)
 
 
 def static_cache_index(past_key_values: Any) -> Array | None:

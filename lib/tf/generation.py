@@ -427,7 +427,7 @@ class GenerationMixin:
                                   scores=all_scores)
 
         def prefill(input_ids: Tensor, prompt_mask: Tensor, position_ids: Tensor, rng: Tensor) -> DecodeState:
-            rows = input_ids.shape[0]
+            rows = tf.shape(input_ids)[0]  # a tensor: the batch may be unknown while tracing (a serving signature)
             padding = tf.fill((rows, plan.max_new_tokens), plan.pad_token_id)
             sequences = tf.concat([input_ids, padding], axis=1)
             attention_mask = tf.concat([prompt_mask, tf.ones((rows, plan.max_new_tokens), tf.int32)], axis=1)
@@ -444,7 +444,7 @@ class GenerationMixin:
             return select(state)
 
         def step(state: DecodeState) -> DecodeState:
-            last = tf.slice(state.sequences, tf.stack([0, state.cur_len - 1]), (state.sequences.shape[0], 1))
+            last = tf.slice(state.sequences, tf.stack([0, state.cur_len - 1]), (-1, 1))  # (B, 1)
             logits, cache = self._next_logits(last, state.attention_mask, state.next_positions[:, None], state.cache)
             return select(state._replace(logits=logits, cache=cache, next_positions=state.next_positions + 1))
 

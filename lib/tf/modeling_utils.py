@@ -85,6 +85,12 @@ class PreTrainedModel(keras.Model, GenerationMixin):
     label_names: tuple[str, ...] = ("labels",)
     _is_generative = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every model class is known to Keras' deserializer by name ("twinformers>GPT2LMHeadModel"), so a `.keras`
+        # file loads with `keras.models.load_model` once twinformers.tf is imported.
+        super().__init_subclass__(**kwargs)
+        keras.saving.register_keras_serializable(package="twinformers")(cls)
+
     def __init__(self, config: PretrainedConfig, *inputs: Any, **kwargs: Any) -> None:
         extra = {k: v for k, v in kwargs.items() if k not in _KERAS_KWARGS}
         if inputs or extra:
@@ -97,6 +103,12 @@ class PreTrainedModel(keras.Model, GenerationMixin):
         self.config = config
 
     # ----------------------------------------------------------------------------------------- properties
+    def __dir__(self) -> list[str]:
+        # Keras' `.keras` saving walks `dir()` for sublayers and, on loading, marks one visited only after its
+        # children: `base_model` (self in a base model) would recurse forever and, in a head, put the weights under
+        # "base_model/" instead of "transformer/". The sublayers are reached through their own attributes.
+        return [name for name in super().__dir__() if name != "base_model"]
+
     @property
     def base_model(self) -> keras.layers.Layer:
         return getattr(self, self.base_model_prefix, self)
@@ -120,6 +132,21 @@ class PreTrainedModel(keras.Model, GenerationMixin):
             hidden_size = self.config.hidden_size
             inputs["encoder_hidden_states"] = keras.KerasTensor((1, 1, hidden_size), dtype=self.compute_dtype)
         return inputs
+
+    # ----------------------------------------------------------------------------------------- Keras serialization
+    def get_config(self) -> dict[str, Any]:
+        """Keras' config (`model.save("x.keras")`): the model config as its `to_dict()`, plus name and dtype."""
+        return {"config": self.config.to_dict(), "name": self.name, "dtype": self.dtype_policy.name,
+                "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PreTrainedModel:
+        """Rebuild the model from `get_config()` (the variables are built; Keras then loads the weights)."""
+        config = dict(config)
+        model_config = cls.config_class.from_dict(config.pop("config"))
+        model = cls(model_config, **{k: v for k, v in config.items() if k in _KERAS_KWARGS})
+        model.build()
+        return model
 
     # ----------------------------------------------------------------------------------------- building
     def build(self, input_shape: Any = None) -> None:
