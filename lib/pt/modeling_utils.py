@@ -36,6 +36,7 @@ from ..checkpoints.safetensors import write_safetensors
 from ..checkpoints.sharding import read_index, save_sharded, write_index
 from ..configuration import COMPATIBLE_TRANSFORMERS_VERSION, GENERATION_DEFAULTS, PretrainedConfig
 from .generation import GenerationMixin
+from .lora import LoraMixin
 from .ops import Conv1D, from_numpy, numpy_view
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ _FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16":
 _GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
 
-class PreTrainedModel(nn.Module, GenerationMixin):
+class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin):
     """Base of every PyTorch model: holds the config, initializes and ties weights, loads and saves
     Hugging Face-layout checkpoints.
 
