@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,16 @@ from .config import LoraConfig
 from .files import ADAPTER_WEIGHTS_NAME, load_adapter_files, save_adapter_files
 from .mapping import LoraTarget, adapter_arrays, head_of_class, peft_key, resolve_targets
 
-__all__ = ["AdapterMixin", "AdapterState"]
+__all__ = ["AdapterMixin", "AdapterState", "ADAPTERS_ATTR", "is_adapter_name"]
+
+# The attribute of each targeted projection that holds its LoraLayers by adapter name; it appears in the
+# adapter weights' names (`...c_attn.lora_adapters.default.lora_A.weight`, `.../c_attn/lora_adapters/...`).
+ADAPTERS_ATTR = "lora_adapters"
+
+
+def is_adapter_name(name: str) -> bool:
+    """Whether a parameter name or variable path belongs to an adapter (not to the base model)."""
+    return ADAPTERS_ATTR in re.split(r"[./]", name)
 
 
 @dataclasses.dataclass

@@ -11,14 +11,10 @@ import torch
 from torch import nn
 
 from ..adapters import LoraConfig, LoraTarget
-from ..adapters.mixin import AdapterMixin
+from ..adapters.mixin import ADAPTERS_ATTR, AdapterMixin, is_adapter_name
 from .ops import from_numpy, numpy_view
 
 __all__ = ["LoraLayer", "LoraMixin"]
-
-# The ModuleDict on each targeted projection that holds its LoraLayers by adapter name.
-ADAPTERS_ATTR = "lora_adapters"
-
 
 class LoraLayer(nn.Module):
     """`scaling · B A dropout(x)`, added to one projection's output: `lora_A` (r, in), `lora_B` (out, r) as
@@ -69,13 +65,13 @@ def _apply_adapters(module: nn.Module, args: tuple, output: torch.Tensor) -> tor
 
 def _drop_adapter_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
     """state_dict hook: the base model's keys only (adapters are saved with `save_adapter`)."""
-    for key in [k for k in state_dict if f".{ADAPTERS_ATTR}." in k]:
+    for key in [k for k in state_dict if is_adapter_name(k)]:
         del state_dict[key]
 
 
 def _ignore_missing_adapter_keys(module: nn.Module, incompatible_keys: nn.modules.module._IncompatibleKeys) -> None:
     """load_state_dict hook: a base state_dict loads into an adapted model."""
-    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if f".{ADAPTERS_ATTR}." not in k]
+    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not is_adapter_name(k)]
 
 
 class LoraMixin(AdapterMixin):
@@ -106,4 +102,4 @@ class LoraMixin(AdapterMixin):
 
     def _freeze_base(self) -> None:
         for name, param in self.named_parameters():
-            param.requires_grad = f".{ADAPTERS_ATTR}." in name
+            param.requires_grad = is_adapter_name(name)
