@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     model.compile(optimizer=keras.optimizers.AdamW(args.learning_rate, weight_decay=args.weight_decay))
     log = {"train": [], "eval": [[0, evaluate(model, validation, args)]],
            "trainable_parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
-           "parameters": int(sum(np.prod(v.shape) for v in model.weights))}
+           "base_parameters": int(sum(np.prod(v.shape) for v in model.non_trainable_weights))}
     batches = np.concatenate([batch_at(train, args.batch_size, step, args.seed) for step in range(args.max_steps)])
     history = model.fit({"input_ids": batches, "labels": batches}, batch_size=args.batch_size, epochs=1,
                         shuffle=False, verbose=0)
@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     log["reloaded_eval"] = evaluate(reloaded, validation, args)
     write_log(args.output_dir, log)
     report(log)
-    print(f"adapter: {adapter_path} ({log['trainable_parameters']} of {log['parameters']} parameters trained)",
-          file=sys.stderr)
+    trained, frozen = log["trainable_parameters"], log["base_parameters"]
+    print(f"adapter: {adapter_path} ({trained} parameters trained, {frozen} frozen)", file=sys.stderr)
 
 
 if __name__ == "__main__":

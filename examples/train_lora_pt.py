@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
     log = {"train": [], "eval": [[0, evaluate(model, validation, args)]],
            "trainable_parameters": sum(p.numel() for p in trainable),
-           "parameters": sum(p.numel() for p in model.parameters())}
+           "base_parameters": sum(p.numel() for p in model.parameters() if not p.requires_grad)}
     model.train()  # adapter dropout on
     for step in range(args.max_steps):
         batch = torch.from_numpy(batch_at(train, args.batch_size, step, args.seed)).long()
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     log["reloaded_eval"] = evaluate(reloaded, validation, args)
     write_log(args.output_dir, log)
     report(log)
-    print(f"adapter: {adapter_path} ({log['trainable_parameters']} of {log['parameters']} parameters trained)",
-          file=sys.stderr)
+    trained, frozen = log["trainable_parameters"], log["base_parameters"]
+    print(f"adapter: {adapter_path} ({trained} parameters trained, {frozen} frozen)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -53,3 +53,34 @@ def peft_logits(base_dir: str, adapter_dir: str, ref: dict[str, np.ndarray]) -> 
     with torch.no_grad():
         output = model(input_ids=torch.tensor(ref["input_ids"]), attention_mask=torch.tensor(ref["attention_mask"]))
     return output.logits.numpy()
+
+
+# The train_lora_* examples at CI size: two tiny layers, a dozen steps.
+LORA_EXAMPLE_FLAGS = ("--max-bytes", "40000", "--block-size", "32", "--num-layers", "2", "--hidden-size", "32",
+                      "--num-heads", "4", "--batch-size", "8", "--max-steps", "12", "--eval-batches", "2")
+
+
+def run_lora_example(script: str, output_dir: str, *flags: str) -> dict:
+    """Run `examples/<script>` as a user would (a subprocess) and return its train_log.json, after checking
+    what every LoRA example promises: the validation loss fell, only the adapter trained (the default
+    c_attn adapter: r·(in + out) per layer), and the saved adapter reloads onto the saved base model with the
+    final loss."""
+    import subprocess
+    import sys
+
+    from example_runs import EXAMPLES
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow", HF_HUB_OFFLINE="1")
+    command = [sys.executable, os.path.join(EXAMPLES, script), "--output-dir", str(output_dir),
+               *LORA_EXAMPLE_FLAGS, *flags]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{script} failed ({result.returncode}):\n{result.stderr[-4000:]}"
+    with open(os.path.join(output_dir, "train_log.json"), encoding="utf-8") as f:
+        log = json.load(f)
+    (_, first), (_, last) = log["eval"]
+    assert last < first - 0.02, f"validation loss {first:.4f} -> {last:.4f} did not fall"
+    assert log["trainable_parameters"] == 2 * 8 * (32 + 96), log["trainable_parameters"]
+    assert abs(log["reloaded_eval"] - last) < 1e-5, (log["reloaded_eval"], last)
+    assert sorted(os.listdir(os.path.join(output_dir, "adapter"))) == ["adapter_config.json",
+                                                                     "adapter_model.safetensors"]
+    return log

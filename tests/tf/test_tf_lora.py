@@ -11,7 +11,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 import keras  # noqa: E402
-from lora_cases import CASES, case_dir, peft_config, peft_file_keys, reference, valid  # noqa: E402
+from lora_cases import CASES, case_dir, peft_config, peft_file_keys, reference, run_lora_example, valid  # noqa: E402
 
 from helpers import assert_close, tiny_config  # noqa: E402
 from twinformers import LoraConfig  # noqa: E402
@@ -121,3 +121,7 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match=r"transformer\.h\.0\.attn\.q_proj\.lora_A\.weight: shape \(4, 32\)"):
         wider.load_adapter(case_dir("gptj-default", "adapter"))
     assert not wider.peft_config, "a refused adapter left something behind"
+
+
+def test_train_lora_example_runs_tiny(tmp_path):
+    run_lora_example("train_lora_keras.py", tmp_path)

@@ -5,12 +5,20 @@ with errors naming the module or key."""
 import json
 import os
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from lora_cases import CASES, case_dir, peft_config, peft_file_keys, peft_logits, reference, valid  # noqa: E402
+from lora_cases import (  # noqa: E402
+    CASES,
+    case_dir,
+    peft_config,
+    peft_file_keys,
+    peft_logits,
+    reference,
+    run_lora_example,
+    valid,
+)
 
 from helpers import assert_close, tiny_config  # noqa: E402
 from twinformers import LoraConfig  # noqa: E402
@@ -139,3 +147,7 @@ def test_twin_saved_adapter_loads_in_peft(case, tmp_path):
     model.load_adapter(case_dir(case, "adapter"))
     model.save_adapter(tmp_path)
     assert_close(peft_logits(case_dir(case, "base"), tmp_path, ref), ref["adapted_logits"], "PEFT", where=valid(ref))
+
+
+def test_train_lora_example_runs_tiny(tmp_path):
+    run_lora_example("train_lora_pt.py", tmp_path)
