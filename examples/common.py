@@ -198,3 +198,26 @@ def report(log: dict) -> None:
     if len(log["eval"]) >= 2:
         (first_step, first), (last_step, last) = log["eval"][0], log["eval"][-1]
         print(f"validation loss: {first:.4f} (step {first_step}) -> {last:.4f} (step {last_step})", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------- LoRA examples
+def lora_parser(description: str) -> argparse.ArgumentParser:
+    """The flags of the `train_lora_*` examples: the base flags plus PEFT's LoRA settings."""
+    parser = base_parser(description, learning_rate=1e-2, dropout=0.0)
+    lora = parser.add_argument_group("LoRA")
+    lora.add_argument("--lora-r", type=int, default=8, help="adapter rank")
+    lora.add_argument("--lora-alpha", type=float, default=16)
+    lora.add_argument("--lora-dropout", type=float, default=0.05, help="dropout on the adapter input (training)")
+    lora.add_argument("--target-modules", nargs="+", default=None,
+                      help="module names (default: the family's, as PEFT's); 'all-linear' for every projection")
+    return parser
+
+
+def lora_config(args: argparse.Namespace):
+    from twinformers import LoraConfig
+
+    target_modules = args.target_modules
+    if target_modules == ["all-linear"]:
+        target_modules = "all-linear"
+    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                      target_modules=target_modules)

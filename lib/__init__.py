@@ -33,6 +33,7 @@ _FRAMEWORK_FREE = {
     "twinformers.tokenization.gpt2": ("GPT2Tokenizer",),
     "twinformers.tokenization.gpt2_fast": ("GPT2TokenizerFast",),
     "twinformers.tokenization.auto": ("AutoTokenizer",),
+    "twinformers.adapters.config": ("LoraConfig",),
 }
 
 _LAZY: dict[str, tuple[str, str]] = {}

@@ -161,3 +161,9 @@ def reference_outputs(family: str, head: str) -> dict[str, np.ndarray]:
     """Inputs and PyTorch outputs Hugging Face recorded for a fixture (`input.*`, `pt.*` keys)."""
     with np.load(os.path.join(HF_FIXTURES, "reference_outputs", f"{family}-{head}.npz")) as data:
         return {k: data[k] for k in data.files}
+
+
+# LoRA adapters written by PEFT 0.21.2 for Hugging Face models (tests/fixtures/peft/README.md): case → family.
+PEFT_FIXTURES = os.path.join(FIXTURES, "peft")
+PEFT_CASES = {"gpt2-default": "gpt2", "gpt2-all-linear": "gpt2", "gptj-default": "gptj",
+              "gptj-all-linear": "gptj", "gpt_neo-default": "gpt_neo"}

@@ -33,6 +33,7 @@ from ..conversion.tables import Transform, expected_shapes, family_of, head_of, 
 from ..generation.config import save_generation_config
 from . import ops
 from .generation import GenerationMixin
+from .lora import LoraMixin
 from .ops import StaticCache
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def _is_float(x: Any) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- the wrapper
-class PreTrainedModel(GenerationMixin):
+class PreTrainedModel(GenerationMixin, LoraMixin):
     """Base of every Flax model wrapper.
 
     Args:
@@ -326,6 +327,7 @@ class PreTrainedModel(GenerationMixin):
         refused = sorted((set(inputs) | set(static)) - self._module_args)
         if refused:
             raise TypeError(f"{type(self).__name__} does not take {', '.join(refused)}")
+        params = self.adapted_params(params)  # the active LoRA adapter folded in (twinformers.flax.lora)
         if params is None:
             params = self.params
         else:

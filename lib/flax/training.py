@@ -8,10 +8,15 @@ Example (causal LM; `labels` default to `input_ids`, shifted inside the model)::
     rng = jax.random.PRNGKey(0)
     for batch in batches:  # {"input_ids": (B, T), "attention_mask": (B, T), optional "labels"}
         state, loss, rng = train_step(state, batch, rng)
+
+With a LoRA adapter (`model.add_adapter(LoraConfig(...))` before `create_train_state`), the state's params are
+the base params plus the adapter's leaves and the optimizer is masked to the adapter: the base params get no
+updates and no optimizer state. `model.set_adapter_params(state.params)` stores the trained adapter.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +24,11 @@ import jax
 import optax
 from flax.training.train_state import TrainState
 
-from .modeling_utils import PreTrainedModel
+from ..adapters.mixin import is_adapter_name
+from .lora import split_adapter_params
+from .modeling_utils import PreTrainedModel, flatten_params, unflatten_params
 
-__all__ = ["TrainState", "create_train_state", "make_train_step"]
+__all__ = ["TrainState", "create_train_state", "adapter_mask", "make_train_step"]
 
 Batch = dict[str, Any]
 
@@ -29,10 +36,28 @@ Batch = dict[str, Any]
 def create_train_state(
     model: PreTrainedModel, optimizer: optax.GradientTransformation, params: Any = None
 ) -> TrainState:
-    """A `flax.training.train_state.TrainState` over `params` (default `model.params`) and `optimizer`."""
-    params = model.params if params is None else params
-    model.check_params(params)
+    """A `flax.training.train_state.TrainState` over `params` and `optimizer`.
+
+    `params` default to `model.params`, or with an active LoRA adapter to `model.params_with_adapter()`; when
+    they hold adapter leaves the optimizer only sees those (`adapter_mask`).
+    """
+    if params is None:
+        params = model.params if model.active_adapter is None else model.params_with_adapter()
+    base, adapter = split_adapter_params(params)
+    model.check_params(base)
+    if adapter:
+        config = model.peft_config[model.active_adapter]
+        if config.lora_dropout:
+            warnings.warn(f"lora_dropout={config.lora_dropout} is not applied in Flax: the adapter is folded into the "
+                          "kernels (W + scaling · A B), which leaves no adapter input to drop", stacklevel=2)
+        labels = jax.tree_util.tree_map(lambda trains: "adapter" if trains else "frozen", adapter_mask(params))
+        optimizer = optax.multi_transform({"adapter": optimizer, "frozen": optax.set_to_zero()}, labels)
     return TrainState.create(apply_fn=model.__call__, params=params, tx=optimizer)
+
+
+def adapter_mask(params: Any) -> Any:
+    """A tree like `params` of bools: True on LoRA adapter leaves (the ones that train)."""
+    return unflatten_params({path: is_adapter_name(path) for path in flatten_params(params)})
 
 
 TrainStep = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, jax.Array, jax.Array]]

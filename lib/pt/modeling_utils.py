@@ -33,6 +33,7 @@ from ..checkpoints.sharding import read_index, save_sharded, write_index
 from ..configuration import PretrainedConfig, resolve_model_config
 from ..generation.config import save_generation_config
 from .generation import GenerationMixin
+from .lora import LoraMixin
 from .ops import Conv1D, from_numpy, numpy_view
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ _FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16":
                  "float64": torch.float64}
 
 
-class PreTrainedModel(nn.Module, GenerationMixin):
+class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin):
     """Base of every PyTorch model: holds the config, initializes and ties weights, loads and saves
     Hugging Face-layout checkpoints.
 

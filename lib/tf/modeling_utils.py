@@ -24,6 +24,7 @@ import numpy as np
 import optree
 import tensorflow as tf
 
+from ..adapters.mixin import is_adapter_name
 from ..checkpoints.canonical import open_checkpoint
 from ..checkpoints.files import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME
 from ..checkpoints.keras_h5 import keras_model_name, write_tf_h5
@@ -35,6 +36,7 @@ from ..conversion.tables import Transform, family_of, plan_from_backend, plan_to
 from ..generation.config import save_generation_config
 from ..outputs import OUTPUT_CLASSES, ModelOutput
 from .generation import GenerationMixin
+from .lora import LoraMixin
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ def register_keras_pytrees() -> None:
     _registered = True
 
 
-class PreTrainedModel(keras.Model, GenerationMixin):
+class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
     """Base of every TensorFlow model: holds the config, accepts Hugging Face's TF input formats, builds its
     variables from shapes, trains with its own loss under `fit`, loads and saves Hugging Face checkpoints.
 
@@ -296,7 +298,7 @@ class PreTrainedModel(keras.Model, GenerationMixin):
         """Our TF name → (variable, canonical key, transform), from the conversion table."""
         if not self.built:
             self.build()
-        variables = {v.path.split("/", 1)[1]: v for v in self.weights}
+        variables = {v.path.split("/", 1)[1]: v for v in self.weights if not is_adapter_name(v.path)}
         head = "base" if self.base_model is self else None
         plan = plan_from_backend(family_of(self.config), "tf", variables, head=head)
         return {name: (variables[name], key, transform) for name, (key, transform) in plan.items()}
