@@ -367,7 +367,7 @@ class GenerationMixin:
             logits = lm_head_logits(module.lm_head, module.transformer.wte, outputs.last_hidden_state[:, -1])
             return logits.astype(jnp.float32), outputs.past_key_values
 
-        return self.module.apply({"params": params}, method=last_logits)
+        return last_logits(self._compiled().bind(params))
 
     def _bucketed_prompts(self, plan: GenerationPlan) -> tuple[np.ndarray, np.ndarray]:
         """The prompts (B', P') and mask left-padded to the bucket length, expanded to B' rows."""

@@ -8,19 +8,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
 from ..configuration import GPT2Config
 from ..outputs import (
     BaseModelOutputWithPastAndCrossAttentions,
     CausalLMOutputWithCrossAttentions,
     GPT2DoubleHeadsModelOutput,
-    QuestionAnsweringModelOutput,
-    SequenceClassifierOutputWithPast,
-    TokenClassifierOutput,
 )
+from .heads import QuestionAnsweringModule, SequenceClassificationModule, TokenClassificationModule
 from .modeling_utils import PreTrainedModel
 from .ops import (
     Conv1D,
@@ -32,7 +31,6 @@ from .ops import (
     causal_table,
     check_ids,
     check_inputs,
-    classifier_dropout,
     cross_entropy_loss,
     default_position_ids,
     expand_head_mask,
@@ -44,9 +42,7 @@ from .ops import (
     pack_presents,
     padding_mask,
     past_length,
-    pool_last_token,
-    question_answering_loss,
-    sequence_classification_loss,
+    residual_init_std,
     split_heads,
     static_cache_index,
     static_padding,
@@ -72,34 +68,39 @@ Array = jax.Array
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
-class GPT2Attention(nn.Module):
+class GPT2Attention(nnx.Module):
     """Multi-head self-attention (or cross-attention) with Conv1D projections."""
 
-    config: GPT2Config
-    is_cross_attention: bool = False
-    layer_idx: int = 0
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
+    def __init__(
+        self, config: GPT2Config, is_cross_attention: bool = False, layer_idx: int = 0, *,
+        dtype: Any = jnp.float32, rngs: nnx.Rngs,
+    ) -> None:
+        self.config = config
         self.embed_dim = config.n_embd
         self.num_heads = config.n_head
         self.head_dim = self.embed_dim // self.num_heads
+        self.is_cross_attention = is_cross_attention
         self.reorder_and_upcast_attn = config.reorder_and_upcast_attn
         self.scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
         if config.scale_attn_by_inverse_layer_idx:
-            self.scale /= self.layer_idx + 1
+            self.scale /= layer_idx + 1
         std = config.initializer_range
-        if self.is_cross_attention:
-            self.c_attn = Conv1D(2 * self.embed_dim, std, dtype=self.dtype)
-            self.q_attn = Conv1D(self.embed_dim, std, dtype=self.dtype)
+        if is_cross_attention:
+            self.c_attn = Conv1D(2 * self.embed_dim, self.embed_dim, std, dtype=dtype, rngs=rngs)
+            self.q_attn = Conv1D(self.embed_dim, self.embed_dim, std, dtype=dtype, rngs=rngs)
         else:
-            self.c_attn = Conv1D(3 * self.embed_dim, std, dtype=self.dtype)
-        self.c_proj = Conv1D(self.embed_dim, std, dtype=self.dtype)
-        self.attn_dropout = nn.Dropout(config.attn_pdrop)
-        self.resid_dropout = nn.Dropout(config.resid_pdrop)
-        # Hugging Face's name for the causal table; a constant, not a parameter.
-        self.bias = causal_table(config.n_positions)
+            self.c_attn = Conv1D(3 * self.embed_dim, self.embed_dim, std, dtype=dtype, rngs=rngs)
+        # GPT-2's scaled init of the residual projections: N(0, initializer_range / √(2·n_layer)).
+        self.c_proj = Conv1D(
+            self.embed_dim, self.embed_dim, residual_init_std(std, config.n_layer), dtype=dtype, rngs=rngs
+        )
+        self.attn_dropout = nnx.Dropout(config.attn_pdrop, rngs=rngs)
+        self.resid_dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
+
+    @property
+    def bias(self) -> np.ndarray:
+        """Hugging Face's name for the causal table; a constant, not state."""
+        return causal_table(self.config.n_positions)
 
     def __call__(
         self,
@@ -112,7 +113,6 @@ class GPT2Attention(nn.Module):
         use_cache: bool = False,
         output_attentions: bool = False,
         cache_index: Array | None = None,
-        deterministic: bool = True,
     ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
         """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool → (B, T, H*D), present, attn_weights."""
         if encoder_hidden_states is not None:
@@ -136,50 +136,46 @@ class GPT2Attention(nn.Module):
         present = (key, value) if use_cache else None
 
         attn_output, attn_weights = attention(
-            query, key, value, mask, self.scale, self.attn_dropout, self.config._attn_implementation, deterministic,
+            query, key, value, mask, self.scale, self.attn_dropout, self.config._attn_implementation,
             head_mask, output_attentions, upcast=self.reorder_and_upcast_attn,
         )
         attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
-        attn_output = self.resid_dropout(self.c_proj(attn_output), deterministic=deterministic)
+        attn_output = self.resid_dropout(self.c_proj(attn_output))
         return attn_output, present, attn_weights
 
 
-class GPT2MLP(nn.Module):
-    intermediate_size: int
-    config: GPT2Config
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.c_fc = Conv1D(self.intermediate_size, config.initializer_range, dtype=self.dtype)
-        self.c_proj = Conv1D(config.n_embd, config.initializer_range, dtype=self.dtype)
+class GPT2MLP(nnx.Module):
+    def __init__(self, intermediate_size: int, config: GPT2Config, *, dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs) -> None:
+        std = config.initializer_range
+        self.c_fc = Conv1D(intermediate_size, config.n_embd, std, dtype=dtype, rngs=rngs)
+        self.c_proj = Conv1D(
+            config.n_embd, intermediate_size, residual_init_std(std, config.n_layer), dtype=dtype, rngs=rngs
+        )
         self.act = get_activation(config.activation_function)
-        self.dropout = nn.Dropout(config.resid_pdrop)
+        self.dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
 
-    def __call__(self, hidden_states: Array, deterministic: bool = True) -> Array:
+    def __call__(self, hidden_states: Array) -> Array:
         hidden_states = self.act(self.c_fc(hidden_states))
-        return self.dropout(self.c_proj(hidden_states), deterministic=deterministic)
+        return self.dropout(self.c_proj(hidden_states))
 
 
-class GPT2Block(nn.Module):
+class GPT2Block(nnx.Module):
     """Pre-LayerNorm block: attention, optional cross-attention, MLP, each added to the residual."""
 
-    config: GPT2Config
-    layer_idx: int = 0
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
+    def __init__(self, config: GPT2Config, layer_idx: int = 0, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
         inner_dim = config.n_inner if config.n_inner is not None else 4 * config.n_embd
-        self.ln_1 = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=self.dtype)
-        self.attn = GPT2Attention(config, layer_idx=self.layer_idx, dtype=self.dtype)
-        self.ln_2 = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=self.dtype)
+        self.ln_1 = nnx.LayerNorm(config.n_embd, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
+        self.attn = GPT2Attention(config, layer_idx=layer_idx, dtype=dtype, rngs=rngs)
+        self.ln_2 = nnx.LayerNorm(config.n_embd, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
         if config.add_cross_attention:
             self.crossattention = GPT2Attention(
-                config, is_cross_attention=True, layer_idx=self.layer_idx, dtype=self.dtype
+                config, is_cross_attention=True, layer_idx=layer_idx, dtype=dtype, rngs=rngs
             )
-            self.ln_cross_attn = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=self.dtype)
-        self.mlp = GPT2MLP(inner_dim, config, dtype=self.dtype)
+            self.ln_cross_attn = nnx.LayerNorm(
+                config.n_embd, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs
+            )
+        self.mlp = GPT2MLP(inner_dim, config, dtype=dtype, rngs=rngs)
 
     def __call__(
         self,
@@ -192,14 +188,12 @@ class GPT2Block(nn.Module):
         use_cache: bool = False,
         output_attentions: bool = False,
         cache_index: Array | None = None,
-        deterministic: bool = True,
     ) -> tuple[Array, tuple[Array, Array] | None, Array | None, Array | None]:
         """Returns hidden_states (B, T, H*D), present, attn_weights, cross_attn_weights."""
         residual = hidden_states
         attn_output, present, attn_weights = self.attn(
             self.ln_1(hidden_states), layer_past, attention_mask, head_mask,
             use_cache=use_cache, output_attentions=output_attentions, cache_index=cache_index,
-            deterministic=deterministic,
         )
         hidden_states = residual + attn_output
 
@@ -213,16 +207,16 @@ class GPT2Block(nn.Module):
             residual = hidden_states
             attn_output, _, cross_attn_weights = self.crossattention(
                 self.ln_cross_attn(hidden_states), None, None, head_mask, encoder_hidden_states,
-                encoder_attention_mask, output_attentions=output_attentions, deterministic=deterministic,
+                encoder_attention_mask, output_attentions=output_attentions,
             )
             hidden_states = residual + attn_output
 
         residual = hidden_states
-        hidden_states = residual + self.mlp(self.ln_2(hidden_states), deterministic)
+        hidden_states = residual + self.mlp(self.ln_2(hidden_states))
         return hidden_states, present, attn_weights, cross_attn_weights
 
 
-class SequenceSummary(nn.Module):
+class SequenceSummary(nnx.Module):
     """Pools one vector per sequence for the multiple-choice head, as `config.summary_*` describes.
 
     `summary_type`: "last" / "first" token, "mean" over tokens, or "cls_index" (the token at `cls_index`,
@@ -230,26 +224,23 @@ class SequenceSummary(nn.Module):
     `summary_activation`.
     """
 
-    config: GPT2Config
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
+    def __init__(self, config: GPT2Config, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
         self.summary_type = config.summary_type
-        self.summary = linear
+        self.summary = nnx.data(linear)  # a module or the identity
         if config.summary_use_proj:
             num_classes = config.num_labels if config.summary_proj_to_labels and config.num_labels > 0 else None
-            self.summary = nn.Dense(
-                num_classes or config.n_embd, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
+            self.summary = nnx.Linear(
+                config.n_embd, num_classes or config.n_embd, kernel_init=init_normal(config.initializer_range),
+                dtype=dtype, rngs=rngs,
             )
         activation = getattr(config, "summary_activation", None)
         self.activation = get_activation(activation) if activation else linear
         first_dropout = getattr(config, "summary_first_dropout", 0.0) or 0.0
         last_dropout = getattr(config, "summary_last_dropout", 0.0) or 0.0
-        self.first_dropout = nn.Dropout(first_dropout)
-        self.last_dropout = nn.Dropout(last_dropout)
+        self.first_dropout = nnx.Dropout(first_dropout, rngs=rngs)
+        self.last_dropout = nnx.Dropout(last_dropout, rngs=rngs)
 
-    def __call__(self, hidden_states: Array, cls_index: Array | None = None, deterministic: bool = True) -> Array:
+    def __call__(self, hidden_states: Array, cls_index: Array | None = None) -> Array:
         """hidden_states (..., T, H*D); cls_index (...) token index → (..., num_classes)."""
         # Pool over the token axis (-2). Hugging Face indexes axis 1 for "last"/"first"/"mean", which for
         # the double-heads input (B, C, T, H*D) is the choice axis; the documented meaning is the token.
@@ -265,20 +256,13 @@ class SequenceSummary(nn.Module):
             check_ids(cls_index, hidden_states.shape[-2], "mc_token_ids", "seq_len")
             index = cls_index[..., None, None]
             output = jnp.take_along_axis(hidden_states, index, axis=-2).squeeze(-2)  # (..., H*D)
-        output = self.first_dropout(output, deterministic=deterministic)
+        output = self.first_dropout(output)
         output = self.activation(self.summary(output))
-        return self.last_dropout(output, deterministic=deterministic)
+        return self.last_dropout(output)
 
 
 class GPT2PreTrainedModel(PreTrainedModel):
     config_class = GPT2Config
-
-    def dummy_inputs(self, input_shape: tuple[int, ...]) -> dict[str, Array]:
-        inputs = super().dummy_inputs(input_shape)
-        if self.config.add_cross_attention:
-            # The cross-attention layers only get parameters when they run.
-            inputs["encoder_hidden_states"] = jnp.zeros((*input_shape, self.config.n_embd), self.dtype)
-        return inputs
 
     def __call__(
         self,
@@ -304,21 +288,18 @@ class GPT2PreTrainedModel(PreTrainedModel):
         )
 
 
-class GPT2ModelModule(nn.Module):
+class GPT2ModelModule(nnx.Module):
     """The bare GPT-2 transformer: token + position embeddings, `n_layer` blocks, final LayerNorm."""
 
-    config: GPT2Config
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
+    def __init__(self, config: GPT2Config, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
+        self.config = config
         self.embed_dim = config.n_embd
         embedding_init = init_normal(config.initializer_range)
-        self.wte = nn.Embed(config.vocab_size, self.embed_dim, embedding_init=embedding_init, dtype=self.dtype)
-        self.wpe = nn.Embed(config.n_positions, self.embed_dim, embedding_init=embedding_init, dtype=self.dtype)
-        self.drop = nn.Dropout(config.embd_pdrop)
-        self.h = ModuleList([GPT2Block(config, layer_idx=i, dtype=self.dtype) for i in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=self.dtype)
+        self.wte = nnx.Embed(config.vocab_size, self.embed_dim, embedding_init=embedding_init, dtype=dtype, rngs=rngs)
+        self.wpe = nnx.Embed(config.n_positions, self.embed_dim, embedding_init=embedding_init, dtype=dtype, rngs=rngs)
+        self.drop = nnx.Dropout(config.embd_pdrop, rngs=rngs)
+        self.h = ModuleList([GPT2Block(config, layer_idx=i, dtype=dtype, rngs=rngs) for i in range(config.n_layer)])
+        self.ln_f = nnx.LayerNorm(self.embed_dim, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
 
     def __call__(
         self,
@@ -335,7 +316,6 @@ class GPT2ModelModule(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        deterministic: bool = True,
     ) -> BaseModelOutputWithPastAndCrossAttentions | tuple:
         """Args:
             input_ids: (B, T) int token ids (or (B, C, T) for multiple choice). inputs_embeds: (B, T, H*D)
@@ -347,7 +327,6 @@ class GPT2ModelModule(nn.Module):
                 consecutive ids after the cache.
             head_mask: (H,) or (L, H), 1 keeps a head.
             encoder_hidden_states: (B, S_enc, H*D) for cross-attention; encoder_attention_mask (B, S_enc).
-            deterministic: False turns dropout on (needs a "dropout" PRNG key).
         """
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
@@ -374,7 +353,7 @@ class GPT2ModelModule(nn.Module):
         if token_type_ids is not None:
             check_ids(token_type_ids, config.vocab_size, "token_type_ids", "vocab_size")
             hidden_states = hidden_states + self.wte(token_type_ids.reshape(-1, seq_len))
-        hidden_states = self.drop(hidden_states, deterministic=deterministic)
+        hidden_states = self.drop(hidden_states)
 
         attention_mask = static_padding(attention_mask, past_key_values)
         key_len = cache_key_length(past_key_values, past, seq_len)
@@ -396,7 +375,7 @@ class GPT2ModelModule(nn.Module):
             layer_past = past_key_values[i] if past_key_values is not None else None
             hidden_states, present, attn_weights, cross_attn_weights = block(
                 hidden_states, layer_past, attention_mask, head_masks[i], encoder_hidden_states,
-                encoder_attention_mask, use_cache, output_attentions, cache_index, deterministic,
+                encoder_attention_mask, use_cache, output_attentions, cache_index,
             )
             if use_cache:
                 presents += (present,)
@@ -424,17 +403,15 @@ class GPT2Model(GPT2PreTrainedModel):
     module_class = GPT2ModelModule
 
 
-class GPT2LMHeadModelModule(nn.Module):
+class GPT2LMHeadModelModule(nnx.Module):
     """GPT-2 with a language-modeling head tied to the token embedding."""
 
-    config: GPT2Config
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.transformer = GPT2ModelModule(config, dtype=self.dtype)
-        self.lm_head = None if config.tie_word_embeddings else nn.Dense(
-            config.vocab_size, use_bias=False, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
+    def __init__(self, config: GPT2Config, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
+        self.config = config
+        self.transformer = GPT2ModelModule(config, dtype=dtype, rngs=rngs)
+        self.lm_head = None if config.tie_word_embeddings else nnx.Linear(
+            config.n_embd, config.vocab_size, use_bias=False, kernel_init=init_normal(config.initializer_range),
+            dtype=dtype, rngs=rngs,
         )
 
     def __call__(
@@ -453,7 +430,6 @@ class GPT2LMHeadModelModule(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        deterministic: bool = True,
     ) -> CausalLMOutputWithCrossAttentions | tuple:
         """As `GPT2ModelModule.__call__`, plus `labels` (B, T): next-token targets, shifted inside; -100 is
         ignored. Returns logits (B, T, V)."""
@@ -461,7 +437,7 @@ class GPT2LMHeadModelModule(nn.Module):
         transformer_outputs = self.transformer(
             input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
             encoder_hidden_states, encoder_attention_mask, use_cache, output_attentions, output_hidden_states,
-            return_dict=True, deterministic=deterministic,
+            return_dict=True,
         )
         logits = lm_head_logits(self.lm_head, self.transformer.wte, transformer_outputs.last_hidden_state)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
@@ -483,19 +459,17 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
     _is_generative = True
 
 
-class GPT2DoubleHeadsModelModule(nn.Module):
+class GPT2DoubleHeadsModelModule(nnx.Module):
     """GPT-2 with the tied LM head and a multiple-choice head over (B, C, T) inputs (sets num_labels = 1)."""
 
-    config: GPT2Config
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.transformer = GPT2ModelModule(config, dtype=self.dtype)
-        self.lm_head = None if config.tie_word_embeddings else nn.Dense(
-            config.vocab_size, use_bias=False, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
+    def __init__(self, config: GPT2Config, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
+        self.config = config
+        self.transformer = GPT2ModelModule(config, dtype=dtype, rngs=rngs)
+        self.lm_head = None if config.tie_word_embeddings else nnx.Linear(
+            config.n_embd, config.vocab_size, use_bias=False, kernel_init=init_normal(config.initializer_range),
+            dtype=dtype, rngs=rngs,
         )
-        self.multiple_choice_head = SequenceSummary(config, dtype=self.dtype)
+        self.multiple_choice_head = SequenceSummary(config, dtype=dtype, rngs=rngs)
 
     def __call__(
         self,
@@ -513,7 +487,6 @@ class GPT2DoubleHeadsModelModule(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        deterministic: bool = True,
     ) -> GPT2DoubleHeadsModelOutput | tuple:
         """Args:
             input_ids: (B, C, T) one sequence per choice; attention_mask etc. (B, C, T).
@@ -525,11 +498,11 @@ class GPT2DoubleHeadsModelModule(nn.Module):
         transformer_outputs = self.transformer(
             input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
             use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True, deterministic=deterministic,
+            return_dict=True,
         )
         hidden_states = transformer_outputs.last_hidden_state  # (B, C, T, H*D)
         logits = lm_head_logits(self.lm_head, self.transformer.wte, hidden_states)
-        mc_logits = self.multiple_choice_head(hidden_states, mc_token_ids, deterministic).squeeze(-1)  # (B, C)
+        mc_logits = self.multiple_choice_head(hidden_states, mc_token_ids).squeeze(-1)  # (B, C)
         mc_loss = None
         if mc_labels is not None:
             mc_loss = cross_entropy_loss(mc_logits, mc_labels)
@@ -557,55 +530,10 @@ class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
         super().__init__(config, *args, **kwargs)
 
 
-class GPT2ForSequenceClassificationModule(nn.Module):
+class GPT2ForSequenceClassificationModule(SequenceClassificationModule):
     """GPT-2 with a bias-free linear `score` head on the last non-padding token."""
 
-    config: GPT2Config
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.num_labels = config.num_labels
-        self.transformer = GPT2ModelModule(config, dtype=self.dtype)
-        self.score = nn.Dense(
-            self.num_labels, use_bias=False, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
-        )
-
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        labels: Array | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        deterministic: bool = True,
-    ) -> SequenceClassifierOutputWithPast | tuple:
-        """As `GPT2ModelModule.__call__`, plus `labels`: (B,) class ids, (B,) or (B, num_labels) floats for
-        regression, (B, num_labels) 0/1 for multi-label. Returns logits (B, num_labels)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True, deterministic=deterministic,
-        )
-        logits = self.score(transformer_outputs.last_hidden_state)  # (B, T, num_labels)
-        pooled_logits = pool_last_token(logits, input_ids, self.config.pad_token_id, type(self).__name__)
-        loss = sequence_classification_loss(pooled_logits, labels, self.config) if labels is not None else None
-        output = SequenceClassifierOutputWithPast(
-            loss=loss,
-            logits=pooled_logits,
-            past_key_values=transformer_outputs.past_key_values,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    base_model_class = GPT2ModelModule
 
 
 class GPT2ForSequenceClassification(GPT2PreTrainedModel):
@@ -614,55 +542,10 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
     module_class = GPT2ForSequenceClassificationModule
 
 
-class GPT2ForTokenClassificationModule(nn.Module):
+class GPT2ForTokenClassificationModule(TokenClassificationModule):
     """GPT-2 with dropout and a linear `classifier` on every token."""
 
-    config: GPT2Config
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.num_labels = config.num_labels
-        self.transformer = GPT2ModelModule(config, dtype=self.dtype)
-        self.dropout = nn.Dropout(classifier_dropout(config))
-        self.classifier = nn.Dense(
-            config.num_labels, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
-        )
-
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        labels: Array | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        deterministic: bool = True,
-    ) -> TokenClassifierOutput | tuple:
-        """As `GPT2ModelModule.__call__`, plus `labels` (B, T) class ids (-100 ignored). Returns logits
-        (B, T, num_labels)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True, deterministic=deterministic,
-        )
-        hidden_states = self.dropout(transformer_outputs.last_hidden_state, deterministic=deterministic)
-        logits = self.classifier(hidden_states)
-        loss = cross_entropy_loss(logits, labels) if labels is not None else None
-        output = TokenClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    base_model_class = GPT2ModelModule
 
 
 class GPT2ForTokenClassification(GPT2PreTrainedModel):
@@ -671,54 +554,10 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
     module_class = GPT2ForTokenClassificationModule
 
 
-class GPT2ForQuestionAnsweringModule(nn.Module):
+class GPT2ForQuestionAnsweringModule(QuestionAnsweringModule):
     """GPT-2 with a linear `qa_outputs` head giving span start and end scores per token."""
 
-    config: GPT2Config
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.num_labels = config.num_labels
-        self.transformer = GPT2ModelModule(config, dtype=self.dtype)
-        self.qa_outputs = nn.Dense(2, kernel_init=init_normal(config.initializer_range), dtype=self.dtype)
-
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        start_positions: Array | None = None,
-        end_positions: Array | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        deterministic: bool = True,
-    ) -> QuestionAnsweringModelOutput | tuple:
-        """As `GPT2ModelModule.__call__` (no cache), plus `start_positions`/`end_positions` (B,). Returns
-        start_logits and end_logits (B, T)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, None, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache=False, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True, deterministic=deterministic,
-        )
-        logits = self.qa_outputs(transformer_outputs.last_hidden_state)  # (B, T, 2)
-        start_logits, end_logits = (x.squeeze(-1) for x in jnp.split(logits, logits.shape[-1], axis=-1))
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
-        output = QuestionAnsweringModelOutput(
-            loss=loss,
-            start_logits=start_logits,
-            end_logits=end_logits,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    base_model_class = GPT2ModelModule
 
 
 class GPT2ForQuestionAnswering(GPT2PreTrainedModel):

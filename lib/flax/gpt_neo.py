@@ -8,18 +8,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
 from ..configuration import GPTNeoConfig
 from ..outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
-    QuestionAnsweringModelOutput,
-    SequenceClassifierOutputWithPast,
-    TokenClassifierOutput,
 )
+from .heads import QuestionAnsweringModule, SequenceClassificationModule, TokenClassificationModule
 from .modeling_utils import PreTrainedModel
 from .ops import (
     ModuleList,
@@ -30,8 +29,6 @@ from .ops import (
     causal_table,
     check_ids,
     check_inputs,
-    classifier_dropout,
-    cross_entropy_loss,
     default_position_ids,
     expand_head_mask,
     get_activation,
@@ -41,9 +38,6 @@ from .ops import (
     pack_presents,
     padding_mask,
     past_length,
-    pool_last_token,
-    question_answering_loss,
-    sequence_classification_loss,
     split_heads,
     static_cache_index,
     static_padding,
@@ -67,28 +61,31 @@ Array = jax.Array
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
-class GPTNeoSelfAttention(nn.Module):
+class GPTNeoSelfAttention(nnx.Module):
     """Multi-head self-attention, global or local (each query sees only the last `window_size` positions)."""
 
-    config: GPTNeoConfig
-    attention_type: str
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
+    def __init__(self, config: GPTNeoConfig, attention_type: str, *, dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs) -> None:
+        self.config = config
+        self.attention_type = attention_type
         self.embed_dim = config.hidden_size
         self.num_heads = config.num_heads
         self.head_dim = self.embed_dim // self.num_heads
         init = init_normal(config.initializer_range)
+        layer_args = dict(kernel_init=init, dtype=dtype, rngs=rngs)
         # Declared k, v, q as in Hugging Face: the params' order decides how checkpoints are sharded.
-        self.k_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
-        self.v_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
-        self.q_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
-        self.out_proj = nn.Dense(self.embed_dim, use_bias=True, kernel_init=init, dtype=self.dtype)
-        self.attn_dropout = nn.Dropout(config.attention_dropout)
-        self.resid_dropout = nn.Dropout(config.resid_dropout)
-        window = config.window_size if self.attention_type == "local" else None
-        self.bias = causal_table(config.max_position_embeddings, window)
+        self.k_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.v_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.q_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.out_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=True, **layer_args)
+        self.attn_dropout = nnx.Dropout(config.attention_dropout, rngs=rngs)
+        self.resid_dropout = nnx.Dropout(config.resid_dropout, rngs=rngs)
+
+    @property
+    def bias(self) -> np.ndarray:
+        """Hugging Face's name for the causal table (with the local window); a constant, not state."""
+        window = self.config.window_size if self.attention_type == "local" else None
+        return causal_table(self.config.max_position_embeddings, window)
 
     def __call__(
         self,
@@ -99,7 +96,6 @@ class GPTNeoSelfAttention(nn.Module):
         use_cache: bool = False,
         output_attentions: bool = False,
         cache_index: Array | None = None,
-        deterministic: bool = True,
     ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
         """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool → (B, T, H*D), present, attn_weights."""
         query = split_heads(self.q_proj(hidden_states), self.num_heads)  # (B, T, H*D) -> (B, H, T, D)
@@ -117,24 +113,20 @@ class GPTNeoSelfAttention(nn.Module):
 
         # GPT-Neo has no 1/sqrt(D) scale; scores in float32, as the checkpoints were trained.
         attn_output, attn_weights = attention(
-            query, key, value, mask, 1.0, self.attn_dropout, self.config._attn_implementation, deterministic,
+            query, key, value, mask, 1.0, self.attn_dropout, self.config._attn_implementation,
             head_mask, output_attentions, upcast=True,
         )
         attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
-        attn_output = self.resid_dropout(self.out_proj(attn_output), deterministic=deterministic)
+        attn_output = self.resid_dropout(self.out_proj(attn_output))
         return attn_output, present, attn_weights
 
 
-class GPTNeoAttention(nn.Module):
+class GPTNeoAttention(nnx.Module):
     """Picks the layer's attention type from `config.attention_layers` (Hugging Face's extra nesting level)."""
 
-    config: GPTNeoConfig
-    layer_id: int = 0
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        self.attention_type = self.config.attention_layers[self.layer_id]
-        self.attention = GPTNeoSelfAttention(self.config, self.attention_type, dtype=self.dtype)
+    def __init__(self, config: GPTNeoConfig, layer_id: int = 0, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
+        self.attention_type = config.attention_layers[layer_id]
+        self.attention = GPTNeoSelfAttention(config, self.attention_type, dtype=dtype, rngs=rngs)
 
     def __call__(
         self,
@@ -145,46 +137,36 @@ class GPTNeoAttention(nn.Module):
         use_cache: bool = False,
         output_attentions: bool = False,
         cache_index: Array | None = None,
-        deterministic: bool = True,
     ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
         return self.attention(
             hidden_states, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index,
-            deterministic,
         )
 
 
-class GPTNeoMLP(nn.Module):
-    intermediate_size: int
-    config: GPTNeoConfig
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
+class GPTNeoMLP(nnx.Module):
+    def __init__(self, intermediate_size: int, config: GPTNeoConfig, *, dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs) -> None:
         init = init_normal(config.initializer_range)
-        self.c_fc = nn.Dense(self.intermediate_size, kernel_init=init, dtype=self.dtype)
-        self.c_proj = nn.Dense(config.hidden_size, kernel_init=init, dtype=self.dtype)
+        self.c_fc = nnx.Linear(config.hidden_size, intermediate_size, kernel_init=init, dtype=dtype, rngs=rngs)
+        self.c_proj = nnx.Linear(intermediate_size, config.hidden_size, kernel_init=init, dtype=dtype, rngs=rngs)
         self.act = get_activation(config.activation_function)
-        self.dropout = nn.Dropout(config.resid_dropout)
+        self.dropout = nnx.Dropout(config.resid_dropout, rngs=rngs)
 
-    def __call__(self, hidden_states: Array, deterministic: bool = True) -> Array:
+    def __call__(self, hidden_states: Array) -> Array:
         hidden_states = self.act(self.c_fc(hidden_states))
-        return self.dropout(self.c_proj(hidden_states), deterministic=deterministic)
+        return self.dropout(self.c_proj(hidden_states))
 
 
-class GPTNeoBlock(nn.Module):
+class GPTNeoBlock(nnx.Module):
     """Pre-LayerNorm block: attention, then MLP, each added to the residual."""
 
-    config: GPTNeoConfig
-    layer_id: int = 0
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        inner_dim = config.intermediate_size if config.intermediate_size is not None else 4 * config.hidden_size
-        self.ln_1 = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=self.dtype)
-        self.attn = GPTNeoAttention(config, self.layer_id, dtype=self.dtype)
-        self.ln_2 = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=self.dtype)
-        self.mlp = GPTNeoMLP(inner_dim, config, dtype=self.dtype)
+    def __init__(self, config: GPTNeoConfig, layer_id: int = 0, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
+        hidden_size = config.hidden_size
+        inner_dim = config.intermediate_size if config.intermediate_size is not None else 4 * hidden_size
+        self.ln_1 = nnx.LayerNorm(hidden_size, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
+        self.attn = GPTNeoAttention(config, layer_id, dtype=dtype, rngs=rngs)
+        self.ln_2 = nnx.LayerNorm(hidden_size, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
+        self.mlp = GPTNeoMLP(inner_dim, config, dtype=dtype, rngs=rngs)
 
     def __call__(
         self,
@@ -195,17 +177,16 @@ class GPTNeoBlock(nn.Module):
         use_cache: bool = False,
         output_attentions: bool = False,
         cache_index: Array | None = None,
-        deterministic: bool = True,
     ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
         """Returns hidden_states (B, T, H*D), present, attn_weights."""
         residual = hidden_states
         attn_output, present, attn_weights = self.attn(
             self.ln_1(hidden_states), layer_past, attention_mask, head_mask, use_cache, output_attentions,
-            cache_index, deterministic,
+            cache_index,
         )
         hidden_states = residual + attn_output
         residual = hidden_states
-        hidden_states = residual + self.mlp(self.ln_2(hidden_states), deterministic)
+        hidden_states = residual + self.mlp(self.ln_2(hidden_states))
         return hidden_states, present, attn_weights
 
 
@@ -213,23 +194,22 @@ class GPTNeoPreTrainedModel(PreTrainedModel):
     config_class = GPTNeoConfig
 
 
-class GPTNeoModelModule(nn.Module):
+class GPTNeoModelModule(nnx.Module):
     """The bare GPT-Neo transformer: token + position embeddings, `num_layers` blocks, final LayerNorm."""
 
-    config: GPTNeoConfig
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
+    def __init__(self, config: GPTNeoConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
+        self.config = config
         self.embed_dim = config.hidden_size
         embedding_init = init_normal(config.initializer_range)
-        self.wte = nn.Embed(config.vocab_size, self.embed_dim, embedding_init=embedding_init, dtype=self.dtype)
-        self.wpe = nn.Embed(
-            config.max_position_embeddings, self.embed_dim, embedding_init=embedding_init, dtype=self.dtype
+        self.wte = nnx.Embed(config.vocab_size, self.embed_dim, embedding_init=embedding_init, dtype=dtype, rngs=rngs)
+        self.wpe = nnx.Embed(
+            config.max_position_embeddings, self.embed_dim, embedding_init=embedding_init, dtype=dtype, rngs=rngs
         )
-        self.drop = nn.Dropout(config.embed_dropout)
-        self.h = ModuleList([GPTNeoBlock(config, layer_id=i, dtype=self.dtype) for i in range(config.num_layers)])
-        self.ln_f = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=self.dtype)
+        self.drop = nnx.Dropout(config.embed_dropout, rngs=rngs)
+        self.h = ModuleList(
+            [GPTNeoBlock(config, layer_id=i, dtype=dtype, rngs=rngs) for i in range(config.num_layers)]
+        )
+        self.ln_f = nnx.LayerNorm(self.embed_dim, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
 
     def __call__(
         self,
@@ -244,7 +224,6 @@ class GPTNeoModelModule(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        deterministic: bool = True,
     ) -> BaseModelOutputWithPast | tuple:
         """Args:
             input_ids: (B, T) int token ids. inputs_embeds: (B, T, H*D) instead of input_ids.
@@ -254,7 +233,6 @@ class GPTNeoModelModule(nn.Module):
             token_type_ids, position_ids: (B, T); token types are embedded with `wte`, positions default to
                 consecutive ids after the cache.
             head_mask: (H,) or (L, H), 1 keeps a head.
-            deterministic: False turns dropout on (needs a "dropout" PRNG key).
         """
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
@@ -281,7 +259,7 @@ class GPTNeoModelModule(nn.Module):
         if token_type_ids is not None:
             check_ids(token_type_ids, config.vocab_size, "token_type_ids", "vocab_size")
             hidden_states = hidden_states + self.wte(token_type_ids.reshape(-1, seq_len))
-        hidden_states = self.drop(hidden_states, deterministic=deterministic)
+        hidden_states = self.drop(hidden_states)
 
         attention_mask = static_padding(attention_mask, past_key_values)
         key_len = cache_key_length(past_key_values, past, seq_len)
@@ -298,7 +276,6 @@ class GPTNeoModelModule(nn.Module):
             layer_past = past_key_values[i] if past_key_values is not None else None
             hidden_states, present, attn_weights = block(
                 hidden_states, layer_past, attention_mask, head_masks[i], use_cache, output_attentions, cache_index,
-                deterministic,
             )
             if use_cache:
                 presents += (present,)
@@ -323,17 +300,15 @@ class GPTNeoModel(GPTNeoPreTrainedModel):
     module_class = GPTNeoModelModule
 
 
-class GPTNeoForCausalLMModule(nn.Module):
+class GPTNeoForCausalLMModule(nnx.Module):
     """GPT-Neo with a language-modeling head tied to the token embedding (unless `tie_word_embeddings` is off)."""
 
-    config: GPTNeoConfig
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.transformer = GPTNeoModelModule(config, dtype=self.dtype)
-        self.lm_head = None if config.tie_word_embeddings else nn.Dense(
-            config.vocab_size, use_bias=False, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
+    def __init__(self, config: GPTNeoConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
+        self.config = config
+        self.transformer = GPTNeoModelModule(config, dtype=dtype, rngs=rngs)
+        self.lm_head = None if config.tie_word_embeddings else nnx.Linear(
+            config.hidden_size, config.vocab_size, use_bias=False, kernel_init=init_normal(config.initializer_range),
+            dtype=dtype, rngs=rngs,
         )
 
     def __call__(
@@ -350,14 +325,13 @@ class GPTNeoForCausalLMModule(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        deterministic: bool = True,
     ) -> CausalLMOutputWithPast | tuple:
         """As `GPTNeoModelModule.__call__`, plus `labels` (B, T): next-token targets, shifted inside; -100 is
         ignored. Returns logits (B, T, V)."""
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
         transformer_outputs = self.transformer(
             input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache, output_attentions, output_hidden_states, return_dict=True, deterministic=deterministic,
+            use_cache, output_attentions, output_hidden_states, return_dict=True,
         )
         logits = lm_head_logits(self.lm_head, self.transformer.wte, transformer_outputs.last_hidden_state)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
@@ -378,54 +352,10 @@ class GPTNeoForCausalLM(GPTNeoPreTrainedModel):
     _is_generative = True
 
 
-class GPTNeoForSequenceClassificationModule(nn.Module):
+class GPTNeoForSequenceClassificationModule(SequenceClassificationModule):
     """GPT-Neo with a bias-free linear `score` head on the last non-padding token."""
 
-    config: GPTNeoConfig
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.num_labels = config.num_labels
-        self.transformer = GPTNeoModelModule(config, dtype=self.dtype)
-        self.score = nn.Dense(
-            self.num_labels, use_bias=False, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
-        )
-
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        labels: Array | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        deterministic: bool = True,
-    ) -> SequenceClassifierOutputWithPast | tuple:
-        """As `GPTNeoModelModule.__call__`, plus `labels`: (B,) class ids, (B,) or (B, num_labels) floats for
-        regression, (B, num_labels) 0/1 for multi-label. Returns logits (B, num_labels)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache, output_attentions, output_hidden_states, return_dict=True, deterministic=deterministic,
-        )
-        logits = self.score(transformer_outputs.last_hidden_state)  # (B, T, num_labels)
-        pooled_logits = pool_last_token(logits, input_ids, self.config.pad_token_id, type(self).__name__)
-        loss = sequence_classification_loss(pooled_logits, labels, self.config) if labels is not None else None
-        output = SequenceClassifierOutputWithPast(
-            loss=loss,
-            logits=pooled_logits,
-            past_key_values=transformer_outputs.past_key_values,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    base_model_class = GPTNeoModelModule
 
 
 class GPTNeoForSequenceClassification(GPTNeoPreTrainedModel):
@@ -434,54 +364,10 @@ class GPTNeoForSequenceClassification(GPTNeoPreTrainedModel):
     module_class = GPTNeoForSequenceClassificationModule
 
 
-class GPTNeoForTokenClassificationModule(nn.Module):
+class GPTNeoForTokenClassificationModule(TokenClassificationModule):
     """GPT-Neo with dropout and a linear `classifier` on every token."""
 
-    config: GPTNeoConfig
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.num_labels = config.num_labels
-        self.transformer = GPTNeoModelModule(config, dtype=self.dtype)
-        self.dropout = nn.Dropout(classifier_dropout(config))
-        self.classifier = nn.Dense(
-            config.num_labels, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
-        )
-
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        labels: Array | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        deterministic: bool = True,
-    ) -> TokenClassifierOutput | tuple:
-        """As `GPTNeoModelModule.__call__`, plus `labels` (B, T) class ids (-100 ignored). Returns logits
-        (B, T, num_labels)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache, output_attentions, output_hidden_states, return_dict=True, deterministic=deterministic,
-        )
-        hidden_states = self.dropout(transformer_outputs.last_hidden_state, deterministic=deterministic)
-        logits = self.classifier(hidden_states)
-        loss = cross_entropy_loss(logits, labels) if labels is not None else None
-        output = TokenClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    base_model_class = GPTNeoModelModule
 
 
 class GPTNeoForTokenClassification(GPTNeoPreTrainedModel):
@@ -490,54 +376,10 @@ class GPTNeoForTokenClassification(GPTNeoPreTrainedModel):
     module_class = GPTNeoForTokenClassificationModule
 
 
-class GPTNeoForQuestionAnsweringModule(nn.Module):
+class GPTNeoForQuestionAnsweringModule(QuestionAnsweringModule):
     """GPT-Neo with a linear `qa_outputs` head giving span start and end scores per token."""
 
-    config: GPTNeoConfig
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.num_labels = config.num_labels
-        self.transformer = GPTNeoModelModule(config, dtype=self.dtype)
-        self.qa_outputs = nn.Dense(2, kernel_init=init_normal(config.initializer_range), dtype=self.dtype)
-
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        start_positions: Array | None = None,
-        end_positions: Array | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        deterministic: bool = True,
-    ) -> QuestionAnsweringModelOutput | tuple:
-        """As `GPTNeoModelModule.__call__` (no cache), plus `start_positions`/`end_positions` (B,) span targets,
-        clamped to the sequence. Returns start_logits and end_logits (B, T)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, None, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache=False, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True, deterministic=deterministic,
-        )
-        logits = self.qa_outputs(transformer_outputs.last_hidden_state)  # (B, T, 2)
-        start_logits, end_logits = (x.squeeze(-1) for x in jnp.split(logits, logits.shape[-1], axis=-1))
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
-        output = QuestionAnsweringModelOutput(
-            loss=loss,
-            start_logits=start_logits,
-            end_logits=end_logits,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    base_model_class = GPTNeoModelModule
 
 
 class GPTNeoForQuestionAnswering(GPTNeoPreTrainedModel):

@@ -8,18 +8,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
 from ..configuration import GPTJConfig
 from ..outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
-    QuestionAnsweringModelOutput,
-    SequenceClassifierOutputWithPast,
-    TokenClassifierOutput,
 )
+from .heads import QuestionAnsweringModule, SequenceClassificationModule, TokenClassificationModule
 from .modeling_utils import PreTrainedModel
 from .ops import (
     ModuleList,
@@ -31,8 +30,6 @@ from .ops import (
     causal_table,
     check_ids,
     check_inputs,
-    classifier_dropout,
-    cross_entropy_loss,
     default_position_ids,
     expand_head_mask,
     get_activation,
@@ -42,10 +39,7 @@ from .ops import (
     pack_presents,
     padding_mask,
     past_length,
-    pool_last_token,
-    question_answering_loss,
     rotary_table,
-    sequence_classification_loss,
     static_cache_index,
     static_padding,
     update_cache,
@@ -67,31 +61,35 @@ Array = jax.Array
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
-class GPTJAttention(nn.Module):
+class GPTJAttention(nnx.Module):
     """Multi-head self-attention with rotary position embeddings on the first `rotary_dim` dims of each head."""
 
-    config: GPTJConfig
-    layer_idx: int = 0
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
+    def __init__(self, config: GPTJConfig, layer_idx: int = 0, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
+        self.config = config
         self.embed_dim = config.n_embd
         self.num_heads = config.n_head
         self.head_dim = self.embed_dim // self.num_heads
         self.rotary_dim = config.rotary_dim or self.head_dim
         self.scale = self.head_dim**-0.5
         init = init_normal(config.initializer_range)
+        layer_args = dict(kernel_init=init, dtype=dtype, rngs=rngs)
         # Declared k, v, q as in Hugging Face: the params' order decides how checkpoints are sharded.
-        self.k_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
-        self.v_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
-        self.q_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
-        self.out_proj = nn.Dense(self.embed_dim, use_bias=False, kernel_init=init, dtype=self.dtype)
-        self.attn_dropout = nn.Dropout(config.attn_pdrop)
-        self.resid_dropout = nn.Dropout(config.resid_pdrop)
-        self.bias = causal_table(config.n_positions)
-        # NumPy constants, not parameters: float32 whatever the computation dtype.
-        self.rotary_sin, self.rotary_cos = rotary_table(config.n_positions, self.rotary_dim)
+        self.k_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.v_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.q_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.out_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.attn_dropout = nnx.Dropout(config.attn_pdrop, rngs=rngs)
+        self.resid_dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
+
+    @property
+    def bias(self) -> np.ndarray:
+        """Hugging Face's name for the causal table; a constant, not state."""
+        return causal_table(self.config.n_positions)
+
+    @property
+    def rotary_sin_cos(self) -> tuple[np.ndarray, np.ndarray]:
+        """NumPy constants, not state: float32 whatever the computation dtype."""
+        return rotary_table(self.config.n_positions, self.rotary_dim)
 
     def __call__(
         self,
@@ -103,7 +101,6 @@ class GPTJAttention(nn.Module):
         use_cache: bool = False,
         output_attentions: bool = False,
         cache_index: Array | None = None,
-        deterministic: bool = True,
     ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
         """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool; position_ids (B or 1, T) →
         (B, T, H*D), present, attn_weights."""
@@ -114,8 +111,9 @@ class GPTJAttention(nn.Module):
         value = self.v_proj(hidden_states).reshape(batch_size, query_len, self.num_heads, self.head_dim)
 
         # Rotary only on the first `rotary_dim` dims of each head; the rest pass through.
-        sin = jnp.asarray(self.rotary_sin)[position_ids][:, :, None, :]  # (B, T, 1, R/2)
-        cos = jnp.asarray(self.rotary_cos)[position_ids][:, :, None, :]
+        rotary_sin, rotary_cos = self.rotary_sin_cos
+        sin = jnp.asarray(rotary_sin)[position_ids][:, :, None, :]  # (B, T, 1, R/2)
+        cos = jnp.asarray(rotary_cos)[position_ids][:, :, None, :]
         query = jnp.concatenate(
             (apply_rotary(query[..., : self.rotary_dim], sin, cos), query[..., self.rotary_dim :]), -1
         )
@@ -132,45 +130,36 @@ class GPTJAttention(nn.Module):
 
         # Scores in float32, as the checkpoints were trained.
         attn_output, attn_weights = attention(
-            query, key, value, mask, self.scale, self.attn_dropout, self.config._attn_implementation, deterministic,
+            query, key, value, mask, self.scale, self.attn_dropout, self.config._attn_implementation,
             head_mask, output_attentions, upcast=True,
         )
         attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
-        attn_output = self.resid_dropout(self.out_proj(attn_output), deterministic=deterministic)
+        attn_output = self.resid_dropout(self.out_proj(attn_output))
         return attn_output, present, attn_weights
 
 
-class GPTJMLP(nn.Module):
-    intermediate_size: int
-    config: GPTJConfig
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
+class GPTJMLP(nnx.Module):
+    def __init__(self, intermediate_size: int, config: GPTJConfig, *, dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs) -> None:
         init = init_normal(config.initializer_range)
-        self.fc_in = nn.Dense(self.intermediate_size, kernel_init=init, dtype=self.dtype)
-        self.fc_out = nn.Dense(config.n_embd, kernel_init=init, dtype=self.dtype)
+        self.fc_in = nnx.Linear(config.n_embd, intermediate_size, kernel_init=init, dtype=dtype, rngs=rngs)
+        self.fc_out = nnx.Linear(intermediate_size, config.n_embd, kernel_init=init, dtype=dtype, rngs=rngs)
         self.act = get_activation(config.activation_function)
-        self.dropout = nn.Dropout(config.resid_pdrop)
+        self.dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
 
-    def __call__(self, hidden_states: Array, deterministic: bool = True) -> Array:
+    def __call__(self, hidden_states: Array) -> Array:
         hidden_states = self.act(self.fc_in(hidden_states))
-        return self.dropout(self.fc_out(hidden_states), deterministic=deterministic)
+        return self.dropout(self.fc_out(hidden_states))
 
 
-class GPTJBlock(nn.Module):
+class GPTJBlock(nnx.Module):
     """Parallel block: attention and MLP both read `ln_1(x)` and are added to the residual together."""
 
-    config: GPTJConfig
-    layer_idx: int = 0
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
+    def __init__(self, config: GPTJConfig, layer_idx: int = 0, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
         inner_dim = config.n_inner if config.n_inner is not None else 4 * config.n_embd
-        self.ln_1 = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=self.dtype)
-        self.attn = GPTJAttention(config, self.layer_idx, dtype=self.dtype)
-        self.mlp = GPTJMLP(inner_dim, config, dtype=self.dtype)
+        self.ln_1 = nnx.LayerNorm(config.n_embd, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
+        self.attn = GPTJAttention(config, layer_idx, dtype=dtype, rngs=rngs)
+        self.mlp = GPTJMLP(inner_dim, config, dtype=dtype, rngs=rngs)
 
     def __call__(
         self,
@@ -182,16 +171,15 @@ class GPTJBlock(nn.Module):
         use_cache: bool = False,
         output_attentions: bool = False,
         cache_index: Array | None = None,
-        deterministic: bool = True,
     ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
         """Returns hidden_states (B, T, H*D), present, attn_weights."""
         residual = hidden_states
         hidden_states = self.ln_1(hidden_states)
         attn_output, present, attn_weights = self.attn(
             hidden_states, layer_past, attention_mask, position_ids, head_mask, use_cache, output_attentions,
-            cache_index, deterministic,
+            cache_index,
         )
-        hidden_states = attn_output + self.mlp(hidden_states, deterministic) + residual
+        hidden_states = attn_output + self.mlp(hidden_states) + residual
         return hidden_states, present, attn_weights
 
 
@@ -199,21 +187,19 @@ class GPTJPreTrainedModel(PreTrainedModel):
     config_class = GPTJConfig
 
 
-class GPTJModelModule(nn.Module):
+class GPTJModelModule(nnx.Module):
     """The bare GPT-J transformer: token embedding (no position table), `n_layer` blocks, final LayerNorm."""
 
-    config: GPTJConfig
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
+    def __init__(self, config: GPTJConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
+        self.config = config
         self.embed_dim = config.n_embd
-        self.wte = nn.Embed(
-            config.vocab_size, self.embed_dim, embedding_init=init_normal(config.initializer_range), dtype=self.dtype
+        self.wte = nnx.Embed(
+            config.vocab_size, self.embed_dim, embedding_init=init_normal(config.initializer_range), dtype=dtype,
+            rngs=rngs,
         )
-        self.drop = nn.Dropout(config.embd_pdrop)
-        self.h = ModuleList([GPTJBlock(config, layer_idx=i, dtype=self.dtype) for i in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=self.dtype)
+        self.drop = nnx.Dropout(config.embd_pdrop, rngs=rngs)
+        self.h = ModuleList([GPTJBlock(config, layer_idx=i, dtype=dtype, rngs=rngs) for i in range(config.n_layer)])
+        self.ln_f = nnx.LayerNorm(self.embed_dim, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
 
     def __call__(
         self,
@@ -228,7 +214,6 @@ class GPTJModelModule(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        deterministic: bool = True,
     ) -> BaseModelOutputWithPast | tuple:
         """Args:
             input_ids: (B, T) int token ids. inputs_embeds: (B, T, H*D) instead of input_ids.
@@ -238,7 +223,6 @@ class GPTJModelModule(nn.Module):
             token_type_ids, position_ids: (B, T); token types are embedded with `wte`, positions (which pick
                 the rotary angles) default to consecutive ids after the cache.
             head_mask: (H,) or (L, H), 1 keeps a head.
-            deterministic: False turns dropout on (needs a "dropout" PRNG key).
         """
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
@@ -264,7 +248,7 @@ class GPTJModelModule(nn.Module):
         if token_type_ids is not None:
             check_ids(token_type_ids, config.vocab_size, "token_type_ids", "vocab_size")
             hidden_states = hidden_states + self.wte(token_type_ids.reshape(-1, seq_len))
-        hidden_states = self.drop(hidden_states, deterministic=deterministic)
+        hidden_states = self.drop(hidden_states)
 
         attention_mask = static_padding(attention_mask, past_key_values)
         key_len = cache_key_length(past_key_values, past, seq_len)
@@ -281,7 +265,7 @@ class GPTJModelModule(nn.Module):
             layer_past = past_key_values[i] if past_key_values is not None else None
             hidden_states, present, attn_weights = block(
                 hidden_states, layer_past, attention_mask, position_ids, head_masks[i], use_cache, output_attentions,
-                cache_index, deterministic,
+                cache_index,
             )
             if use_cache:
                 presents += (present,)
@@ -306,17 +290,15 @@ class GPTJModel(GPTJPreTrainedModel):
     module_class = GPTJModelModule
 
 
-class GPTJForCausalLMModule(nn.Module):
+class GPTJForCausalLMModule(nnx.Module):
     """GPT-J with a language-modeling head: its own matrix and bias unless `tie_word_embeddings`."""
 
-    config: GPTJConfig
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.transformer = GPTJModelModule(config, dtype=self.dtype)
-        self.lm_head = None if config.tie_word_embeddings else nn.Dense(
-            config.vocab_size, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
+    def __init__(self, config: GPTJConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
+        self.config = config
+        self.transformer = GPTJModelModule(config, dtype=dtype, rngs=rngs)
+        self.lm_head = None if config.tie_word_embeddings else nnx.Linear(
+            config.n_embd, config.vocab_size, kernel_init=init_normal(config.initializer_range), dtype=dtype,
+            rngs=rngs,
         )
 
     def __call__(
@@ -333,14 +315,13 @@ class GPTJForCausalLMModule(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        deterministic: bool = True,
     ) -> CausalLMOutputWithPast | tuple:
         """As `GPTJModelModule.__call__`, plus `labels` (B, T): next-token targets, shifted inside; -100 is
         ignored. Returns logits (B, T, V)."""
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
         transformer_outputs = self.transformer(
             input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache, output_attentions, output_hidden_states, return_dict=True, deterministic=deterministic,
+            use_cache, output_attentions, output_hidden_states, return_dict=True,
         )
         logits = lm_head_logits(self.lm_head, self.transformer.wte, transformer_outputs.last_hidden_state)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
@@ -361,54 +342,10 @@ class GPTJForCausalLM(GPTJPreTrainedModel):
     _is_generative = True
 
 
-class GPTJForSequenceClassificationModule(nn.Module):
+class GPTJForSequenceClassificationModule(SequenceClassificationModule):
     """GPT-J with a bias-free linear `score` head on the last non-padding token."""
 
-    config: GPTJConfig
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.num_labels = config.num_labels
-        self.transformer = GPTJModelModule(config, dtype=self.dtype)
-        self.score = nn.Dense(
-            self.num_labels, use_bias=False, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
-        )
-
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        labels: Array | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        deterministic: bool = True,
-    ) -> SequenceClassifierOutputWithPast | tuple:
-        """As `GPTJModelModule.__call__`, plus `labels`: (B,) class ids, (B,) or (B, num_labels) floats for
-        regression, (B, num_labels) 0/1 for multi-label. Returns logits (B, num_labels)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache, output_attentions, output_hidden_states, return_dict=True, deterministic=deterministic,
-        )
-        logits = self.score(transformer_outputs.last_hidden_state)  # (B, T, num_labels)
-        pooled_logits = pool_last_token(logits, input_ids, self.config.pad_token_id, type(self).__name__)
-        loss = sequence_classification_loss(pooled_logits, labels, self.config) if labels is not None else None
-        output = SequenceClassifierOutputWithPast(
-            loss=loss,
-            logits=pooled_logits,
-            past_key_values=transformer_outputs.past_key_values,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    base_model_class = GPTJModelModule
 
 
 class GPTJForSequenceClassification(GPTJPreTrainedModel):
@@ -417,54 +354,10 @@ class GPTJForSequenceClassification(GPTJPreTrainedModel):
     module_class = GPTJForSequenceClassificationModule
 
 
-class GPTJForTokenClassificationModule(nn.Module):
+class GPTJForTokenClassificationModule(TokenClassificationModule):
     """GPT-J with dropout and a linear `classifier` on every token (Hugging Face has no such class)."""
 
-    config: GPTJConfig
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.num_labels = config.num_labels
-        self.transformer = GPTJModelModule(config, dtype=self.dtype)
-        self.dropout = nn.Dropout(classifier_dropout(config))
-        self.classifier = nn.Dense(
-            config.num_labels, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
-        )
-
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        labels: Array | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        deterministic: bool = True,
-    ) -> TokenClassifierOutput | tuple:
-        """As `GPTJModelModule.__call__`, plus `labels` (B, T) class ids (-100 ignored). Returns logits
-        (B, T, num_labels)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache, output_attentions, output_hidden_states, return_dict=True, deterministic=deterministic,
-        )
-        hidden_states = self.dropout(transformer_outputs.last_hidden_state, deterministic=deterministic)
-        logits = self.classifier(hidden_states)
-        loss = cross_entropy_loss(logits, labels) if labels is not None else None
-        output = TokenClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    base_model_class = GPTJModelModule
 
 
 class GPTJForTokenClassification(GPTJPreTrainedModel):
@@ -473,56 +366,11 @@ class GPTJForTokenClassification(GPTJPreTrainedModel):
     module_class = GPTJForTokenClassificationModule
 
 
-class GPTJForQuestionAnsweringModule(nn.Module):
+class GPTJForQuestionAnsweringModule(QuestionAnsweringModule):
     """GPT-J with a linear `qa_outputs` head (`num_labels` outputs, as Hugging Face) giving span scores."""
 
-    config: GPTJConfig
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        config = self.config
-        self.num_labels = config.num_labels
-        self.transformer = GPTJModelModule(config, dtype=self.dtype)
-        self.qa_outputs = nn.Dense(
-            config.num_labels, kernel_init=init_normal(config.initializer_range), dtype=self.dtype
-        )
-
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        start_positions: Array | None = None,
-        end_positions: Array | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        deterministic: bool = True,
-    ) -> QuestionAnsweringModelOutput | tuple:
-        """As `GPTJModelModule.__call__` (no cache), plus `start_positions`/`end_positions` (B,) span targets,
-        clamped to the sequence. Returns start_logits and end_logits (B, T)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, None, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache=False, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True, deterministic=deterministic,
-        )
-        logits = self.qa_outputs(transformer_outputs.last_hidden_state)  # (B, T, 2)
-        start_logits, end_logits = (x.squeeze(-1) for x in jnp.split(logits, logits.shape[-1], axis=-1))
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
-        output = QuestionAnsweringModelOutput(
-            loss=loss,
-            start_logits=start_logits,
-            end_logits=end_logits,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    base_model_class = GPTJModelModule
+    qa_outputs_from_num_labels = True
 
 
 class GPTJForQuestionAnswering(GPTJPreTrainedModel):

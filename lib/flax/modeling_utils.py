@@ -1,10 +1,14 @@
 """The Flax model wrapper base class: parameters, the jitted call, the static cache, checkpoints.
 
-Each user-facing class (`GPT2LMHeadModel`, ...) wraps one `flax.linen` module (`GPT2LMHeadModelModule`) with
+Each user-facing class (`GPT2LMHeadModel`, ...) wraps one `flax.nnx` module (`GPT2LMHeadModelModule`) with
 Hugging Face's Flax API: `Model(config, input_shape=(1, 1), seed=0, dtype=jnp.float32, _do_init=True)`,
 `model.params` (a plain nested dict, exactly the tree of `flax_model.msgpack`), `model(input_ids, ...,
 params=None, dropout_rng=None, train=False)`, `init_cache`, `to_fp16/to_bf16/to_fp32`, `from_pretrained`
 and `save_pretrained`.
+
+The NNX module runs as a pure function inside `jax.jit`: its graph definition is split off once per class and
+config, and each call merges it with the params dict (and the dropout key) while tracing, so no NNX graph
+traversal happens on the hot path. `model.nnx_module` hands NNX users the module itself.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ import logging
 import os
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from ..checkpoints.canonical import open_checkpoint
 from ..checkpoints.files import FLAX_WEIGHTS_NAME, SAFE_WEIGHTS_NAME
@@ -46,7 +50,7 @@ Params = dict[str, Any]
 # Module arguments that change the traced program (Python values, not arrays).
 _STATIC_ARGS = ("deterministic", "use_cache", "output_attentions", "output_hidden_states", "return_dict")
 # Jitted programs by (class, dtype, attention implementation, config JSON), least recently used first.
-_COMPILED: collections.OrderedDict[tuple, tuple[Any, Any]] = collections.OrderedDict()
+_COMPILED: collections.OrderedDict[tuple, _Programs] = collections.OrderedDict()
 _COMPILED_MAX = 64
 # Config entries that never change the computation (so models loaded from different paths share programs).
 _NOT_COMPUTATIONAL = ("_name_or_path", "architectures", "torch_dtype", "transformers_version")
@@ -94,6 +98,48 @@ def _is_float(x: Any) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.floating)
 
 
+# --------------------------------------------------------------------------------------------- the programs
+class _Programs:
+    """One NNX module class and config as pure functions: the graph definition (fixed at trace time) and the
+    dropout streams' state, split off once; `apply` and `init` jitted over them.
+
+    Args:
+        module_class: the `nnx.Module` class. config: its config (a private copy). dtype: computation dtype.
+    """
+
+    def __init__(self, module_class: type[nnx.Module], config: PretrainedConfig, dtype: Any) -> None:
+        def build(rng: Array) -> nnx.Module:
+            params_rng, dropout_rng = jax.random.split(rng)
+            return module_class(config, dtype=dtype, rngs=nnx.Rngs(params=params_rng, dropout=dropout_rng))
+
+        def init(rng: Array, input_shape: tuple[int, ...] = (1, 1)) -> Params:
+            # NNX creates every parameter in __init__, so the dummy input shape no longer matters.
+            _, params, _ = nnx.split(build(rng), nnx.Param, ...)
+            return nnx.to_pure_dict(params)
+
+        def rng_state() -> Any:
+            # Only the dropout streams come back: XLA drops the parameter initializers as dead code.
+            return nnx.split(build(jax.random.PRNGKey(0)), nnx.Param, ...)[2]
+
+        def apply(params: Params, rngs: dict[str, Array], inputs: dict[str, Any], deterministic: bool = True,
+                  **static: Any) -> Any:
+            module = self.bind(params, rngs.get("dropout"), deterministic)
+            return module(**inputs, **static)
+
+        self.graphdef = nnx.split(nnx.eval_shape(build, jax.random.PRNGKey(0)), nnx.Param, ...)[0]
+        self.rng_state = jax.jit(rng_state)()
+        self.apply = jax.jit(apply, static_argnames=_STATIC_ARGS)
+        self.init = jax.jit(init, static_argnums=1)
+
+    def bind(self, params: Params, dropout_rng: Array | None = None, deterministic: bool = True) -> nnx.Module:
+        """The NNX module holding `params` (a nested dict), in eval mode unless `deterministic` is False, its
+        dropout streams reseeded from `dropout_rng`. Inside `jax.jit` this costs only trace time."""
+        module = nnx.merge(self.graphdef, params, self.rng_state, copy=True)
+        if dropout_rng is not None:
+            nnx.reseed(module, dropout=dropout_rng)
+        return nnx.view(module, deterministic=deterministic)
+
+
 # --------------------------------------------------------------------------------------------- the wrapper
 class PreTrainedModel(GenerationMixin, LoraMixin):
     """Base of every Flax model wrapper.
@@ -106,7 +152,7 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
     """
 
     config_class: type[PretrainedConfig] = PretrainedConfig
-    module_class: type[nn.Module]
+    module_class: type[nnx.Module]
     base_model_prefix = "transformer"
     main_input_name = "input_ids"
     _is_generative = False
@@ -127,31 +173,26 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
         self.dtype = dtype
         self.input_shape = tuple(input_shape)
         self.key = jax.random.PRNGKey(seed)
-        self.module = self.module_class(config=config, dtype=dtype)
         self._module_args = frozenset(inspect.signature(self.module_class.__call__).parameters) - {"self"}
         # Abstract shapes only: no random numbers are drawn for this.
-        self._params_shape_tree = jax.eval_shape(self._compiled()[1], self.key, self.input_shape)
+        self._params_shape_tree = jax.eval_shape(self._compiled().init, self.key, self.input_shape)
         self._params: Params | None = self.init_weights(self.key, self.input_shape) if _do_init else None
         self._is_initialized = _do_init
 
     # ----------------------------------------------------------------------------------------- params
-    def dummy_inputs(self, input_shape: tuple[int, ...]) -> dict[str, Array]:
-        """Inputs that reach every parameter when the module is initialized."""
-        input_ids = jnp.zeros(input_shape, dtype=jnp.int32)
-        return {"input_ids": input_ids, "attention_mask": jnp.ones_like(input_ids)}
-
     def init_weights(self, rng: Array, input_shape: tuple[int, ...], params: Params | None = None) -> Params:
-        """Random params for `input_shape` dummy inputs (normal with the config's `initializer_range`);
-        with `params`, only the paths `params` lacks are random."""
-        random_params = self._compiled()[1](rng, tuple(input_shape))
+        """Random params (normal with the config's `initializer_range`, GPT-2's residual projections scaled
+        by 1/√(2·n_layer)); with `params`, only the paths `params` lacks are random. `input_shape` is kept
+        for Hugging Face's signature: NNX modules create every parameter when they are built."""
+        random_params = self._compiled().init(rng, tuple(input_shape))
         if params is None:
             return random_params
         flat = flatten_params(random_params)
         flat.update({path: leaf for path, leaf in flatten_params(params).items() if path in flat})
         return unflatten_params(flat)
 
-    def _compiled(self) -> tuple[Any, Any]:
-        """(jitted apply, jitted init), shared by every model of this class with an equal config and dtype.
+    def _compiled(self) -> _Programs:
+        """The jitted programs, shared by every model of this class with an equal config and dtype.
 
         Keyed by the config's current contents, so a config changed after a call gets programs of its own
         instead of replaying ones traced with the old values.
@@ -161,20 +202,7 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
                json.dumps(config, sort_keys=True, default=str))
         compiled = _COMPILED.get(key)
         if compiled is None:
-            module = self.module_class(config=copy.deepcopy(self.config), dtype=self.dtype)
-            dummy_inputs = self.dummy_inputs
-
-            def apply(params: Params, rngs: dict[str, Array], inputs: dict[str, Any], **static: Any) -> Any:
-                return module.apply({"params": params}, **inputs, **static, rngs=rngs)
-
-            def init(rng: Array, input_shape: tuple[int, ...]) -> Params:
-                params_rng, dropout_rng = jax.random.split(rng)
-                variables = module.init(
-                    {"params": params_rng, "dropout": dropout_rng}, **dummy_inputs(input_shape), deterministic=True
-                )
-                return nn.meta.unbox(variables["params"])
-
-            compiled = (jax.jit(apply, static_argnames=_STATIC_ARGS), jax.jit(init, static_argnums=1))
+            compiled = _Programs(self.module_class, copy.deepcopy(self.config), self.dtype)
             _COMPILED[key] = compiled
             if len(_COMPILED) > _COMPILED_MAX:
                 _COMPILED.popitem(last=False)
@@ -341,7 +369,7 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
         }
         self._check_values(inputs)
         rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
-        return self._compiled()[0](params, rngs, inputs, deterministic=not train, **static)
+        return self._compiled().apply(params, rngs, inputs, deterministic=not train, **static)
 
     def _check_values(self, inputs: dict[str, Any]) -> None:
         """Checks that need concrete values, done before tracing (inside `jax.jit` they are skipped)."""

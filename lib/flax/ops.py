@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax import lax
 
 from ..configuration import ACTIVATIONS, PretrainedConfig
@@ -59,6 +60,7 @@ __all__ = [
     "lm_head_logits",
     "classifier_dropout",
     "init_normal",
+    "residual_init_std",
 ]
 
 Array = jax.Array
@@ -106,45 +108,45 @@ def get_activation(name: str) -> Callable[[Array], Array]:
 
 
 # --------------------------------------------------------------------------------------------- layers
-class Conv1D(nn.Module):
+class Conv1D(nnx.Module):
     """GPT-2's projection: `x @ kernel.T + bias` with `kernel` stored (out, in), as in Hugging Face's Flax
     checkpoints (the transpose of the PyTorch weight).
 
-    Attributes:
-        features: output features. initializer_range: std of the kernel's normal init.
+    Args:
+        nf: output features. nx: input features. initializer_range: std of the kernel's normal init.
     """
 
-    features: int
-    initializer_range: float = 0.02
-    dtype: Any = jnp.float32
+    def __init__(self, nf: int, nx: int, initializer_range: float = 0.02, *, dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs) -> None:
+        self.nf = nf
+        self.dtype = dtype
+        self.kernel = nnx.Param(init_normal(initializer_range)(rngs.params(), (nf, nx), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((nf,), jnp.float32))
 
-    @nn.compact
     def __call__(self, x: Array) -> Array:
-        kernel = self.param("kernel", init_normal(self.initializer_range), (self.features, x.shape[-1]))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        x, kernel, bias = (jnp.asarray(a, self.dtype) for a in (x, self.kernel[...], self.bias[...]))
         # (..., in) -> (..., out), contracting with the kernel's second axis: no transposed copy of it
         x = lax.dot_general(x, kernel, (((x.ndim - 1,), (1,)), ((), ())))
         return x + bias
 
 
-class ModuleList(nn.Module):
-    """`torch.nn.ModuleList` for linen: children are named "0", "1", ... so parameter paths read
+class ModuleList(nnx.Module):
+    """`torch.nn.ModuleList` for NNX: children are attributes "0", "1", ... so parameter paths read
     `h/0/attn/...` as in Hugging Face's checkpoints."""
 
-    layers: Sequence[nn.Module]
-
-    def setup(self) -> None:
-        self.blocks = [layer.clone(parent=self, name=str(i)) for i, layer in enumerate(self.layers)]
+    def __init__(self, layers: Sequence[nnx.Module]) -> None:
+        for i, layer in enumerate(layers):
+            setattr(self, str(i), layer)
+        self.num_layers = len(layers)
 
     def __len__(self) -> int:
-        return len(self.layers)
+        return self.num_layers
 
-    def __iter__(self) -> Iterator[nn.Module]:
-        return iter(self.blocks)
+    def __iter__(self) -> Iterator[nnx.Module]:
+        return (getattr(self, str(i)) for i in range(self.num_layers))
 
-    def __getitem__(self, index: int) -> nn.Module:
-        return self.blocks[index]
+    def __getitem__(self, index: int) -> nnx.Module:
+        return getattr(self, str(index))
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -212,8 +214,7 @@ def eager_attention(
     value: Array,
     mask: Array | None,
     scale: float,
-    dropout: nn.Dropout,
-    deterministic: bool,
+    dropout: nnx.Dropout,
     head_mask: Array | None = None,
     upcast: bool = False,
 ) -> tuple[Array, Array]:
@@ -231,7 +232,7 @@ def eager_attention(
     attn_weights = jnp.matmul(query * scale, key.swapaxes(-1, -2))  # (B, H, T, S)
     # Softmax in float32, then back to the value dtype as the checkpoints' authors trained with.
     attn_weights = masked_softmax(attn_weights, mask).astype(value.dtype)
-    attn_weights = dropout(attn_weights, deterministic=deterministic)
+    attn_weights = dropout(attn_weights)
     if head_mask is not None:
         attn_weights = attn_weights * head_mask
     attn_output = jnp.matmul(attn_weights, value)  # (B, H, T, D)
@@ -263,9 +264,8 @@ def attention(
     value: Array,
     mask: Array | None,
     scale: float,
-    dropout: nn.Dropout,
+    dropout: nnx.Dropout,
     implementation: str,
-    deterministic: bool,
     head_mask: Array | None = None,
     output_attentions: bool = False,
     upcast: bool = False,
@@ -273,10 +273,10 @@ def attention(
     """Dispatch to `sdpa_attention` or `eager_attention`; the eager path is used whenever probabilities are
     returned, heads are masked or dropout is active. Returns attn_output (B, H, T, D) and attn_weights
     (B, H, T, S) or None."""
-    dropout_active = not deterministic and dropout.rate > 0
+    dropout_active = not dropout.deterministic and dropout.rate > 0
     if implementation == "sdpa" and not output_attentions and head_mask is None and not dropout_active:
         return sdpa_attention(query, key, value, mask, scale, upcast), None
-    return eager_attention(query, key, value, mask, scale, dropout, deterministic, head_mask, upcast)
+    return eager_attention(query, key, value, mask, scale, dropout, head_mask, upcast)
 
 
 # --------------------------------------------------------------------------------------------- cache
@@ -534,7 +534,7 @@ def pool_last_token(logits: Array, input_ids: Array | None, pad_token_id: int | 
     return logits[jnp.arange(batch_size), last]
 
 
-def lm_head_logits(lm_head: nn.Module | None, wte: nn.Embed, hidden_states: Array) -> Array:
+def lm_head_logits(lm_head: nnx.Linear | None, wte: nnx.Embed, hidden_states: Array) -> Array:
     """(..., H*D) → (..., V) logits. With tied word embeddings there is no `lm_head` parameter (as in Hugging
     Face's Flax checkpoints): the logits are `hidden_states @ wte.embedding.T`."""
     if lm_head is None:
@@ -550,4 +550,9 @@ def classifier_dropout(config: PretrainedConfig) -> float:
 
 def init_normal(std: float) -> Callable[..., Array]:
     """N(0, std²) initializer of kernels and embeddings."""
-    return nn.initializers.normal(stddev=std)
+    return nnx.initializers.normal(stddev=std)
+
+
+def residual_init_std(initializer_range: float, num_layers: int) -> float:
+    """GPT-2's scaled init of residual projections: initializer_range / √(2·n_layer)."""
+    return initializer_range / math.sqrt(2 * num_layers)
