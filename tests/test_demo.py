@@ -181,8 +181,8 @@ def test_demo_degrades_to_the_installed_backends(monkeypatch, tmp_path):
     """With only PyTorch usable: no Keras fine-tuning, the embedded weights are converted and run in PyTorch,
     and the skipped backends are named with their pip extra."""
     monkeypatch.setattr(demo_run, "missing_backends", lambda: {
-        "tf": "tensorflow not installed: pip install 'twinformers[tf]'",
-        "flax": "jax not installed: pip install 'twinformers[flax]'",
+        "tf": "tensorflow is not installed: pip install 'twinformers[tf]'",
+        "flax": "jax and msgpack are not installed: pip install 'twinformers[flax]'",
     })
     notes = []
     settings = DemoSettings.short(max_new_tokens=3, progress=False, output_dir=str(tmp_path / "out"))
@@ -190,7 +190,8 @@ def test_demo_degrades_to_the_installed_backends(monkeypatch, tmp_path):
     assert result.fine_tune is None and result.model_source == embedded_model_path()
     assert result.checkpoints["tf"] == embedded_model_path()  # converted as shipped
     assert "model.safetensors" in os.listdir(result.checkpoints["pt"])
-    assert "flax_model.msgpack" in os.listdir(result.checkpoints["flax"])  # the converter needs no framework
+    assert "flax" not in result.checkpoints  # not converted: writing flax_model.msgpack needs msgpack
+    assert any(note.strip().startswith("Flax") and "skipped" in note for note in notes)
     assert list(result.logits_diff) == ["pt"] and result.logits_diff["pt"] == 0.0 and result.ok
     assert [g.backend for g in result.generations] == ["pt"] and len(result.generations[0].token_ids) == 3
     summary = format_summary(result, settings)
@@ -206,8 +207,49 @@ def test_demo_degrades_to_the_installed_backends(monkeypatch, tmp_path):
         np.testing.assert_array_equal(converted[key], embedded[key], err_msg=key)
 
 
+# A `[pt]`-only install, simulated in a fresh interpreter: these modules are neither found nor importable.
+HIDE_MODULES = """
+import importlib.abc, importlib.util, sys
+HIDDEN = {"tensorflow", "keras", "h5py", "jax", "flax", "optax", "msgpack"}
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in HIDDEN:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Hide())
+_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, package=None: (
+    None if name.partition(".")[0] in HIDDEN else _find_spec(name, package))
+from twinformers.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_pt_only(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", HIDE_MODULES, *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.skipif(not HAS["pt"], reason="needs torch")
+def test_demo_short_on_a_pt_only_install(tmp_path):
+    result = run_pt_only("demo", "--short", "--max-new-tokens", "3", "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "TensorFlow twin  skipped — tensorflow, keras and h5py are not installed: pip install 'twinformers[tf]'" \
+        in result.stdout
+    assert "optax and msgpack are not installed: pip install 'twinformers[flax]'" in result.stdout
+    assert sorted(os.listdir(tmp_path / "out")) == ["pt"]  # nothing converted for the skipped twins
+
+
+def test_convert_to_flax_without_msgpack_names_the_extra(tmp_path):
+    from helpers import HF_FIXTURES
+
+    result = run_pt_only("convert", os.path.join(HF_FIXTURES, "gpt2-pt-base"), str(tmp_path / "out"), "--to", "flax")
+    assert result.returncode == 1
+    assert result.stderr == ("twinformers convert: error: writing flax_model.msgpack needs msgpack, which is not "
+                             "installed: pip install 'twinformers[flax]'\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_retrain_without_tensorflow_names_the_extra(monkeypatch, tmp_path):
-    monkeypatch.setattr(demo_run, "missing_backends", lambda: {"tf": "tensorflow not installed: pip install "
+    monkeypatch.setattr(demo_run, "missing_backends", lambda: {"tf": "tensorflow is not installed: pip install "
                                                                   "'twinformers[tf]'"})
     with pytest.raises(ImportError, match=r"--retrain trains with Keras.*twinformers\[tf\]"):
         run_demo(DemoSettings.short(retrain=True, progress=False, output_dir=str(tmp_path)),

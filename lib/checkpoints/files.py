@@ -48,12 +48,16 @@ def resolve_file(
     """Local path of `filename` in a directory or a Hugging Face Hub repository.
 
     A local directory is used as is. Anything else is treated as a Hub id and fetched through
-    `huggingface_hub` (which honours `HF_HUB_OFFLINE`, `HF_HOME` and `cache_dir`).
+    `huggingface_hub` (which honours `HF_HUB_OFFLINE`, `HF_HOME` and `cache_dir`). The first Hub look-up of the
+    process is one request without retries (HF_HUB_ETAG_TIMEOUT, 10 s by default); if the Hub does not answer
+    it, the rest of the process reads the Hub cache only, so a mistyped local path fails in seconds instead of
+    retrying every file name with back-off.
 
     Returns:
         The file's path, or None when it does not exist and `required` is False.
     Raises:
-        CheckpointError: the file does not exist (and `required`), or the Hub could not be reached.
+        CheckpointError: the file does not exist (and `required`); or the name is neither a local directory
+        nor a repository the Hub (or, offline, the Hub cache) has.
     """
     path_or_repo_id = str(path_or_repo_id)
     if os.path.isdir(path_or_repo_id):
@@ -69,27 +73,75 @@ def resolve_file(
         raise CheckpointError(f"{path_or_repo_id} is neither an existing directory nor a valid Hub repository id")
     try:
         import huggingface_hub
-        from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+        from huggingface_hub import constants
+        from huggingface_hub.utils import (
+            EntryNotFoundError,
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
     except ImportError as err:  # pragma: no cover - huggingface_hub is a core dependency
         raise CheckpointError("loading from the Hub needs `pip install huggingface_hub`") from err
+    offline = local_files_only or constants.HF_HUB_OFFLINE or not _hub_answers(
+        huggingface_hub, HfHubHTTPError, path_or_repo_id, filename, revision, token)
+    neither = f"{path_or_repo_id} is neither a local directory nor"
     try:
         return huggingface_hub.hf_hub_download(
-            path_or_repo_id, filename, revision=revision, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token,
+            path_or_repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline,
+            token=token,
         )
+    except LocalEntryNotFoundError as err:  # first: a subclass of EntryNotFoundError in huggingface_hub ≥ 1
+        if not _HUB_STATE:
+            _HUB_STATE["unreachable"] = str(err)
+        if not required and _in_hub_cache(path_or_repo_id, cache_dir, constants.HF_HUB_CACHE):
+            return None  # a cached repository without this (optional) file
+        if local_files_only:
+            why = "local_files_only is set (--local-files-only)"
+        elif constants.HF_HUB_OFFLINE:
+            why = "HF_HUB_OFFLINE is set"
+        else:
+            why = f"the Hub could not be reached ({' '.join(_HUB_STATE['unreachable'].split())})"
+        raise CheckpointError(
+            f"{neither} reachable on the Hub: {why}, and the Hub cache has no {filename} for it"
+        ) from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"{neither} a model repository on the Hub (not found, or private)") from None
+    except RevisionNotFoundError:
+        raise CheckpointError(f"Hub repository {path_or_repo_id} has no revision {revision!r}") from None
     except EntryNotFoundError:
         if required:
             raise CheckpointError(f"Hub repository {path_or_repo_id} has no file named {filename}") from None
         return None
-    except LocalEntryNotFoundError as err:
-        if not required and local_files_only:
-            return None
-        raise CheckpointError(
-            f"could not find {filename} for {path_or_repo_id} in the local cache and could not reach the Hub "
-            f"(offline or HF_HUB_OFFLINE=1?): {err}"
-        ) from err
-    except Exception as err:  # RepositoryNotFoundError, RevisionNotFoundError, HTTP errors
+    except Exception as err:  # HTTP errors
         raise CheckpointError(f"could not fetch {filename} from Hub repository {path_or_repo_id}: {err}") from err
+
+
+# The first Hub look-up's outcome, for the rest of the process: {"reachable": ""} or {"unreachable": why}.
+_HUB_STATE: dict[str, str] = {}
+
+
+def _hub_answers(
+    hub: Any, http_error: type[Exception], repo_id: str, filename: str, revision: str | None, token: str | bool | None
+) -> bool:
+    """Whether the Hub answers HTTP, asked once per process with a single request (no retries): any HTTP
+    status counts as an answer; a connection error or timeout does not."""
+    if not _HUB_STATE:
+        url = hub.hf_hub_url(repo_id, filename, revision=revision)
+        try:
+            hub.get_hf_file_metadata(url, token=token)
+            _HUB_STATE["reachable"] = ""
+        except http_error:
+            _HUB_STATE["reachable"] = ""  # 401/404/...: the server answered
+        except Exception as err:  # the transport's connection and timeout errors
+            _HUB_STATE["unreachable"] = f"{type(err).__name__}: {err}"
+    return "reachable" in _HUB_STATE
+
+
+def _in_hub_cache(repo_id: str, cache_dir: str | os.PathLike | None, default_cache: str) -> bool:
+    """Whether the Hub cache holds any snapshot of `repo_id` (its layout: models--{org}--{name}/snapshots)."""
+    folder = "models--" + repo_id.replace("/", "--")
+    return os.path.isdir(os.path.join(os.fspath(cache_dir or default_cache), folder, "snapshots"))
 
 
 def _looks_like_repo_id(name: str) -> bool:

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, help="cast floating weights (default: keep)")
     parser.add_argument("--max-shard-size", default="5GB", help="largest file before sharding (default: 5GB)")
     parser.add_argument("--verify", action="store_true",
-                        help="compare source and target outputs in the installed twins (fails above 1e-5 fp32)")
+                        help="compare source and target outputs in the installed twins; fails above "
+                             "1e-5 × max(1, max |output|) in fp32, and then keeps nothing")
     parser.add_argument("--force", action="store_true", help="replace DST if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--revision", help="Hub revision of SRC")
@@ -39,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
             force=args.force, verify=args.verify, progress=not args.quiet, revision=args.revision,
             local_files_only=args.local_files_only, log=log,
         )
+    except FileExistsError:
+        print(f"twinformers convert: error: {args.dst} already exists; pass --force to replace it", file=sys.stderr)
+        return 1
     except (OSError, ValueError, ImportError, KeyError) as err:
         message = " ".join(str(err).split())  # one line, whatever the library's message layout
         print(f"twinformers convert: error: {message}", file=sys.stderr)
@@ -47,4 +51,9 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {result.tensors} tensors ({result.total_bytes / 1e6:.1f} MB, {result.family} {result.head}) "
         f"as {result.target.weights_name} to {result.destination}: {', '.join(result.files)}"
     )
+    if result.verification:
+        twins = ", ".join(dict.fromkeys(backend for backend, _, _, _ in result.verification))
+        backend, name, diff, bound = max(result.verification, key=lambda row: row[2] / row[3])
+        log(f"verified: {result.destination} gives the source's outputs in {twins} "
+            f"(closest to its bound: {backend} {name}, max |Δ| {diff:.1e} ≤ {bound:.1e})")
     return 0

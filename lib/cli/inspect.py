@@ -32,8 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(path: str, **hub: object) -> list[str]:
     """The report `twinformers inspect` prints, one line per fact."""
-    pass
-    from .._backends import BACKENDS
+    from .._backends import BACKENDS, install_hint, missing_modules
 
     checkpoint = open_checkpoint(path, **hub)
     config = checkpoint.config
@@ -57,13 +56,13 @@ def describe(path: str, **hub: object) -> list[str]:
     parameters = sum(int(np.prod(checkpoint.shape(k), dtype=np.int64)) for k in counted)
     dtypes = collections.Counter(checkpoint.dtype(k).name for k in counted)
     total = sum(checkpoint.nbytes(k) for k in counted)
-    lines.append(f"parameters: {parameters:,} in {len(counted)} tensors ({total / 1e6:.1f} MB)")
+    lines.append(f"parameters: {parameters:,} in {len(counted)} tensors ({format_size(total)})")
     lines.append("dtypes: " + ", ".join(f"{name} ×{n}" for name, n in dtypes.most_common()))
     lines.append(f"format: {checkpoint.weights_name} ({checkpoint.source_format} layout)")
     shards = len(checkpoint.files) - 1 if checkpoint.weights_name.endswith(".index.json") else 0
     lines.append(f"files: {len(checkpoint.files)}" + (f" (index + {shards} shards)" if shards else ""))
     for file in checkpoint.files:
-        lines.append(f"  {os.path.basename(file)}  {os.path.getsize(file) / 1e6:.2f} MB")
+        lines.append(f"  {os.path.basename(file)}  {format_size(os.path.getsize(file))}")
     if family is not None:
         lines.append("tied weights: " + ("lm_head.weight = transformer.wte.weight" if tied else "none"))
         try:
@@ -71,14 +70,24 @@ def describe(path: str, **hub: object) -> list[str]:
             lines.append("weights match config: yes")
         except ValueError as err:
             lines.append(f"weights match config: NO: {' '.join(str(err).split())}")
-    for backend, (modules, extra) in BACKENDS.items():
-        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    for backend in BACKENDS:
+        missing = missing_modules(backend)
         needs_torch = checkpoint.weights_name.startswith("pytorch_model") and importlib.util.find_spec("torch") is None
-        if missing:
-            verdict = f"no ({', '.join(missing)} not installed: pip install 'twinformers[{extra}]')"
+        if config is None:
+            verdict = "no (no config.json: the twins build the model from it)"
+        elif missing:
+            verdict = f"no ({install_hint(backend, missing)})"
         elif needs_torch:
             verdict = "no (reading pytorch_model.bin needs torch; convert it to safetensors first)"
         else:
             verdict = "yes"
         lines.append(f"loads in twinformers.{backend}: {verdict}")
     return lines
+
+
+def format_size(nbytes: int) -> str:
+    """Bytes in the largest decimal unit that keeps the number at least 1: 512 B, 20.5 kB, 1.23 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.{1 if scale == 1e3 else 2}f} {unit}"
+    return f"{nbytes} B"

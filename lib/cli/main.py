@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from .. import __version__
+from .._backends import quiet_tensorflow
 
 # subcommand → (module, one-line help). The module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_tensorflow()  # before any command imports TensorFlow
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

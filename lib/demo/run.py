@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-import importlib.util
 import os
 import tempfile
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backends import BACKENDS
+from .._backends import install_hint, missing_modules
 from ..configuration import GPT2Config
 from ..tokenization.gpt2_fast import GPT2TokenizerFast
 from .embedded import (
@@ -106,13 +105,8 @@ class DemoResult:
 
 def missing_backends() -> dict[str, str]:
     """Backends whose framework is not installed → a message naming the pip extra that installs it."""
-    missing = {}
-    for backend in BACKEND_NAMES:
-        modules, extra = BACKENDS[backend]
-        absent = [m for m in modules if importlib.util.find_spec(m) is None]
-        if absent:
-            missing[backend] = f"{', '.join(absent)} not installed: pip install 'twinformers[{extra}]'"
-    return missing
+    return {backend: install_hint(backend, absent)
+            for backend in BACKEND_NAMES if (absent := missing_modules(backend))}
 
 
 def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None] = print) -> DemoResult:
@@ -149,6 +143,9 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
 
         result.checkpoints["tf"] = source
         for backend in ("pt", "flax"):
+            if backend in result.skipped:
+                log(f"  {BACKEND_NAMES[backend]:<10} skipped ({result.skipped[backend]})")
+                continue
             destination = os.path.join(work, backend)
             convert(source, destination, to=backend, force=True, progress=settings.progress, log=log)
             result.checkpoints[backend] = destination

@@ -4,6 +4,11 @@ Loading is low-memory: the model is built on the `meta` device (no parameter mem
 is allocated once in its final dtype and the checkpoint tensor is read straight into it (plain file reads,
 no resident memory map), so the peak resident memory above the imports stays about 1× the checkpoint
 (Hugging Face needs 2×). Mask and rotary tables are built from NumPy, so they never live on `meta`.
+
+The meta model is built without weight initialization (`_MetaWithoutInit`): every value is read from the
+checkpoint or initialized later on real memory. Random fills on `meta` run PyTorch's Python reference
+kernels, which import `torch._dynamo` and with it `triton`; after TensorFlow is loaded, importing triton
+crashes the process (docs/troubleshooting.md), so loading must not reach them.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import checkpoint
 
 from ..checkpoints.canonical import CanonicalCheckpoint, open_checkpoint
@@ -43,6 +49,23 @@ __all__ = ["PreTrainedModel", "ATTN_IMPLEMENTATIONS"]
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 _FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
                  "float64": torch.float64}
+
+
+# In-place fills that only write values; on a meta tensor (no values) they are skipped.
+_VALUE_FILLS = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.zero_, torch.Tensor.fill_})
+
+
+class _MetaWithoutInit(TorchFunctionMode):
+    """Inside `with torch.device("meta"), _MetaWithoutInit():` modules are built with no value fills:
+    `torch.nn.init.*` and the fills above return their meta tensor untouched."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes its tensor by keyword
+        skip = func in _VALUE_FILLS or getattr(func, "__module__", None) == "torch.nn.init"
+        if skip and isinstance(target, torch.Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
 
 
 class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin):
@@ -259,7 +282,7 @@ class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin):
         weights = open_checkpoint(path, **hub)
         dtype = _resolve_dtype(torch_dtype, config, weights)
         config.torch_dtype = str(dtype).removeprefix("torch.")
-        with torch.device("meta"):
+        with torch.device("meta"), _MetaWithoutInit():
             model = cls(config, *model_args)
         loading_info = model._load_weights(weights, dtype)
         model.eval()
