@@ -30,7 +30,7 @@ from ..checkpoints.files import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME
 from ..checkpoints.keras_h5 import keras_model_name, write_tf_h5
 from ..checkpoints.loading import plan_load, tied_head_keys
 from ..checkpoints.safetensors import write_safetensors
-from ..checkpoints.sharding import plan_shards, save_sharded
+from ..checkpoints.sharding import parse_size, plan_shards, save_sharded, staged_checkpoint
 from ..configuration import PretrainedConfig, resolve_model_config
 from ..conversion.tables import Transform, family_of, plan_from_backend, plan_to_backend
 from ..generation.config import save_generation_config
@@ -344,18 +344,10 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
             max_shard_size: above this, shards plus an index (`model.safetensors.index.json` or
                 `tf_model.h5.index.json`) are written.
         """
-        save_directory = os.fspath(save_directory)
-        if os.path.isfile(save_directory):
-            raise ValueError(f"save_directory {save_directory!r} is a file, expected a directory")
+        parse_size(max_shard_size)  # every argument is checked before anything touches the disk
         plan = self._canonical_plan()
-        os.makedirs(save_directory, exist_ok=True)
-
         config = copy.deepcopy(self.config)
         config.architectures = [type(self).__name__]  # the PyTorch class name, as Hugging Face TF writes
-        if self.can_generate():
-            save_generation_config(config, save_directory)
-        config.save_pretrained(save_directory)
-
         canonical = {key: (var, transform) for var, key, transform in plan.values()}
 
         def fetch(key: str) -> np.ndarray:
@@ -363,14 +355,11 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
             return transform.to_canonical(var.numpy())
 
         sizes = [(key, int(np.prod(var.shape)) * np.dtype(var.dtype).itemsize) for key, (var, _) in canonical.items()]
-        if safe_serialization:
-            def write_shard(file: str, keys: list[str]) -> None:
-                specs = {k: (np.dtype(canonical[k][0].dtype), canonical[k][1].canonical_shape(
-                    tuple(canonical[k][0].shape))) for k in keys}
-                write_safetensors(file, specs=specs, fetch=fetch, metadata={"format": "pt"})
 
-            save_sharded(save_directory, sizes, write_shard, SAFE_WEIGHTS_NAME, max_shard_size)
-            return
+        def write_shard(file: str, keys: list[str]) -> None:
+            specs = {k: (np.dtype(canonical[k][0].dtype), canonical[k][1].canonical_shape(
+                tuple(canonical[k][0].shape))) for k in keys}
+            write_safetensors(file, specs=specs, fetch=fetch, metadata={"format": "pt"})
 
         head = "base" if self.base_model is self else None
         names = plan_to_backend(family_of(self.config), "tf_h5", canonical, head=head, config=self.config)
@@ -385,8 +374,17 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
             write_tf_h5(file, specs, lambda name: names[by_name[name]][1].to_backend(fetch(by_name[name])),
                         model_name=model_name, shard=sharded)
 
-        save_sharded(save_directory, sizes, write_h5_shard, TF_WEIGHTS_NAME, max_shard_size,
-                     index_keys=lambda key: f"{model_name}/{h5_names[key]}")
+        weights_name = SAFE_WEIGHTS_NAME if safe_serialization else TF_WEIGHTS_NAME
+        # Staged beside `save_directory` and swapped in whole: a kill leaves the old checkpoint or the new one.
+        with staged_checkpoint(save_directory, weights_name) as staging:
+            if self.can_generate():
+                save_generation_config(config, staging)
+            config.save_pretrained(staging)
+            if safe_serialization:
+                save_sharded(staging, sizes, write_shard, weights_name, max_shard_size)
+            else:
+                save_sharded(staging, sizes, write_h5_shard, weights_name, max_shard_size,
+                             index_keys=lambda key: f"{model_name}/{h5_names[key]}")
 
 
 def _keras_predictions(y_pred: Any) -> Any:
