@@ -56,7 +56,7 @@ def run_child(body: str, kill_at: int, timeout: int = 300) -> subprocess.Complet
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def kill_during_save(body: str, target: str, old: str, new: str, count: int = 4) -> list[str]:
+def kill_during_save(body: str, target: str, old: str, new: str, count: int = 3) -> list[str]:
     """Save over the checkpoint `old` (copied to `target`, beside an unrelated `notes.txt`) in a child running
     `body`, killed at `count` moments spread over the save: the first step, evenly spaced ones, the last before
     the swap and the last of all. After each kill `target` must be exactly `old` or exactly `new` and still hold

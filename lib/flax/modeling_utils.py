@@ -35,6 +35,7 @@ from ..checkpoints.sharding import parse_size, save_sharded, staged_checkpoint
 from ..configuration import PretrainedConfig, resolve_model_config
 from ..conversion.tables import Transform, expected_shapes, family_of, head_of, plan_from_backend
 from ..generation.config import save_generation_config
+from ..inputs import check_model_inputs
 from . import ops
 from .generation import GenerationMixin
 from .lora import LoraMixin
@@ -374,6 +375,7 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
     def _check_values(self, inputs: dict[str, Any]) -> None:
         """Checks that need concrete values, done before tracing (inside `jax.jit` they are skipped)."""
         config = self.config
+        check_model_inputs(inputs)  # exact shapes, no empty sequences (framework-free, shared)
         ops.check_ids(inputs.get("input_ids"), config.vocab_size, "input_ids", "vocab_size")
         ops.check_ids(inputs.get("token_type_ids"), config.vocab_size, "token_type_ids", "vocab_size")
         ops.check_ids(

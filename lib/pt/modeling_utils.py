@@ -9,6 +9,7 @@ no resident memory map), so the peak resident memory above the imports stays abo
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ from ..checkpoints.sharding import parse_size, read_index, save_sharded, staged_
 from ..configuration import PretrainedConfig, resolve_model_config
 from ..errors import InputError
 from ..generation.config import save_generation_config
+from ..inputs import check_model_inputs
 from .generation import GenerationMixin
 from .lora import LoraMixin
 from .ops import Conv1D, from_numpy, numpy_view
@@ -78,6 +80,7 @@ class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin):
                 f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {config._attn_implementation!r}"
             )
         self.gradient_checkpointing = False
+        self.register_forward_pre_hook(_check_call_inputs, with_kwargs=True)
 
     # ----------------------------------------------------------------------------------------- properties
     @property
@@ -374,6 +377,15 @@ class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin):
 
 
 # --------------------------------------------------------------------------------------------- helpers
+def _check_call_inputs(module: PreTrainedModel, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Forward pre-hook: exact shapes and no empty sequences (the framework-free checks, shared by the twins)."""
+    try:
+        bound = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        return  # forward itself reports bad arguments
+    check_model_inputs(bound)
+
+
 def _resolve_dtype(torch_dtype: str | torch.dtype | None, config: PretrainedConfig, weights: Mapping) -> torch.dtype:
     if torch_dtype is None:
         return torch.float32

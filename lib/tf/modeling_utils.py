@@ -34,6 +34,7 @@ from ..checkpoints.sharding import parse_size, plan_shards, save_sharded, staged
 from ..configuration import PretrainedConfig, resolve_model_config
 from ..conversion.tables import Transform, family_of, plan_from_backend, plan_to_backend
 from ..generation.config import save_generation_config
+from ..inputs import check_model_inputs
 from ..outputs import OUTPUT_CLASSES, ModelOutput
 from .generation import GenerationMixin
 from .lora import LoraMixin
@@ -168,7 +169,9 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
 
     # ----------------------------------------------------------------------------------------- calling
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return super().__call__(**self._inputs_as_kwargs(args, kwargs))
+        inputs = self._inputs_as_kwargs(args, kwargs)
+        check_model_inputs(inputs)  # exact shapes, no empty sequences (framework-free, shared)
+        return super().__call__(**inputs)
 
     def _inputs_as_kwargs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Hugging Face's input formats → keyword arguments of `call`."""
