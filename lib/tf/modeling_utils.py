@@ -36,6 +36,7 @@ from ..conversion.tables import Transform, family_of, plan_from_backend, plan_to
 from ..generation.config import save_generation_config
 from ..inputs import check_model_inputs
 from ..outputs import OUTPUT_CLASSES, ModelOutput
+from . import ops
 from .generation import GenerationMixin
 from .lora import LoraMixin
 
@@ -200,6 +201,31 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
         return packed
 
     # ----------------------------------------------------------------------------------------- Keras training
+    def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        return super().fit(self._checked_data(x), *args, **kwargs)
+
+    def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        return super().evaluate(self._checked_data(x), *args, **kwargs)
+
+    def _checked_data(self, x: Any) -> Any:
+        """Token ids checked before they reach the compiled step, where XLA drops graph assertions (and a GPU
+        gather returns zeros for an out-of-range id): arrays here, a `tf.data.Dataset` by a `map` (tf.data
+        functions are never XLA-compiled, so its assertions run)."""
+        def check(features: Any) -> None:
+            ids = features.get("input_ids") if isinstance(features, Mapping) else features
+            if ids is not None and not isinstance(ids, (list, str)) and getattr(ids, "dtype", None) is not None \
+                    and np.issubdtype(np.dtype(getattr(ids.dtype, "as_numpy_dtype", ids.dtype)), np.integer):
+                ops.check_ids(ids, self.config.vocab_size, "input_ids", "vocab_size")
+
+        if isinstance(x, tf.data.Dataset):
+            def checked(*batch: Any) -> Any:
+                check(batch[0])
+                return batch if len(batch) > 1 else batch[0]
+
+            return x.map(checked)
+        check(x)
+        return x
+
     def train_step(self, data: Any) -> dict[str, Any]:
         return super().train_step(self._labels_as_inputs(data))
 
