@@ -7,13 +7,16 @@ framework.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from .checkpoints.files import atomic_write_text, resolve_file
+from .errors import CheckpointError, ConfigError
 
 __all__ = [
     "PretrainedConfig",
@@ -115,6 +118,59 @@ _PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_labe
 _NOT_SERIALIZED = ("_attn_implementation", "_commit_hash")
 
 
+# What every field may hold (`check_field`). Families add their own in `field_rules`.
+_COMMON_RULES: dict[str, str] = {
+    **dict.fromkeys(("return_dict", "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16",
+                     "tie_word_embeddings", "is_encoder_decoder", "is_decoder", "add_cross_attention",
+                     "tie_encoder_decoder"), "bool"),
+    **dict.fromkeys(("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id"),
+                    "token id"),
+    "chunk_size_feed_forward": "non-negative int",
+}
+
+
+def check_field(key: str, value: Any, rule: str) -> None:
+    """Raise ConfigError naming `key` and `value` unless `value` fits `rule`.
+
+    Rules: "positive int", "non-negative int", "optional positive int" (None too), "bool", "probability" (a number
+    in [0, 1]), "optional probability", "positive float", "non-negative float", "token id" (None, an int >= 0, or a
+    list of them), "optional str".
+    """
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_number = (is_int or isinstance(value, float)) and value == value  # NaN is no number here
+    if rule.startswith("optional ") and value is None:
+        return
+    base = rule.removeprefix("optional ")
+    ok = {
+        "positive int": is_int and value > 0,
+        "non-negative int": is_int and value >= 0,
+        "bool": isinstance(value, bool),
+        "probability": is_number and 0 <= value <= 1,
+        "positive float": is_number and 0 < value < float("inf"),
+        "non-negative float": is_number and 0 <= value < float("inf"),
+        "token id": value is None or (is_int and value >= 0) or (
+            isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+        ),
+        "str": isinstance(value, str),
+    }[base]
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: expected {_RULE_WORDS.get(rule, rule)}")
+
+
+_RULE_WORDS = {
+    "probability": "a number in [0, 1]",
+    "optional probability": "None or a number in [0, 1]",
+    "token id": "None, an int >= 0 or a list of them",
+    "positive int": "a positive int",
+    "optional positive int": "None or a positive int",
+    "non-negative int": "an int >= 0",
+    "bool": "true or false",
+    "positive float": "a positive number",
+    "non-negative float": "a number >= 0",
+    "optional str": "None or a string",
+}
+
+
 class PretrainedConfig:
     """Base class of all configs: attribute storage, aliases and Hugging Face-compatible JSON I/O.
 
@@ -127,6 +183,7 @@ class PretrainedConfig:
 
     model_type: str = ""
     attribute_map: dict[str, str] = {}
+    field_rules: dict[str, str] = {}  # the family's fields and what they may hold (`check_field`)
 
     def __setattr__(self, name: str, value: Any) -> None:
         name = type(self).attribute_map.get(name, name)
@@ -149,24 +206,43 @@ class PretrainedConfig:
         num_labels = kwargs.pop("num_labels", None)
         label2id = kwargs.pop("label2id", None)
         if id2label is not None:
+            if not isinstance(id2label, dict) or not all(str(k).lstrip("-").isdigit() for k in id2label):
+                raise ConfigError(f"id2label={id2label!r} is invalid: expected a mapping of int ids to labels")
             self.id2label = {int(k): v for k, v in id2label.items()}
             if num_labels is not None and num_labels != len(self.id2label):
-                raise ValueError(
+                raise ConfigError(
                     f"num_labels={num_labels} does not match id2label with {len(self.id2label)} entries"
                 )
         else:
             self.num_labels = 2 if num_labels is None else num_labels
         if label2id is not None:
+            if not isinstance(label2id, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                         or str(v).isdigit() for v in label2id.values()):
+                raise ConfigError(f"label2id={label2id!r} is invalid: expected a mapping of labels to int ids")
             self.label2id = {k: int(v) for k, v in label2id.items()}
         else:
             self.label2id = {v: k for k, v in self.id2label.items()}
 
         if self.problem_type not in _PROBLEM_TYPES:
-            raise ValueError(f"problem_type must be one of {_PROBLEM_TYPES}, got {self.problem_type!r}")
+            raise ConfigError(f"problem_type must be one of {_PROBLEM_TYPES}, got {self.problem_type!r}")
         kwargs.pop("transformers_version", None)
         kwargs.pop("twinformers_version", None)
         for key, value in kwargs.items():  # unknown keys survive a round trip
             setattr(self, key, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the type and range of every field, then the fields against each other.
+
+        Raises:
+            ConfigError (a ValueError): the message names the key and the value.
+        """
+        for key, rule in {**_COMMON_RULES, **type(self).field_rules}.items():
+            check_field(key, getattr(self, key), rule)
+        self._check_consistency()
+
+    def _check_consistency(self) -> None:
+        """Checks across fields; families add theirs."""
 
     # ----------------------------------------------------------------------------------------- labels
     @property
@@ -175,8 +251,8 @@ class PretrainedConfig:
 
     @num_labels.setter
     def num_labels(self, num_labels: int) -> None:
-        if not isinstance(num_labels, int) or num_labels < 1:
-            raise ValueError(f"num_labels must be a positive int, got {num_labels!r}")
+        if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 1:
+            raise ConfigError(f"num_labels must be a positive int, got {num_labels!r}")
         if getattr(self, "id2label", None) is None or len(self.id2label) != num_labels:
             self.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
             self.label2id = {v: k for k, v in self.id2label.items()}
@@ -235,7 +311,8 @@ class PretrainedConfig:
 
     @classmethod
     def from_json_file(cls, json_file: str | os.PathLike) -> PretrainedConfig:
-        return cls.from_dict(_read_json(json_file))
+        with _naming_file(json_file):
+            return cls.from_dict(_read_json(json_file))
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> str:
         """Write `config.json` into `save_directory` (created if needed); returns the file path."""
@@ -273,17 +350,19 @@ class PretrainedConfig:
         config_dict = _read_json(config_file)
         model_type = config_dict.get("model_type")
         if cls.model_type and model_type and model_type != cls.model_type:
-            raise ValueError(
+            raise ConfigError(
                 f"{config_file} has model_type {model_type!r}, which {cls.__name__} "
                 f"(model_type {cls.model_type!r}) cannot load; use AutoConfig"
             )
-        config = cls.from_dict(config_dict)
+        with _naming_file(config_file):
+            config = cls.from_dict(config_dict)
         unused = {}
         for key, value in kwargs.items():
             if hasattr(config, key):
                 setattr(config, key, value)
             else:
                 unused[key] = value
+        config.validate()  # the overrides too
         return (config, unused) if return_unused_kwargs else config
 
     def __eq__(self, other: object) -> bool:
@@ -297,25 +376,48 @@ def _read_json(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except json.JSONDecodeError as err:
-        raise OSError(f"{path} is not valid JSON: {err}") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from err
     except FileNotFoundError as err:
-        raise OSError(f"config file not found: {path}") from err
+        raise CheckpointError(f"config file not found: {path}") from err
+    except RecursionError as err:
+        raise CheckpointError(f"{path} is nested too deeply to be a config") from err
     if not isinstance(data, dict):
-        raise OSError(f"{path} must hold a JSON object, found {type(data).__name__}")
+        raise CheckpointError(f"{path} must hold a JSON object, found {type(data).__name__}")
     return data
+
+
+@contextlib.contextmanager
+def _naming_file(path: str | os.PathLike) -> Iterator[None]:
+    """Add the file's name to a ConfigError raised while building a config from it; a field of the wrong type
+    that a check does not cover yet (a TypeError deep in a comparison) becomes a ConfigError too."""
+    try:
+        yield
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except (TypeError, AttributeError) as err:
+        raise ConfigError(f"{path}: a field has the wrong type: {err}") from err
 
 
 def _check_activation(activation_function: str) -> None:
     if activation_function not in ACTIVATIONS:
-        raise ValueError(
+        raise ConfigError(
             f"activation_function {activation_function!r} is not supported; choose one of {', '.join(ACTIVATIONS)}"
         )
 
 
 def _check_heads(hidden: int, heads: int, hidden_name: str, heads_name: str) -> None:
-    if heads <= 0 or hidden % heads != 0:
-        raise ValueError(f"{hidden_name}={hidden} must be divisible by {heads_name}={heads}")
+    if hidden % heads != 0:
+        raise ConfigError(f"{hidden_name}={hidden} must be divisible by {heads_name}={heads}")
+
+
+_SHARED_RULES = {
+    "vocab_size": "positive int",
+    "activation_function": "str",
+    "layer_norm_epsilon": "positive float",
+    "initializer_range": "non-negative float",
+    "use_cache": "bool",
+}
 
 
 class GPT2Config(PretrainedConfig):
@@ -340,6 +442,16 @@ class GPT2Config(PretrainedConfig):
         "max_position_embeddings": "n_positions",
         "num_attention_heads": "n_head",
         "num_hidden_layers": "n_layer",
+    }
+    field_rules = {
+        **_SHARED_RULES,
+        **dict.fromkeys(("n_positions", "n_embd", "n_layer", "n_head"), "positive int"),
+        "n_inner": "optional positive int",
+        **dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"), "probability"),
+        "summary_type": "str",
+        "summary_activation": "optional str",
+        **dict.fromkeys(("summary_use_proj", "summary_proj_to_labels", "scale_attn_weights",
+                         "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"), "bool"),
     }
 
     def __init__(
@@ -372,10 +484,6 @@ class GPT2Config(PretrainedConfig):
         kwargs = {self.attribute_map.get(k, k): v for k, v in kwargs.items()}
         n_embd, n_positions = kwargs.pop("n_embd", n_embd), kwargs.pop("n_positions", n_positions)
         n_head, n_layer = kwargs.pop("n_head", n_head), kwargs.pop("n_layer", n_layer)
-        _check_activation(activation_function)
-        _check_heads(n_embd, n_head, "n_embd", "n_head")
-        if summary_type not in ("last", "first", "mean", "cls_index"):
-            raise ValueError(f"summary_type must be 'last', 'first', 'mean' or 'cls_index', got {summary_type!r}")
         self.vocab_size = vocab_size
         self.n_positions = n_positions
         self.n_embd = n_embd
@@ -399,6 +507,14 @@ class GPT2Config(PretrainedConfig):
         self.reorder_and_upcast_attn = reorder_and_upcast_attn
         super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
 
+    def _check_consistency(self) -> None:
+        _check_activation(self.activation_function)
+        _check_heads(self.n_embd, self.n_head, "n_embd", "n_head")
+        if self.summary_type not in ("last", "first", "mean", "cls_index"):
+            raise ConfigError(
+                f"summary_type must be 'last', 'first', 'mean' or 'cls_index', got {self.summary_type!r}"
+            )
+
 
 class GPTJConfig(PretrainedConfig):
     """Configuration of GPT-J models; the defaults give EleutherAI/gpt-j-6B.
@@ -412,6 +528,12 @@ class GPTJConfig(PretrainedConfig):
 
     model_type = "gptj"
     attribute_map = GPT2Config.attribute_map
+    field_rules = {
+        **_SHARED_RULES,
+        **dict.fromkeys(("n_positions", "n_embd", "n_layer", "n_head"), "positive int"),
+        **dict.fromkeys(("n_inner", "rotary_dim"), "optional positive int"),
+        **dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop"), "probability"),
+    }
 
     def __init__(
         self,
@@ -437,11 +559,6 @@ class GPTJConfig(PretrainedConfig):
         kwargs = {self.attribute_map.get(k, k): v for k, v in kwargs.items()}
         n_embd, n_positions = kwargs.pop("n_embd", n_embd), kwargs.pop("n_positions", n_positions)
         n_head, n_layer = kwargs.pop("n_head", n_head), kwargs.pop("n_layer", n_layer)
-        _check_activation(activation_function)
-        _check_heads(n_embd, n_head, "n_embd", "n_head")
-        head_dim = n_embd // n_head
-        if rotary_dim is not None and (rotary_dim <= 0 or rotary_dim > head_dim or rotary_dim % 2):
-            raise ValueError(f"rotary_dim={rotary_dim} must be even and in (0, head dim {head_dim}]")
         self.vocab_size = vocab_size
         self.n_positions = n_positions
         self.n_embd = n_embd
@@ -460,6 +577,13 @@ class GPTJConfig(PretrainedConfig):
             bos_token_id=bos_token_id, eos_token_id=eos_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs
         )
 
+    def _check_consistency(self) -> None:
+        _check_activation(self.activation_function)
+        _check_heads(self.n_embd, self.n_head, "n_embd", "n_head")
+        head_dim = self.n_embd // self.n_head
+        if self.rotary_dim is not None and (self.rotary_dim > head_dim or self.rotary_dim % 2):
+            raise ConfigError(f"rotary_dim={self.rotary_dim} must be even and in (0, head dim {head_dim}]")
+
 
 class GPTNeoConfig(PretrainedConfig):
     """Configuration of GPT-Neo models; the defaults give EleutherAI/gpt-neo-1.3B.
@@ -475,6 +599,14 @@ class GPTNeoConfig(PretrainedConfig):
 
     model_type = "gpt_neo"
     attribute_map = {"num_attention_heads": "num_heads", "num_hidden_layers": "num_layers"}
+    field_rules = {
+        **_SHARED_RULES,
+        **dict.fromkeys(("max_position_embeddings", "hidden_size", "num_layers", "num_heads", "window_size"),
+                        "positive int"),
+        "intermediate_size": "optional positive int",
+        **dict.fromkeys(("resid_dropout", "embed_dropout", "attention_dropout"), "probability"),
+        "classifier_dropout": "optional probability",
+    }
 
     def __init__(
         self,
@@ -502,23 +634,14 @@ class GPTNeoConfig(PretrainedConfig):
         num_heads, num_layers = kwargs.pop("num_heads", num_heads), kwargs.pop("num_layers", num_layers)
         if attention_types is None:
             attention_types = [[["global", "local"], 12]]
-        _check_activation(activation_function)
-        _check_heads(hidden_size, num_heads, "hidden_size", "num_heads")
         attention_layers = self.expand_attention_types_params(attention_types)
         given_layers = kwargs.pop("attention_layers", None)
-        if given_layers is not None and list(given_layers) != attention_layers:
-            raise ValueError(
+        if given_layers is not None and (not isinstance(given_layers, (list, tuple))
+                                         or list(given_layers) != attention_layers):
+            raise ConfigError(
                 f"attention_layers {given_layers} disagrees with attention_types {attention_types} "
                 f"(which expand to {attention_layers})"
             )
-        if len(attention_layers) != num_layers:
-            raise ValueError(
-                "Configuration for convolutional module is incorrect: len(config.attention_layers) "
-                f"= {len(attention_layers)} must equal num_layers = {num_layers} "
-                f"(attention_types={attention_types})"
-            )
-        if window_size < 1:
-            raise ValueError(f"window_size must be >= 1, got {window_size}")
         self.vocab_size = vocab_size
         self.max_position_embeddings = max_position_embeddings
         self.hidden_size = hidden_size
@@ -538,17 +661,30 @@ class GPTNeoConfig(PretrainedConfig):
         self.attention_layers = attention_layers
         super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
 
+    def _check_consistency(self) -> None:
+        _check_activation(self.activation_function)
+        _check_heads(self.hidden_size, self.num_heads, "hidden_size", "num_heads")
+        if len(self.attention_layers) != self.num_layers:
+            raise ConfigError(
+                "Configuration for convolutional module is incorrect: len(config.attention_layers) "
+                f"= {len(self.attention_layers)} must equal num_layers = {self.num_layers} "
+                f"(attention_types={self.attention_types})"
+            )
+
     @staticmethod
     def expand_attention_types_params(attention_types: list) -> list[str]:
         """`[[["global", "local"], 2]]` → `["global", "local", "global", "local"]`."""
         layers: list[str] = []
+        if not isinstance(attention_types, (list, tuple)):
+            raise ConfigError(f"attention_types={attention_types!r} is invalid: expected [[[types...], repeat], ...]")
         for entry in attention_types:
-            if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[1], int)):
-                raise ValueError(f"attention_types entries must be [[types...], repeat], got {entry!r}")
+            if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], (list, tuple))
+                    and isinstance(entry[1], int) and not isinstance(entry[1], bool) and 0 <= entry[1] <= 10_000):
+                raise ConfigError(f"attention_types entries must be [[types...], repeat], got {entry!r}")
             kinds, repeat = entry
             for kind in kinds:
                 if kind not in ("global", "local"):
-                    raise ValueError(f"attention type must be 'global' or 'local', got {kind!r}")
+                    raise ConfigError(f"attention type must be 'global' or 'local', got {kind!r}")
             layers.extend(list(kinds) * repeat)
         return layers
 
@@ -568,9 +704,9 @@ class AutoConfig:
 
     @staticmethod
     def config_class(model_type: str | None, source: str = "") -> type[PretrainedConfig]:
-        if model_type not in CONFIG_MAPPING:
+        if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
             where = f" in {source}" if source else ""
-            raise ValueError(
+            raise ConfigError(
                 f"Unrecognized model_type {model_type!r}{where}; twinformers supports "
                 f"{', '.join(sorted(CONFIG_MAPPING))}"
             )

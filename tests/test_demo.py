@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from twinformers.checkpoints.files import staged_directory
 from twinformers.cli.main import main
 from twinformers.configuration import AutoConfig
 from twinformers.demo import embedded
@@ -19,7 +20,6 @@ from twinformers.demo import run as demo_run
 from twinformers.demo.embedded import (
     EMBEDDED_SETTINGS,
     embedded_model_path,
-    replaced_directory,
     split_blocks,
     stdlib_texts,
     token_blocks,
@@ -146,16 +146,16 @@ def test_format_table_aligns_text_left_and_numbers_right():
     assert format_table(None, [("a", "b")]) == "a  b"
 
 
-def test_replaced_directory_is_all_or_nothing(tmp_path):
+def test_staged_directory_is_all_or_nothing(tmp_path):
     target = tmp_path / "model"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError), replaced_directory(target) as staging:
+    with pytest.raises(RuntimeError), staged_directory(target) as staging:
         (tmp_path / "x").touch()
         open(os.path.join(staging, "new.txt"), "w").close()
         raise RuntimeError("interrupted")
     assert os.listdir(target) == ["old.txt"]
-    with replaced_directory(target) as staging:
+    with staged_directory(target) as staging:
         open(os.path.join(staging, "new.txt"), "w").close()
     assert os.listdir(target) == ["new.txt"]
     assert sorted(os.listdir(tmp_path)) == ["model", "x"]  # no staging or backup left behind

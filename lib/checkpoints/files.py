@@ -8,13 +8,19 @@ complete.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import re
+import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
+
+from ..errors import CheckpointError, InputError
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -29,9 +35,6 @@ GENERATION_CONFIG_NAME = "generation_config.json"
 # Safetensors `__metadata__["format"]` values Hugging Face accepts on load.
 SAFETENSORS_FORMATS = ("pt", "tf", "flax", "mlx")
 
-
-class CheckpointError(OSError):
-    """A checkpoint file is missing, malformed or inconsistent; the message names the path."""
 
 
 # --------------------------------------------------------------------------------------------- resolving
@@ -171,6 +174,121 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_output(path, "w") as f:
         f.write(text)
+
+
+@contextlib.contextmanager
+def staged_directory(
+    path: str | os.PathLike, *, keep: bool | Callable[[str], bool] = False, overwrite: bool = True
+) -> Iterator[str]:
+    """A fresh directory beside `path` to write into; when the block succeeds it takes `path`'s place in one
+    atomic exchange, so a kill at any moment leaves either the complete previous directory or the complete new one.
+
+    Every writer of a checkpoint, tokenizer or conversion goes through here. A failure inside the block removes the
+    staging directory and leaves `path` untouched. A kill may leave a hidden `.<name>.*.partial` directory beside
+    `path` (never a partial `path`).
+
+    Args:
+        path: the directory to create or replace (a symlink is followed: its target is replaced).
+        keep: entries of an existing `path` that the new directory keeps when the block did not write the same
+            name: True for all (saving into a folder that holds other files), a predicate on the entry name, or
+            False (replace the directory as a whole). Kept files are hard links where the filesystem allows, so
+            nothing is copied.
+        overwrite: if False, an existing `path` when the block ends is a FileExistsError.
+    Raises:
+        InputError: `path` exists and is not a directory.
+    """
+    path = os.path.realpath(os.fspath(path))
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise InputError(f"save_directory {path!r} is a file, expected a directory")
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=parent)
+    try:
+        yield staging
+        _share_modes(staging, path)
+        if os.path.isdir(path):
+            if not overwrite:
+                raise FileExistsError(f"{path} appeared while it was being written; pass force=True to replace it")
+            if keep:
+                written = set(os.listdir(staging))
+                for name in os.listdir(path):
+                    if name not in written and (keep is True or keep(name)):
+                        _link_tree(os.path.join(path, name), os.path.join(staging, name))
+            _fsync_directory(staging)
+            _exchange(staging, path)  # `staging` now names the previous directory
+        else:
+            _fsync_directory(staging)
+            os.replace(staging, path)
+        _fsync_directory(parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _share_modes(staging: str, path: str) -> None:
+    """mkdtemp and mkstemp make private entries; give them the modes a plain `open` and `mkdir` would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.S_IMODE(os.stat(path).st_mode) if os.path.isdir(path) else 0o777 & ~umask
+    os.chmod(staging, mode)
+    for root, dirs, files in os.walk(staging):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+        for name in files:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), 0o666 & ~umask)
+
+
+def _link_tree(src: str, dst: str) -> None:
+    if os.path.islink(src):
+        os.symlink(os.readlink(src), dst)
+    elif os.path.isdir(src):
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(src, dst)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _fsync_directory(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: str, b: str) -> None:
+    """Swap two directories in one step (Linux `renameat2(RENAME_EXCHANGE)`). Where the kernel or filesystem lacks
+    it, fall back to two renames: a kill between them leaves the previous directory as `a`."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is not None:
+        if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(code, f"cannot swap {a} into place: {os.strerror(code)}", b)
+    aside = tempfile.mkdtemp(prefix=f".{os.path.basename(b)}.", suffix=".old", dir=os.path.dirname(b))
+    os.replace(b, os.path.join(aside, "previous"))
+    os.replace(a, b)
+    os.replace(os.path.join(aside, "previous"), a)
+    os.rmdir(aside)
+
+
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # pragma: no cover - platforms without a C library handle
+        return None
 
 
 # --------------------------------------------------------------------------------------------- dtypes

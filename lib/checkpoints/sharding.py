@@ -4,6 +4,7 @@ and index files, exactly as Hugging Face writes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -12,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .files import CheckpointError, atomic_write_text
+from ..errors import InputError
+from .files import CheckpointError, atomic_write_text, staged_directory
 
 
 class ShardedFiles(Mapping):
@@ -107,15 +109,21 @@ _SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB
 
 
 def parse_size(size: int | str) -> int:
-    """`"5GB"` → 5·10⁹ bytes (decimal, as Hugging Face); `"2GiB"` → 2·2³⁰; ints pass through."""
-    if isinstance(size, int):
-        if size <= 0:
-            raise ValueError(f"max_shard_size must be positive, got {size}")
-        return size
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]I?B|B)?\s*", str(size).upper())
-    if not match:
-        raise ValueError(f"max_shard_size {size!r} is not a size such as '5GB', '500MB' or an int")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"])
+    """`"5GB"` → 5·10⁹ bytes (decimal, as Hugging Face); `"2GiB"` → 2·2³⁰; ints pass through.
+
+    Raises:
+        InputError: not a positive size (the message names `max_shard_size`).
+    """
+    if isinstance(size, int) and not isinstance(size, bool):
+        nbytes = size
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]I?B|B)?\s*", str(size).upper())
+        if not isinstance(size, str) or not match:
+            raise InputError(f"max_shard_size {size!r} is not a size such as '5GB', '500MB' or an int")
+        nbytes = int(float(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"])
+    if nbytes <= 0:
+        raise InputError(f"max_shard_size must be positive, got {size!r}")
+    return nbytes
 
 
 def plan_shards(sizes: Iterable[tuple[str, int]], max_shard_size: int | str) -> list[list[str]]:
@@ -137,6 +145,20 @@ def shard_file_name(weights_name: str, index: int, total: int) -> str:
     """`model.safetensors`, 1, 8 → `model-00001-of-00008.safetensors`."""
     stem, ext = weights_name.split(".", 1)
     return f"{stem}-{index:05d}-of-{total:05d}.{ext}"
+
+
+def is_weights_file(name: str, weights_name: str) -> bool:
+    """Whether a file `name` belongs to a checkpoint saved as `weights_name`: the file itself, its shards or its
+    index. A new save replaces these and keeps every other file of the directory."""
+    stem, ext = weights_name.split(".", 1)
+    shard = re.fullmatch(rf"{re.escape(stem)}-\d{{5}}-of-\d{{5}}\.{re.escape(ext)}", name)
+    return shard is not None or name in (weights_name, f"{weights_name}.index.json")
+
+
+def staged_checkpoint(save_directory: str | os.PathLike, weights_name: str) -> contextlib.AbstractContextManager[str]:
+    """`staged_directory` for a model save: the new directory keeps every file of the old one except the old
+    checkpoint of the same format (`is_weights_file`), as Hugging Face's `save_pretrained` does."""
+    return staged_directory(save_directory, keep=lambda name: not is_weights_file(name, weights_name))
 
 
 def read_index(index_path: str | os.PathLike, check_files: bool = True) -> tuple[dict[str, str], dict[str, Any]]:
@@ -186,8 +208,6 @@ def save_sharded(
     save_directory = os.fspath(save_directory)
     os.makedirs(save_directory, exist_ok=True)
     shards = plan_shards(names_and_sizes, max_shard_size)
-    stem = weights_name.split(".", 1)[0]
-    ext = weights_name.split(".", 1)[1]
     if len(shards) == 1:
         files = [weights_name]
     else:
@@ -201,9 +221,7 @@ def save_sharded(
         written = [*files, index_name]
     else:
         written = files
-    pattern = re.compile(rf"{re.escape(stem)}-\d{{5}}-of-\d{{5}}\.{re.escape(ext)}$")
     for name in os.listdir(save_directory):
-        stale = pattern.fullmatch(name) or name in (weights_name, index_name)
-        if stale and name not in written:
+        if is_weights_file(name, weights_name) and name not in written:
             os.remove(os.path.join(save_directory, name))
     return written

@@ -19,7 +19,6 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,6 +36,7 @@ from ..checkpoints.files import (
     atomic_write_text,
     numpy_dtype,
     resolve_file,
+    staged_directory,
 )
 from ..checkpoints.keras_h5 import keras_model_name
 from ..checkpoints.sharding import parse_size, read_index, save_sharded, write_index
@@ -196,7 +196,7 @@ def convert(
 
     aliases = _bin_aliases(target, plan, config, head)
     result = ConversionResult(dst, family, head, target, [], len(plan), sum(s for _, s in sizes))
-    with _staging_directory(dst, force) as staging:
+    with staged_directory(dst, overwrite=force) as staging:
         with _progress(progress, sum(s for _, s in sizes)) as bar:
             result.files = save_sharded(
                 staging, [(name, size) for name, size in sizes if name not in aliases],
@@ -355,28 +355,6 @@ def _copy_aux_files(src: str | os.PathLike, staging: str, dtype: str | None, hub
             atomic_write_text(os.path.join(staging, name), json.dumps(config, indent=2, sort_keys=True) + "\n")
         else:
             shutil.copyfile(path, os.path.join(staging, name))
-
-
-@contextlib.contextmanager
-def _staging_directory(dst: str, force: bool) -> Iterator[str]:
-    """A temporary directory beside `dst`, renamed to `dst` when the block succeeds, removed otherwise."""
-    parent = os.path.dirname(dst)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.", suffix=".partial", dir=parent)
-    try:
-        yield staging
-        if os.path.lexists(dst):
-            if not force:
-                raise FileExistsError(f"{dst} already exists (it appeared during the conversion); pass force=True "
-                                      "to replace it")
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.", suffix=".old", dir=parent)
-            os.replace(dst, os.path.join(old, "previous"))
-            os.replace(staging, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, dst)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -6,19 +6,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from ..checkpoints.files import staged_directory
 from ..configuration import GPT2Config
 from ..tokenization.gpt2_fast import GPT2TokenizerFast, build_backend
 
@@ -235,33 +233,7 @@ def train_embedded_model(
         model, train, validation, steps=settings.steps, batch_size=settings.batch_size,
         learning_rate=settings.learning_rate, seed=settings.seed, progress=progress, description="training",
     )
-    with replaced_directory(output_dir) as staging:
+    with staged_directory(output_dir) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
     return {"validation_loss_before": before, "validation_loss_after": after, "seconds": time.perf_counter() - start}
-
-
-@contextlib.contextmanager
-def replaced_directory(path: str | os.PathLike) -> Iterator[str]:
-    """A staging directory beside `path` that replaces `path` (if any) only when the block succeeds, so a
-    failed or interrupted run never leaves a half-written model behind."""
-    path = os.path.abspath(os.fspath(path))
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=parent)
-    try:
-        yield staging
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp and atomic writes create private files; these are shared
-        for name in os.listdir(staging):
-            os.chmod(os.path.join(staging, name), 0o666 & ~umask)
-        if os.path.lexists(path):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".old", dir=parent)
-            os.replace(path, os.path.join(old, "previous"))
-            os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._backends import install_hint, missing_modules
+from ..checkpoints.files import staged_directory
 from ..configuration import GPT2Config
 from ..tokenization.gpt2_fast import GPT2TokenizerFast
 from .embedded import (
@@ -26,7 +27,6 @@ from .embedded import (
     TrainSettings,
     embedded_model_path,
     keras_fit,
-    replaced_directory,
     split_blocks,
     stdlib_texts,
     token_blocks,
@@ -209,7 +209,7 @@ def _fine_tune(
     log(f"  {len(train)} training blocks, {settings.fine_tune_steps} steps; "
         f"validation loss {before:.3f} -> {after:.3f}")
     destination = os.path.join(work, "tf")
-    with replaced_directory(destination) as staging:
+    with staged_directory(destination) as staging:
         model.save_pretrained(staging, safe_serialization=False)  # Hugging Face's tf_model.h5 layout
         tokenizer.save_pretrained(staging)
     return destination

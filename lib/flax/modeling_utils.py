@@ -31,10 +31,11 @@ from ..checkpoints.files import FLAX_WEIGHTS_NAME, SAFE_WEIGHTS_NAME
 from ..checkpoints.flax_msgpack import write_flax_msgpack
 from ..checkpoints.loading import plan_load, tied_head_keys
 from ..checkpoints.safetensors import write_safetensors
-from ..checkpoints.sharding import save_sharded
+from ..checkpoints.sharding import parse_size, save_sharded, staged_checkpoint
 from ..configuration import PretrainedConfig, resolve_model_config
 from ..conversion.tables import Transform, expected_shapes, family_of, head_of, plan_from_backend
 from ..generation.config import save_generation_config
+from ..inputs import check_model_inputs
 from . import ops
 from .generation import GenerationMixin
 from .lora import LoraMixin
@@ -374,6 +375,7 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
     def _check_values(self, inputs: dict[str, Any]) -> None:
         """Checks that need concrete values, done before tracing (inside `jax.jit` they are skipped)."""
         config = self.config
+        check_model_inputs(inputs)  # exact shapes, no empty sequences (framework-free, shared)
         ops.check_ids(inputs.get("input_ids"), config.vocab_size, "input_ids", "vocab_size")
         ops.check_ids(inputs.get("token_type_ids"), config.vocab_size, "token_type_ids", "vocab_size")
         ops.check_ids(
@@ -511,42 +513,40 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
             max_shard_size: above this, shards plus an index (`model.safetensors.index.json` or
                 `flax_model.msgpack.index.json`) are written.
         """
-        save_directory = os.fspath(save_directory)
-        if os.path.isfile(save_directory):
-            raise ValueError(f"save_directory {save_directory!r} is a file, expected a directory")
+        parse_size(max_shard_size)  # every argument is checked before anything touches the disk
         params = self.params if params is None else params
         self.check_params(params)
-        os.makedirs(save_directory, exist_ok=True)
-
         config = copy.deepcopy(self.config)
         config.architectures = [type(self).__name__]
-        if self.can_generate():
-            save_generation_config(config, save_directory)
-        config.save_pretrained(save_directory)
 
         flat = flatten_params(params)
-        if safe_serialization:
-            plan = self._canonical_plan()
-            canonical = {key: (path, transform) for path, (key, transform) in plan.items()}
+        plan = self._canonical_plan()
+        canonical = {key: (path, transform) for path, (key, transform) in plan.items()}
 
-            def fetch(key: str) -> np.ndarray:
-                path, transform = canonical[key]
-                return transform.to_canonical(np.asarray(flat[path]))
+        def fetch(key: str) -> np.ndarray:
+            path, transform = canonical[key]
+            return transform.to_canonical(np.asarray(flat[path]))
 
-            def write_shard(file: str, keys: list[str]) -> None:
-                specs = {k: (np.dtype(flat[canonical[k][0]].dtype), canonical[k][1].canonical_shape(
-                    tuple(flat[canonical[k][0]].shape))) for k in keys}
-                write_safetensors(file, specs=specs, fetch=fetch, metadata={"format": "pt"})
-
-            # PyTorch's state_dict order, so shards hold the tensors Hugging Face's would.
-            order = {key: i for i, key in enumerate(expected_shapes(config, head_of(config)))}
-            sizes = [(key, int(flat[canonical[key][0]].nbytes)) for key in sorted(canonical, key=order.get)]
-            save_sharded(save_directory, sizes, write_shard, SAFE_WEIGHTS_NAME, max_shard_size)
-            return
+        def write_shard(file: str, keys: list[str]) -> None:
+            specs = {k: (np.dtype(flat[canonical[k][0]].dtype), canonical[k][1].canonical_shape(
+                tuple(flat[canonical[k][0]].shape))) for k in keys}
+            write_safetensors(file, specs=specs, fetch=fetch, metadata={"format": "pt"})
 
         def write_msgpack_shard(file: str, paths: list[str]) -> None:
             specs = {p: (np.dtype(flat[p].dtype), tuple(flat[p].shape)) for p in paths}
             write_flax_msgpack(file, specs, lambda p: np.asarray(flat[p]))
 
-        sizes = [(path, int(flat[path].nbytes)) for path in sorted(flat)]
-        save_sharded(save_directory, sizes, write_msgpack_shard, FLAX_WEIGHTS_NAME, max_shard_size)
+        weights_name = SAFE_WEIGHTS_NAME if safe_serialization else FLAX_WEIGHTS_NAME
+        # Staged beside `save_directory` and swapped in whole: a kill leaves the old checkpoint or the new one.
+        with staged_checkpoint(save_directory, weights_name) as staging:
+            if self.can_generate():
+                save_generation_config(config, staging)
+            config.save_pretrained(staging)
+            if safe_serialization:
+                # PyTorch's state_dict order, so shards hold the tensors Hugging Face's would.
+                order = {key: i for i, key in enumerate(expected_shapes(config, head_of(config)))}
+                sizes = [(key, int(flat[canonical[key][0]].nbytes)) for key in sorted(canonical, key=order.get)]
+                save_sharded(staging, sizes, write_shard, weights_name, max_shard_size)
+            else:
+                sizes = [(path, int(flat[path].nbytes)) for path in sorted(flat)]
+                save_sharded(staging, sizes, write_msgpack_shard, weights_name, max_shard_size)

@@ -20,6 +20,7 @@ from flax import nnx
 from jax import lax
 
 from ..configuration import ACTIVATIONS, PretrainedConfig
+from ..inputs import check_id_range, check_labels_shape, check_mask_shape, check_model_inputs, static_shape
 from ..model_math import MASK_VALUE, causal_mask, rotary_tables
 
 logger = logging.getLogger(__name__)
@@ -370,19 +371,29 @@ def pack_presents(presents: tuple | None, past_key_values: Any, seq_len: int) ->
 
 # --------------------------------------------------------------------------------------------- inputs
 def check_ids(ids: Any, limit: int, name: str, limit_name: str) -> None:
-    """Raise ValueError unless every entry of `ids` lies in [0, limit). Traced values (inside `jax.jit`)
-    cannot be inspected; the model wrappers check them before tracing."""
-    if ids is None or isinstance(ids, jax.core.Tracer) or np.size(ids) == 0:
+    """Raise InputError (a ValueError) unless every entry of `ids` lies in [0, limit).
+
+    Concrete values are checked here. Traced ones (inside `jax.jit`) get an in-graph check that survives XLA:
+    a host callback, run only when an id is out of range, raises the same error (surfacing as a
+    `JaxRuntimeError` that quotes it). `make_train_step` also checks each batch before dispatch.
+    """
+    if ids is None or np.size(ids) == 0:
+        return
+    if isinstance(ids, jax.core.Tracer):
+        low, high = jnp.min(ids), jnp.max(ids)
+
+        def report(low: Any, high: Any) -> None:
+            check_id_range(int(low), int(high), limit, name, limit_name)
+
+        jax.lax.cond((low < 0) | (high >= limit), lambda: jax.debug.callback(report, low, high), lambda: None)
         return
     ids = np.asarray(ids)
-    low, high = int(ids.min()), int(ids.max())
-    if low < 0 or high >= limit:
-        bad = low if low < 0 else high
-        raise ValueError(f"{name} contains {bad}, outside [0, {limit_name}={limit})")
+    check_id_range(int(ids.min()), int(ids.max()), limit, name, limit_name)
 
 
 def check_inputs(input_ids: Array | None, inputs_embeds: Array | None, vocab_size: int) -> tuple[int, ...]:
     """Validate the token input and return its shape without the hidden axis ((B, T) or (B, C, T))."""
+    check_model_inputs({"input_ids": input_ids, "inputs_embeds": inputs_embeds})
     if input_ids is not None and inputs_embeds is not None:
         raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
     if input_ids is not None:
@@ -425,11 +436,7 @@ def padding_mask(attention_mask: Array | None, batch_size: int, key_len: int, na
     """(B, S) 0/1 `attention_mask` (1 = keep) → (B, 1, 1, S) bool, ValueError on a shape mismatch."""
     if attention_mask is None:
         return None
-    if attention_mask.size != batch_size * key_len:
-        raise ValueError(
-            f"{name} has shape {tuple(attention_mask.shape)}, expected (batch, past + seq_len) = "
-            f"({batch_size}, {key_len})"
-        )
+    check_mask_shape(static_shape(attention_mask), batch_size, key_len, name)
     return attention_mask.reshape(batch_size, 1, 1, key_len).astype(bool)
 
 
@@ -451,6 +458,7 @@ def expand_head_mask(head_mask: Array | None, num_layers: int, num_heads: int) -
 def causal_lm_loss(logits: Array, labels: Array) -> Array:
     """Next-token cross-entropy: logits (..., T, V) at t predict labels (..., T) at t+1; -100 is ignored.
     Computed in float32 and averaged over the counted tokens."""
+    check_labels_shape(static_shape(labels), static_shape(logits)[:-1])
     shift_logits = logits[..., :-1, :].astype(jnp.float32)
     shift_labels = labels[..., 1:]
     return cross_entropy_loss(shift_logits, shift_labels)

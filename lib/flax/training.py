@@ -64,7 +64,8 @@ TrainStep = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, jax.Array
 
 
 def make_train_step(model: PreTrainedModel) -> TrainStep:
-    """A jitted `train_step(state, batch, dropout_rng) -> (state, loss, next_dropout_rng)`.
+    """A jitted `train_step(state, batch, dropout_rng) -> (state, loss, next_dropout_rng)`; each batch's ids and
+    shapes are checked on the host first (InputError).
 
     `batch` holds the model's inputs by name (`input_ids`, `attention_mask`, `labels`, `mc_labels`, ...);
     for language-modeling heads without `labels`, the labels are the `input_ids`. The loss is the model's
@@ -79,9 +80,14 @@ def make_train_step(model: PreTrainedModel) -> TrainStep:
         return loss + outputs.mc_loss if getattr(outputs, "mc_loss", None) is not None else loss
 
     @jax.jit
-    def train_step(state: TrainState, batch: Batch, dropout_rng: jax.Array) -> tuple[TrainState, jax.Array, jax.Array]:
+    def compiled_step(state: TrainState, batch: Batch, dropout_rng: jax.Array) -> tuple[TrainState, Any, jax.Array]:
         dropout_rng, step_rng = jax.random.split(dropout_rng)
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, step_rng)
         return state.apply_gradients(grads=grads), loss, dropout_rng
+
+    def train_step(state: TrainState, batch: Batch, dropout_rng: jax.Array) -> tuple[TrainState, jax.Array, jax.Array]:
+        # Ids and shapes are checked on the host before dispatch: inside jit an out-of-range id would be clamped.
+        model._check_values(batch)
+        return compiled_step(state, batch, dropout_rng)
 
     return train_step

@@ -14,6 +14,7 @@ crashes the process (docs/troubleshooting.md), so loading must not reach them.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 import os
@@ -35,9 +36,11 @@ from ..checkpoints.files import (
 )
 from ..checkpoints.loading import plan_load, tied_head_keys
 from ..checkpoints.safetensors import write_safetensors
-from ..checkpoints.sharding import read_index, save_sharded, write_index
+from ..checkpoints.sharding import parse_size, read_index, save_sharded, staged_checkpoint, write_index
 from ..configuration import PretrainedConfig, resolve_model_config
+from ..errors import InputError
 from ..generation.config import save_generation_config
+from ..inputs import check_model_inputs
 from .generation import GenerationMixin
 from .lora import LoraMixin
 from .ops import Conv1D, from_numpy, numpy_view
@@ -100,6 +103,7 @@ class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin):
                 f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {config._attn_implementation!r}"
             )
         self.gradient_checkpointing = False
+        self.register_forward_pre_hook(_check_call_inputs, with_kwargs=True)
 
     # ----------------------------------------------------------------------------------------- properties
     @property
@@ -339,44 +343,44 @@ class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin):
             max_shard_size: above this, shards `model-0000k-of-0000n.safetensors` plus an index are written.
             state_dict: tensors to save instead of `self.state_dict()`.
         """
-        save_directory = os.fspath(save_directory)
-        if os.path.isfile(save_directory):
-            raise ValueError(f"save_directory {save_directory!r} is a file, expected a directory")
-        os.makedirs(save_directory, exist_ok=True)
-
+        parse_size(max_shard_size)  # every argument is checked before anything touches the disk
         config = copy.deepcopy(self.config)
         config.architectures = [type(self).__name__]
         config.torch_dtype = str(self.dtype).removeprefix("torch.")
-        if self.can_generate():
-            save_generation_config(config, save_directory)
-        config.save_pretrained(save_directory)
 
         state_dict = self.state_dict() if state_dict is None else state_dict
+        not_tensors = sorted(k for k, v in state_dict.items() if not isinstance(v, torch.Tensor))
+        if not_tensors:
+            raise InputError(f"state_dict values must be torch tensors; not tensors: {', '.join(not_tensors[:10])}")
         state_dict = {k: v.detach() for k, v in state_dict.items()}
         aliases = self._tied_aliases(state_dict)  # alias name -> the name it shares storage with
         stored = [k for k in state_dict if k not in aliases]
         sizes = [(k, state_dict[k].numel() * state_dict[k].element_size()) for k in stored]
-        if safe_serialization:
-            def write_shard(path: str, names: list[str]) -> None:
-                arrays = {n: numpy_view(state_dict[n].cpu().contiguous()) for n in names}
-                specs = {n: (a.dtype, a.shape) for n, a in arrays.items()}
-                write_safetensors(path, specs=specs, fetch=arrays.__getitem__, metadata={"format": "pt"})
 
-            save_sharded(save_directory, sizes, write_shard, SAFE_WEIGHTS_NAME, max_shard_size)
-            return
+        def write_shard(path: str, names: list[str]) -> None:
+            arrays = {n: numpy_view(state_dict[n].cpu().contiguous()) for n in names}
+            specs = {n: (a.dtype, a.shape) for n, a in arrays.items()}
+            write_safetensors(path, specs=specs, fetch=arrays.__getitem__, metadata={"format": "pt"})
 
         def write_bin_shard(path: str, names: list[str]) -> None:
             names = names + [a for a, target in aliases.items() if target in names]
             with atomic_output(path) as f:
                 torch.save({n: state_dict[n].cpu().contiguous() for n in names}, f)
 
-        written = save_sharded(save_directory, sizes, write_bin_shard, PT_WEIGHTS_NAME, max_shard_size)
-        if PT_WEIGHTS_INDEX_NAME in written and aliases:
-            # Hugging Face lists the tied keys in the .bin index too, beside their storage twin.
-            index_path = os.path.join(save_directory, PT_WEIGHTS_INDEX_NAME)
-            weight_map, metadata = read_index(index_path)
-            weight_map.update({alias: weight_map[target] for alias, target in aliases.items()})
-            write_index(index_path, dict(sorted(weight_map.items())), metadata["total_size"])
+        weights_name = SAFE_WEIGHTS_NAME if safe_serialization else PT_WEIGHTS_NAME
+        # Staged beside `save_directory` and swapped in whole: a kill leaves the old checkpoint or the new one.
+        with staged_checkpoint(save_directory, weights_name) as staging:
+            if self.can_generate():
+                save_generation_config(config, staging)
+            config.save_pretrained(staging)
+            writer = write_shard if safe_serialization else write_bin_shard
+            written = save_sharded(staging, sizes, writer, weights_name, max_shard_size)
+            if PT_WEIGHTS_INDEX_NAME in written and aliases:
+                # Hugging Face lists the tied keys in the .bin index too, beside their storage twin.
+                index_path = os.path.join(staging, PT_WEIGHTS_INDEX_NAME)
+                weight_map, metadata = read_index(index_path)
+                weight_map.update({alias: weight_map[target] for alias, target in aliases.items()})
+                write_index(index_path, dict(sorted(weight_map.items())), metadata["total_size"])
 
     def _tied_aliases(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, str]:
         """Names whose tensor shares storage with an earlier kept name (`_tied_weights_keys` are dropped first)."""
@@ -396,6 +400,15 @@ class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin):
 
 
 # --------------------------------------------------------------------------------------------- helpers
+def _check_call_inputs(module: PreTrainedModel, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Forward pre-hook: exact shapes and no empty sequences (the framework-free checks, shared by the twins)."""
+    try:
+        bound = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        return  # forward itself reports bad arguments
+    check_model_inputs(bound)
+
+
 def _resolve_dtype(torch_dtype: str | torch.dtype | None, config: PretrainedConfig, weights: Mapping) -> torch.dtype:
     if torch_dtype is None:
         return torch.float32

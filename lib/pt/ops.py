@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configuration import ACTIVATIONS, PretrainedConfig
+from ..inputs import check_id_range, check_labels_shape, check_mask_shape, check_model_inputs, static_shape
 from ..model_math import MASK_VALUE, causal_mask, rotary_tables
 
 logger = logging.getLogger(__name__)
@@ -334,19 +335,17 @@ def pack_presents(presents: tuple | None, past_key_values: Any, seq_len: int) ->
 
 # --------------------------------------------------------------------------------------------- inputs
 def check_ids(ids: torch.Tensor, limit: int, name: str, limit_name: str) -> None:
-    """Raise ValueError unless every entry of `ids` lies in [0, limit)."""
+    """Raise InputError (a ValueError) unless every entry of `ids` lies in [0, limit)."""
     if ids.numel() == 0:
         return
-    low, high = int(ids.min()), int(ids.max())
-    if low < 0 or high >= limit:
-        bad = low if low < 0 else high
-        raise ValueError(f"{name} contains {bad}, outside [0, {limit_name}={limit})")
+    check_id_range(int(ids.min()), int(ids.max()), limit, name, limit_name)
 
 
 def check_inputs(
     input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, vocab_size: int
 ) -> tuple[int, ...]:
     """Validate the token input and return its shape without the hidden axis ((B, T) or (B, C, T))."""
+    check_model_inputs({"input_ids": input_ids, "inputs_embeds": inputs_embeds})
     if input_ids is not None and inputs_embeds is not None:
         raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
     if input_ids is not None:
@@ -389,11 +388,7 @@ def padding_mask(attention_mask: torch.Tensor | None, batch_size: int, key_len: 
     """(B, S) 0/1 `attention_mask` (1 = keep) → (B, 1, 1, S) bool, ValueError on a shape mismatch."""
     if attention_mask is None:
         return None
-    if attention_mask.numel() != batch_size * key_len:
-        raise ValueError(
-            f"{name} has shape {tuple(attention_mask.shape)}, expected (batch, past + seq_len) = "
-            f"({batch_size}, {key_len})"
-        )
+    check_mask_shape(static_shape(attention_mask), batch_size, key_len, name)
     return attention_mask.reshape(batch_size, 1, 1, key_len).bool()
 
 
@@ -414,6 +409,7 @@ def expand_head_mask(head_mask: torch.Tensor | None, num_layers: int, num_heads:
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy: logits (..., T, V) at t predict labels (..., T) at t+1; -100 is ignored.
     Computed in float32 and averaged over the counted tokens."""
+    check_labels_shape(static_shape(labels), static_shape(logits)[:-1])
     shift_logits = logits[..., :-1, :].float()
     shift_labels = labels[..., 1:].to(logits.device)
     return F.cross_entropy(shift_logits.reshape(-1, logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)

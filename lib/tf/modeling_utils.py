@@ -30,11 +30,13 @@ from ..checkpoints.files import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME
 from ..checkpoints.keras_h5 import keras_model_name, write_tf_h5
 from ..checkpoints.loading import plan_load, tied_head_keys
 from ..checkpoints.safetensors import write_safetensors
-from ..checkpoints.sharding import plan_shards, save_sharded
+from ..checkpoints.sharding import parse_size, plan_shards, save_sharded, staged_checkpoint
 from ..configuration import PretrainedConfig, resolve_model_config
 from ..conversion.tables import Transform, family_of, plan_from_backend, plan_to_backend
 from ..generation.config import save_generation_config
+from ..inputs import check_model_inputs
 from ..outputs import OUTPUT_CLASSES, ModelOutput
+from . import ops
 from .generation import GenerationMixin
 from .lora import LoraMixin
 
@@ -168,7 +170,9 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
 
     # ----------------------------------------------------------------------------------------- calling
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return super().__call__(**self._inputs_as_kwargs(args, kwargs))
+        inputs = self._inputs_as_kwargs(args, kwargs)
+        check_model_inputs(inputs)  # exact shapes, no empty sequences (framework-free, shared)
+        return super().__call__(**inputs)
 
     def _inputs_as_kwargs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Hugging Face's input formats → keyword arguments of `call`."""
@@ -197,6 +201,31 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
         return packed
 
     # ----------------------------------------------------------------------------------------- Keras training
+    def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        return super().fit(self._checked_data(x), *args, **kwargs)
+
+    def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        return super().evaluate(self._checked_data(x), *args, **kwargs)
+
+    def _checked_data(self, x: Any) -> Any:
+        """Token ids checked before they reach the compiled step, where XLA drops graph assertions (and a GPU
+        gather returns zeros for an out-of-range id): arrays here, a `tf.data.Dataset` by a `map` (tf.data
+        functions are never XLA-compiled, so its assertions run)."""
+        def check(features: Any) -> None:
+            ids = features.get("input_ids") if isinstance(features, Mapping) else features
+            if ids is not None and not isinstance(ids, (list, str)) and getattr(ids, "dtype", None) is not None \
+                    and np.issubdtype(np.dtype(getattr(ids.dtype, "as_numpy_dtype", ids.dtype)), np.integer):
+                ops.check_ids(ids, self.config.vocab_size, "input_ids", "vocab_size")
+
+        if isinstance(x, tf.data.Dataset):
+            def checked(*batch: Any) -> Any:
+                check(batch[0])
+                return batch if len(batch) > 1 else batch[0]
+
+            return x.map(checked)
+        check(x)
+        return x
+
     def train_step(self, data: Any) -> dict[str, Any]:
         return super().train_step(self._labels_as_inputs(data))
 
@@ -344,18 +373,10 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
             max_shard_size: above this, shards plus an index (`model.safetensors.index.json` or
                 `tf_model.h5.index.json`) are written.
         """
-        save_directory = os.fspath(save_directory)
-        if os.path.isfile(save_directory):
-            raise ValueError(f"save_directory {save_directory!r} is a file, expected a directory")
+        parse_size(max_shard_size)  # every argument is checked before anything touches the disk
         plan = self._canonical_plan()
-        os.makedirs(save_directory, exist_ok=True)
-
         config = copy.deepcopy(self.config)
         config.architectures = [type(self).__name__]  # the PyTorch class name, as Hugging Face TF writes
-        if self.can_generate():
-            save_generation_config(config, save_directory)
-        config.save_pretrained(save_directory)
-
         canonical = {key: (var, transform) for var, key, transform in plan.values()}
 
         def fetch(key: str) -> np.ndarray:
@@ -363,14 +384,11 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
             return transform.to_canonical(var.numpy())
 
         sizes = [(key, int(np.prod(var.shape)) * np.dtype(var.dtype).itemsize) for key, (var, _) in canonical.items()]
-        if safe_serialization:
-            def write_shard(file: str, keys: list[str]) -> None:
-                specs = {k: (np.dtype(canonical[k][0].dtype), canonical[k][1].canonical_shape(
-                    tuple(canonical[k][0].shape))) for k in keys}
-                write_safetensors(file, specs=specs, fetch=fetch, metadata={"format": "pt"})
 
-            save_sharded(save_directory, sizes, write_shard, SAFE_WEIGHTS_NAME, max_shard_size)
-            return
+        def write_shard(file: str, keys: list[str]) -> None:
+            specs = {k: (np.dtype(canonical[k][0].dtype), canonical[k][1].canonical_shape(
+                tuple(canonical[k][0].shape))) for k in keys}
+            write_safetensors(file, specs=specs, fetch=fetch, metadata={"format": "pt"})
 
         head = "base" if self.base_model is self else None
         names = plan_to_backend(family_of(self.config), "tf_h5", canonical, head=head, config=self.config)
@@ -385,8 +403,17 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
             write_tf_h5(file, specs, lambda name: names[by_name[name]][1].to_backend(fetch(by_name[name])),
                         model_name=model_name, shard=sharded)
 
-        save_sharded(save_directory, sizes, write_h5_shard, TF_WEIGHTS_NAME, max_shard_size,
-                     index_keys=lambda key: f"{model_name}/{h5_names[key]}")
+        weights_name = SAFE_WEIGHTS_NAME if safe_serialization else TF_WEIGHTS_NAME
+        # Staged beside `save_directory` and swapped in whole: a kill leaves the old checkpoint or the new one.
+        with staged_checkpoint(save_directory, weights_name) as staging:
+            if self.can_generate():
+                save_generation_config(config, staging)
+            config.save_pretrained(staging)
+            if safe_serialization:
+                save_sharded(staging, sizes, write_shard, weights_name, max_shard_size)
+            else:
+                save_sharded(staging, sizes, write_h5_shard, weights_name, max_shard_size,
+                             index_keys=lambda key: f"{model_name}/{h5_names[key]}")
 
 
 def _keras_predictions(y_pred: Any) -> Any:

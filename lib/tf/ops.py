@@ -19,6 +19,7 @@ import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
 from ..configuration import ACTIVATIONS, PretrainedConfig
+from ..inputs import check_id_range, check_labels_shape, check_mask_shape, check_model_inputs, static_shape
 from ..model_math import MASK_VALUE, causal_mask, rotary_tables
 
 logger = logging.getLogger(__name__)
@@ -428,19 +429,17 @@ def shape_list(x: tf.Tensor) -> list[int | tf.Tensor]:
 
 
 def check_ids(ids: tf.Tensor, limit: int, name: str, limit_name: str) -> None:
-    """Raise ValueError unless every entry of `ids` lies in [0, limit).
+    """Raise InputError (a ValueError) unless every entry of `ids` lies in [0, limit).
 
-    Eagerly the values are checked here; while tracing, assertions are added to the graph instead (they
-    raise `InvalidArgumentError` with the same message when the function runs, and compile away under XLA).
+    Eagerly the values are checked here; while tracing, assertions are added to the graph instead (they raise
+    `InvalidArgumentError` with the same message when the function runs). XLA (`jit_compile=True`) drops graph
+    assertions, so `fit` and `evaluate` check their data before it reaches the compiled step (`check_dataset`).
     """
     if tf.executing_eagerly():
         values = ids.numpy() if hasattr(ids, "numpy") else np.asarray(ids)
         if values.size == 0:
             return
-        low, high = int(values.min()), int(values.max())
-        if low < 0 or high >= limit:
-            bad = low if low < 0 else high
-            raise ValueError(f"{name} contains {bad}, outside [0, {limit_name}={limit})")
+        check_id_range(int(values.min()), int(values.max()), limit, name, limit_name)
         return
     tf.debugging.assert_non_negative(ids, message=f"{name} contains a negative id")
     tf.debugging.assert_less(ids, tf.cast(limit, ids.dtype), message=f"{name} contains an id >= {limit_name}={limit}")
@@ -450,6 +449,7 @@ def check_inputs(
     input_ids: tf.Tensor | None, inputs_embeds: tf.Tensor | None, vocab_size: int
 ) -> list[int | tf.Tensor]:
     """Validate the token input and return its shape without the hidden axis ((B, T) or (B, C, T))."""
+    check_model_inputs({"input_ids": input_ids, "inputs_embeds": inputs_embeds})
     if input_ids is not None and inputs_embeds is not None:
         raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
     if input_ids is not None:
@@ -494,12 +494,7 @@ def padding_mask(
     """(B, S) 0/1 `attention_mask` (1 = keep) → (B, 1, 1, S) bool, ValueError on a shape mismatch."""
     if attention_mask is None:
         return None
-    size = attention_mask.shape.num_elements()
-    if size is not None and isinstance(batch_size, int) and isinstance(key_len, int) and size != batch_size * key_len:
-        raise ValueError(
-            f"{name} has shape {tuple(attention_mask.shape)}, expected (batch, past + seq_len) = "
-            f"({batch_size}, {key_len})"
-        )
+    check_mask_shape(static_shape(attention_mask), batch_size, key_len, name)
     return tf.cast(tf.reshape(attention_mask, (batch_size, 1, 1, key_len)), tf.bool)
 
 
@@ -533,6 +528,7 @@ def _cross_entropy(logits: tf.Tensor, labels: tf.Tensor, ignore_index: int = -10
 def causal_lm_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Next-token cross-entropy: logits (..., T, V) at t predict labels (..., T) at t+1; -100 is ignored.
     Computed in float32 and averaged over the counted tokens."""
+    check_labels_shape(static_shape(labels), static_shape(logits)[:-1])
     shift_logits = logits[..., :-1, :]
     shift_labels = labels[..., 1:]
     return _cross_entropy(tf.reshape(shift_logits, (-1, shape_list(logits)[-1])), tf.reshape(shift_labels, (-1,)))

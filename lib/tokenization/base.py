@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoints.files import atomic_write_text, resolve_file
+from ..checkpoints.files import atomic_write_text, resolve_file, staged_directory
 
 __all__ = [
     "AddedToken",
@@ -1064,7 +1064,7 @@ class PreTrainedTokenizerBase:
         return config
 
     def save_pretrained(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str, ...]:
-        """Write the Hugging Face tokenizer layout into `save_directory` (created if needed), file by file atomically.
+        """Write the Hugging Face tokenizer layout into `save_directory` (created if needed), atomically as a whole.
 
         Files: tokenizer_config.json, special_tokens_map.json, vocab.json, merges.txt, added_tokens.json (only
         when some added token is not in vocab.json), and tokenizer.json for GPT2TokenizerFast.
@@ -1073,22 +1073,22 @@ class PreTrainedTokenizerBase:
             The paths written.
         """
         save_directory = os.fspath(save_directory)
-        if os.path.isfile(save_directory):
-            raise NotADirectoryError(f"save_directory {save_directory} is a file")
-        os.makedirs(save_directory, exist_ok=True)
         prefix = f"{filename_prefix}-" if filename_prefix else ""
-        config_path = os.path.join(save_directory, prefix + TOKENIZER_CONFIG_FILE)
-        map_path = os.path.join(save_directory, prefix + SPECIAL_TOKENS_MAP_FILE)
-        write_json(config_path, self._tokenizer_config())
-        write_json(map_path, self.special_tokens_map)
-        written = [config_path, map_path, *self.save_vocabulary(save_directory, filename_prefix)]
-        added = {t.content: i for i, t in sorted(self.added_tokens_decoder.items()) if i >= self.vocab_size}
-        if added:
-            added_path = os.path.join(save_directory, prefix + ADDED_TOKENS_FILE)
-            atomic_write_text(added_path, json.dumps(added, ensure_ascii=False) + "\n")
-            written.append(added_path)
-        written.extend(self._extra_files(save_directory, filename_prefix))
-        return tuple(written)
+        # Staged beside `save_directory` and swapped in whole (other files there are kept): a kill leaves the old
+        # tokenizer files or the new ones, never a mix.
+        with staged_directory(save_directory, keep=True) as staging:
+            config_path = os.path.join(staging, prefix + TOKENIZER_CONFIG_FILE)
+            map_path = os.path.join(staging, prefix + SPECIAL_TOKENS_MAP_FILE)
+            write_json(config_path, self._tokenizer_config())
+            write_json(map_path, self.special_tokens_map)
+            written = [config_path, map_path, *self.save_vocabulary(staging, filename_prefix)]
+            added = {t.content: i for i, t in sorted(self.added_tokens_decoder.items()) if i >= self.vocab_size}
+            if added:
+                added_path = os.path.join(staging, prefix + ADDED_TOKENS_FILE)
+                atomic_write_text(added_path, json.dumps(added, ensure_ascii=False) + "\n")
+                written.append(added_path)
+            written.extend(self._extra_files(staging, filename_prefix))
+        return tuple(os.path.join(save_directory, os.path.basename(path)) for path in written)
 
     @classmethod
     def from_pretrained(

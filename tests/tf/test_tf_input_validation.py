@@ -1,0 +1,76 @@
+"""Bad model inputs are InputErrors naming the argument and the shapes (shared checks, lib/inputs.py), also on the
+compiled training path (`fit` under XLA)."""
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+import twinformers.tf as backend  # noqa: E402
+from helpers import tiny_config  # noqa: E402
+from twinformers.errors import InputError  # noqa: E402
+
+
+def ZEROS(shape):  # noqa: N802 - reads like a constant in the case table
+    return np.zeros(shape, dtype=np.int32)
+
+
+def ONES(shape):  # noqa: N802
+    return np.ones(shape, dtype=np.int32)
+
+
+def lm_model():
+    return backend.GPT2LMHeadModel(tiny_config("gpt2"))
+
+
+def double_heads_model():
+    return backend.GPT2DoubleHeadsModel(tiny_config("gpt2"))
+
+
+# (extra inputs for (2, 3) input_ids, the argument the message must name)
+BAD_INPUTS = {
+    "attention_mask transposed": ({"attention_mask": ONES((3, 2))}, "attention_mask has shape \\(3, 2\\)"),
+    "position_ids transposed": ({"position_ids": ZEROS((3, 2))}, "position_ids has shape \\(3, 2\\)"),
+    "token_type_ids too long": ({"token_type_ids": ZEROS((2, 4))}, "token_type_ids has shape \\(2, 4\\)"),
+    "labels too long": ({"labels": ZEROS((2, 4))}, "labels has shape \\(2, 4\\)"),
+    "empty sequence": ({"input_ids": ZEROS((1, 0))}, "input_ids is empty"),
+    "id out of range": ({"input_ids": ZEROS((2, 3)) + 500}, "input_ids contains 500"),
+    "negative id": ({"input_ids": ZEROS((2, 3)) - 1}, "input_ids contains -1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_an_input_error_naming_the_argument(case):
+    extra, message = BAD_INPUTS[case]
+    model = lm_model()
+    with pytest.raises(InputError, match=message):
+        model(**{"input_ids": ZEROS((2, 3)) + 1, **extra})
+
+
+def test_double_heads_inputs_checked():
+    model = double_heads_model()
+    ids = ZEROS((2, 3, 4)) + 1
+    with pytest.raises(InputError, match="mc_token_ids has shape \\(2,\\), expected \\(2, 3\\)"):
+        model(ids, mc_token_ids=ZEROS((2,)))
+    with pytest.raises(InputError, match="mc_labels has shape"):
+        model(ids, mc_token_ids=ZEROS((2, 3)), mc_labels=ZEROS((2, 3)))
+
+
+def test_fit_under_xla_refuses_out_of_range_ids_before_the_compiled_step():
+    model = lm_model()
+    model.compile(optimizer="adam", jit_compile=True)  # XLA drops graph assertions; the data is checked first
+    bad = np.full((4, 5), 120, dtype=np.int32)
+    with pytest.raises(InputError, match="input_ids contains 120, outside \\[0, vocab_size=97\\)"):
+        model.fit({"input_ids": bad, "labels": bad % 97}, epochs=1, verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices({"input_ids": bad, "labels": bad % 97}).batch(2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input_ids contains an id >= vocab_size=97"):
+        model.fit(dataset, epochs=1, verbose=0)
+    good = tf.data.Dataset.from_tensor_slices({"input_ids": bad % 97, "labels": bad % 97}).batch(2)
+    assert np.isfinite(model.fit(good, epochs=1, verbose=0).history["loss"][0])
+
+
+def test_tf_function_checks_ids_in_the_graph():
+    model = lm_model()
+    call = tf.function(lambda ids: model(ids).logits)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input_ids contains an id >= vocab_size=97"):
+        call(tf.constant(ZEROS((2, 3)) + 500))
