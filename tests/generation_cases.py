@@ -376,6 +376,16 @@ def check_beam_search(adapter: Adapter, family: str, **settings: Any) -> None:
             np.testing.assert_allclose(scores[b * keep + k], score, rtol=1e-4, err_msg=f"prompt {b} hyp {k}")
 
 
+class NullStreamer:
+    """A streamer that drops what it gets (forces the step-by-step path)."""
+
+    def put(self, value: Any) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
 def check_streamer(adapter: Adapter, family: str) -> None:
     from twinformers.generation.streamers import BaseStreamer
 

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
+from tensorflow.compiler.tf2xla.python.xla import dynamic_slice, dynamic_update_slice
 
 from ..generation.config import GenerationConfig
 from ..generation.streamers import BaseStreamer
@@ -78,8 +78,8 @@ def last_tokens(input_ids: Tensor, valid: Tensor, cur_len: int | Tensor, length:
     start = tf.maximum(cur_len - length, 0)
     enough = cur_len >= length
     size = tf.stack([input_ids.shape[0], length])
-    tokens = tf.slice(input_ids, tf.stack([0, start]), size)
-    return tokens, tf.reduce_all(tf.slice(valid, tf.stack([0, start]), size), axis=-1) & enough
+    tokens = dynamic_slice(input_ids, tf.stack([0, start]), size)
+    return tokens, tf.reduce_all(dynamic_slice(valid, tf.stack([0, start]), size), axis=-1) & enough
 
 
 def scatter_sorted(sorted_values: Tensor, order: Tensor) -> Tensor:
@@ -444,7 +444,7 @@ class GenerationMixin:
             return select(state)
 
         def step(state: DecodeState) -> DecodeState:
-            last = tf.slice(state.sequences, tf.stack([0, state.cur_len - 1]), (state.sequences.shape[0], 1))
+            last = dynamic_slice(state.sequences, tf.stack([0, state.cur_len - 1]), (state.sequences.shape[0], 1))
             logits, cache = self._next_logits(last, state.attention_mask, state.next_positions[:, None], state.cache)
             return select(state._replace(logits=logits, cache=cache, next_positions=state.next_positions + 1))
 

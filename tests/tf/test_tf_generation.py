@@ -117,3 +117,27 @@ def test_beam_search_after_another_batch_size():
     batch = np.asarray(model.generate(np.repeat(prompt, 3, axis=0), attention_mask=np.ones((3, 4), np.int32),
                                       num_beams=2, max_new_tokens=3, pad_token_id=0))
     np.testing.assert_array_equal(batch, np.repeat(single, 3, axis=0))
+
+
+def test_streaming_step_compiles_once_for_every_position():
+    """Streaming runs one compiled step per token. XLA folds a `tf.slice` start it can see as an argument into
+    the program, which made every new position (cache index, cur_len) a new compilation: the step's compiled
+    program must be the same for the first and the last position."""
+    model = load("gpt2")
+    ids = cases.prompts(1, 6)
+    settings = dict(max_new_tokens=4, pad_token_id=0)
+    programs = model.__dict__.get("_generation_programs", {})
+    before = set(programs)
+    model.generate(ids, streamer=cases.NullStreamer(), **settings)
+    programs = model.__dict__["_generation_programs"]
+    (step_key,) = [key for key in set(programs) - before if key[0] == "step"]  # this call's step program
+    step = programs[step_key]
+    states = []
+    programs[step_key] = lambda state: states.append(state) or step(state)
+    try:
+        model.generate(ids, streamer=cases.NullStreamer(), **settings)
+    finally:
+        programs[step_key] = step
+    assert len(states) == 3 and int(states[0].cur_len) != int(states[-1].cur_len)
+    first, last = (step.experimental_get_compiler_ir(state)(stage="hlo") for state in (states[0], states[-1]))
+    assert first == last, "the compiled step depends on the position's value: it recompiles per token"
