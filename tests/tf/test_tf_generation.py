@@ -141,3 +141,28 @@ def test_streaming_step_compiles_once_for_every_position():
     assert len(states) == 3 and int(states[0].cur_len) != int(states[-1].cur_len)
     first, last = (step.experimental_get_compiler_ir(state)(stage="hlo") for state in (states[0], states[-1]))
     assert first == last, "the compiled step depends on the position's value: it recompiles per token"
+
+
+# --------------------------------------------------------------------------------------------- issue 21
+def test_stop_strings_and_stopping_criteria():
+    cases.check_stop_strings_and_criteria(ADAPTER)
+
+
+def test_user_logits_processor():
+    cases.check_user_logits_processor(ADAPTER, lambda input_ids, scores: tf.where(tf.range(scores.shape[-1]) == 14,
+                                                                                  -float("inf"), scores))
+
+
+def test_user_logits_processor_must_be_traceable():
+    model = load("gpt2")
+    with pytest.raises(TypeError, match="must be traceable"):
+        model.generate(np.array([[5, 9]]), max_new_tokens=2, pad_token_id=0,
+                       logits_processor=[lambda input_ids, scores: scores * float(scores.numpy().max())])
+
+
+def test_iterator_streamer_chunks_join_to_the_output():
+    cases.check_iterator_streamer(ADAPTER)
+
+
+def test_text_generation_pipeline():
+    cases.check_text_generation_pipeline("tf")
