@@ -452,9 +452,12 @@ class GenerationMixin:
 
     def _settings_key(self, plan: GenerationPlan, prompt_length: int) -> tuple:
         """What a compiled function depends on besides the input shapes: the settings and the bucket (the
-        decoding functions close over the padded prompt length, and beam search over the batch size)."""
+        decoding functions close over the padded prompt length, and beam search over the batch size). The call's
+        own processors count by identity: pass the same objects again to reuse a compiled program (the program
+        keeps them alive, so an id is never reused while its program exists)."""
         return (plan.config.to_json_string(), plan.mode, plan.max_new_tokens, plan.min_new_tokens,
-                tuple(plan.eos_token_ids), plan.pad_token_id, prompt_length, plan.batch_size)
+                tuple(plan.eos_token_ids), plan.pad_token_id, prompt_length, plan.batch_size,
+                tuple(id(p.processor) for p in plan.logits_processor))
 
     def _sample(self, plan: GenerationPlan, params: dict, streamer: BaseStreamer | None, rng: Array
                 ) -> Array | GenerateDecoderOnlyOutput:
