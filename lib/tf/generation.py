@@ -478,7 +478,9 @@ class GenerationMixin:
         decoding functions close over the padded prompt length, and beam search over the batch size). The call's
         own processors count by identity: pass the same objects again to reuse a compiled program (the program
         keeps them alive, so an id is never reused while its program exists)."""
-        return (plan.config.to_json_string(), plan.mode, plan.max_new_tokens, plan.min_new_tokens,
+        host_only = ("max_time", "stop_strings")  # checked on the host between steps, not compiled
+        settings = {k: v for k, v in plan.config.to_diff_dict().items() if k not in host_only}
+        return (repr(sorted(settings.items())), plan.mode, plan.max_new_tokens, plan.min_new_tokens,
                 tuple(plan.eos_token_ids), plan.pad_token_id, prompt_length, plan.batch_size,
                 tuple(id(p.processor) for p in plan.logits_processor))
 
