@@ -30,6 +30,12 @@ _FRAMEWORK_FREE = {
         "TokenClassifierOutput", "QuestionAnsweringModelOutput", "GPT2DoubleHeadsModelOutput",
     ),
     "twinformers.generation.config": ("GenerationConfig",),
+    "twinformers.generation.streamers": ("TextStreamer", "TextIteratorStreamer"),
+    "twinformers.generation.stopping_criteria": (
+        "StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria", "EosTokenCriteria",
+        "StopStringCriteria",
+    ),
+    "twinformers.pipelines": ("pipeline",),
     "twinformers.tokenization.gpt2": ("GPT2Tokenizer",),
     "twinformers.tokenization.gpt2_fast": ("GPT2TokenizerFast",),
     "twinformers.tokenization.auto": ("AutoTokenizer",),
@@ -41,10 +47,14 @@ for _module, _names in _FRAMEWORK_FREE.items():
     for _name in _names:
         _LAZY[_name] = (_module, _name)
 for _name in MODEL_CLASSES:
-    _LAZY[_name] = ("twinformers.pt", _name)
-    _LAZY[f"TF{_name}"] = ("twinformers.tf", _name)
-    _LAZY[f"Flax{_name}"] = ("twinformers.flax", _name)
+    _LAZY[_name] = ("twinformers.pt.generation", _name)
+    _LAZY[f"TF{_name}"] = ("twinformers.tf.generation", _name)
+    _LAZY[f"Flax{_name}"] = ("twinformers.flax.generation", _name)
 _LAZY["TFGPT2Tokenizer"] = ("twinformers.tf", "TFGPT2Tokenizer")
+for _name in ("LogitsProcessor", "LogitsProcessorList"):  # Hugging Face's names: PyTorch's, TF..., Flax...
+    _LAZY[_name] = ("twinformers.pt.generation", _name)
+    _LAZY[f"TF{_name}"] = ("twinformers.tf.generation", _name)
+    _LAZY[f"Flax{_name}"] = ("twinformers.flax.generation", _name)
 
 __all__ = ["__version__", "BACKENDS", *sorted(_LAZY), "pt", "tf", "flax"]
 

@@ -22,7 +22,12 @@ INF = float("inf")
 
 
 def fixture_dir(family: str) -> str:
-    """HF-written tiny causal-LM checkpoint (vocab 100, 64 positions, random weights with biases)."""
+    """HF-written tiny causal-LM checkpoint (vocab 100, 64 positions, random weights with biases); "tiny-gpt2":
+    the trained GPT-2 embedded in twinformers, with its tokenizer (vocab 1024)."""
+    if family == "tiny-gpt2":
+        from twinformers.demo.embedded import embedded_model_path
+
+        return embedded_model_path()
     return os.path.join(HF_FIXTURES, f"{family}-pt-causal_lm")
 
 
@@ -375,6 +380,16 @@ def check_beam_search(adapter: Adapter, family: str, **settings: Any) -> None:
             np.testing.assert_allclose(scores[b * keep + k], score, rtol=1e-4, err_msg=f"prompt {b} hyp {k}")
 
 
+class NullStreamer:
+    """A streamer that drops what it gets (forces the step-by-step path)."""
+
+    def put(self, value: Any) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
 def check_streamer(adapter: Adapter, family: str) -> None:
     from twinformers.generation.streamers import BaseStreamer
 
@@ -426,3 +441,110 @@ def check_bad_input(adapter: Adapter, family: str) -> None:
         warnings.simplefilter("always")
         out = as_numpy(adapter.generate(model, ids, max_new_tokens=1))  # the fixture has no pad token
     assert any("Setting `pad_token_id` to `eos_token_id`:50256" in str(w.message) for w in caught)
+
+
+# --------------------------------------------------------------------------------------------- issue 21
+def embedded_tokenizer() -> Any:
+    """The tokenizer of the tiny trained GPT-2 embedded in twinformers (`fixture_dir("tiny-gpt2")`)."""
+    from twinformers.tokenization.auto import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(fixture_dir("tiny-gpt2"))
+
+
+def first_stop(tokenizer: Any, tokens: list[int], prompt_length: int, stop: str) -> int | None:
+    """Reference: the number of tokens after which the decoded text first contains `stop` in a part that ends
+    in a generated token (text-level search on growing prefixes, no byte tables)."""
+    for end in range(prompt_length + 1, len(tokens) + 1):
+        before = tokenizer.decode(tokens[: end - 1]).encode("utf-8", "surrogatepass")
+        text = tokenizer.decode(tokens[:end]).encode("utf-8", "surrogatepass")
+        if stop.encode() in text and text.find(stop.encode(), max(len(before) - len(stop) + 1, 0)) >= 0:
+            return end
+    return None
+
+
+def check_stop_strings_and_criteria(adapter: Adapter) -> None:
+    """stop_strings end generation where the reference says (the rest is padding); a user criterion stops its
+    rows; max_time stops; bad input is a clear error."""
+    from twinformers.generation.stopping_criteria import MaxLengthCriteria, StoppingCriteria
+
+    tokenizer = embedded_tokenizer()
+    model = adapter.load("tiny-gpt2")
+    eos = tokenizer.eos_token_id
+    prompt = tokenizer.encode("Once upon a time")
+    ids = np.asarray([prompt])
+    full = as_numpy(adapter.generate(model, ids, max_new_tokens=24, pad_token_id=eos))[0].tolist()
+    stop = "."
+    end = first_stop(tokenizer, full, len(prompt), stop)
+    assert end is not None and end < len(full), "the continuation must contain the stop string to test it"
+    out = as_numpy(adapter.generate(model, ids, max_new_tokens=24, pad_token_id=eos, stop_strings=[stop],
+                                    tokenizer=tokenizer))[0].tolist()
+    assert out[:end] == full[:end] and set(out[end:]) <= {eos}, (out, full, end)
+
+    class StopAfter(StoppingCriteria):  # a user criterion: stop once 3 tokens were generated
+        def __call__(self, input_ids, scores, **kwargs):
+            return np.full(input_ids.shape[0], input_ids.shape[1] >= len(prompt) + 3)
+
+    out = as_numpy(adapter.generate(model, ids, max_new_tokens=24, pad_token_id=eos, stopping_criteria=[StopAfter()]))
+    assert out[0].tolist() == full[: len(prompt) + 3]
+    out = as_numpy(adapter.generate(model, ids, max_new_tokens=24, pad_token_id=eos,
+                                    stopping_criteria=[MaxLengthCriteria(len(prompt) + 2)]))
+    assert out[0].tolist() == full[: len(prompt) + 2]
+    out = as_numpy(adapter.generate(model, ids, max_new_tokens=24, pad_token_id=eos, max_time=1e-9))
+    assert out.shape[1] == len(prompt) + 1, "max_time already passed: stop after the first token"
+    with pytest.raises(ValueError, match="stop_strings need the model's tokenizer"):
+        adapter.generate(model, ids, max_new_tokens=2, pad_token_id=eos, stop_strings=["."])
+    with pytest.raises(ValueError, match="stop_strings must be a string or a list of non-empty strings"):
+        adapter.generate(model, ids, max_new_tokens=2, pad_token_id=eos, stop_strings=[""], tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="not with beam search"):
+        adapter.generate(model, ids, max_new_tokens=2, pad_token_id=eos, num_beams=2, max_time=5.0)
+
+
+def check_user_logits_processor(adapter: Adapter, ban: Callable[[Any, Any], Any]) -> None:
+    """A user processor (HF's two-argument signature) is applied after the configured ones; a wrong shape is a
+    clear error. `ban(input_ids, scores)` is the backend's processor setting the score of token 14 to -inf."""
+    model = adapter.load("gpt2")
+    ids = np.array([[5, 9, 2, 7]])
+    plain = as_numpy(adapter.generate(model, ids, max_new_tokens=6, pad_token_id=0))
+    assert 14 in plain[0, 4:], "the fixture's greedy continuation must contain the token the processor bans"
+    banned = as_numpy(adapter.generate(model, ids, max_new_tokens=6, pad_token_id=0, logits_processor=[ban]))
+    assert 14 not in banned[0, 4:]
+    with pytest.raises(ValueError, match=r"returned scores of shape \(1, 99\), expected \(1, 100\)"):
+        adapter.generate(model, ids, max_new_tokens=2, pad_token_id=0,
+                         logits_processor=[lambda input_ids, scores: scores[:, :-1]])
+
+
+def check_iterator_streamer(adapter: Adapter) -> None:
+    """TextIteratorStreamer, consumed from another thread, yields chunks that join to the decoded output."""
+    import threading
+
+    from twinformers import TextIteratorStreamer
+
+    tokenizer = embedded_tokenizer()
+    model = adapter.load("tiny-gpt2")
+    ids = np.asarray([tokenizer.encode("Once upon a time")])
+    settings = dict(max_new_tokens=12, pad_token_id=tokenizer.eos_token_id)
+    expected = as_numpy(adapter.generate(model, ids, **settings))[0]
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, timeout=300)
+    thread = threading.Thread(target=adapter.generate, args=(model, ids), kwargs=dict(streamer=streamer, **settings))
+    thread.start()
+    chunks = list(streamer)
+    thread.join()
+    assert len(chunks) > 1
+    assert "".join(chunks) == tokenizer.decode(expected[ids.shape[1] :].tolist())
+
+
+def check_text_generation_pipeline(backend: str) -> list:
+    """The pipeline's batched, left-padded greedy outputs equal each prompt generated alone; returns them."""
+    import twinformers
+
+    generator = twinformers.pipeline("text-generation", backend=backend)
+    prompts_ = ["Once upon a time", "def"]
+    batch = generator(prompts_, max_new_tokens=8)
+    assert [len(r) for r in batch] == [1, 1]
+    for prompt, result in zip(prompts_, batch):
+        alone = generator(prompt, max_new_tokens=8)
+        assert result == alone and result[0]["generated_text"].startswith(prompt)
+    short = generator(prompts_[0], max_new_tokens=8, return_full_text=False)
+    assert prompts_[0] + short[0]["generated_text"] == batch[0][0]["generated_text"]
+    stopped = generator(prompts_[0], max_new_tokens=24, stop_strings=".")
+    return [batch, stopped]

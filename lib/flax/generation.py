@@ -331,6 +331,9 @@ class GenerationMixin:
             attention_mask: (B, P) 1 = token, 0 = padding; default: 0 where `input_ids == pad_token_id`.
             generation_config: settings instead of `self.generation_config`.
             streamer: gets the prompt, then each new token (greedy and sampling; runs the step-by-step path).
+            stopping_criteria, logits_processor, tokenizer (in kwargs): the call's own stopping criteria (run on
+                the host between compiled steps) and processors (compiled: they must be traceable), and the
+                tokenizer `stop_strings=` need (see `generation.stopping_criteria`).
             prng_key: the sampling key; `seed` makes one (default `jax.random.PRNGKey(0)`).
             params: the params to run with (default `self.params`).
             **kwargs: GenerationConfig fields, e.g. `max_new_tokens=20, do_sample=True, top_p=0.9`.
@@ -342,7 +345,7 @@ class GenerationMixin:
             raise TypeError(f"{type(self).__name__} has no language-modeling head, so it cannot generate()")
         plan = prepare_generation(
             self.config, self.generation_config, _as_numpy(input_ids), _as_numpy(attention_mask), generation_config,
-            **kwargs,
+            traced=True, **kwargs,
         )
         if streamer is not None and plan.mode == "beam":
             raise ValueError("streamer cannot be used with beam search; set num_beams=1")
@@ -354,6 +357,14 @@ class GenerationMixin:
         return self._sample(plan, params, streamer, prng_key)
 
     # ----------------------------------------------------------------------------------------- decoding
+    def _logits_processors(self, plan: GenerationPlan, prompt_length: int) -> LogitsProcessorList:
+        """The configured processors and warpers, then the call's own `logits_processor=` list."""
+        processors = LogitsProcessorList.from_generation_config(
+            plan.config, prompt_length + plan.min_new_tokens, plan.eos_token_ids
+        )
+        processors.extend(plan.logits_processor)
+        return processors
+
     def _next_logits(self, params: dict, input_ids: Array, attention_mask: Array, position_ids: Array,
                      cache: StaticCache) -> tuple[Array, StaticCache]:
         """Run the new tokens (B, T) through the model into the cache; float32 logits (B, V) of the last one.
@@ -381,9 +392,7 @@ class GenerationMixin:
         (one more token) and `cond(state)` (whether to continue)."""
         config = plan.config
         total = prompt_length + plan.max_new_tokens
-        processors = LogitsProcessorList.from_generation_config(
-            config, prompt_length + plan.min_new_tokens, plan.eos_token_ids
-        )
+        processors = self._logits_processors(plan, prompt_length)
         eos = jnp.asarray(plan.eos_token_ids, dtype=jnp.int32)
 
         def select(state: DecodeState) -> DecodeState:
@@ -443,19 +452,25 @@ class GenerationMixin:
 
     def _settings_key(self, plan: GenerationPlan, prompt_length: int) -> tuple:
         """What a compiled function depends on besides the input shapes: the settings and the bucket (the
-        decoding functions close over the padded prompt length, and beam search over the batch size)."""
-        return (plan.config.to_json_string(), plan.mode, plan.max_new_tokens, plan.min_new_tokens,
-                tuple(plan.eos_token_ids), plan.pad_token_id, prompt_length, plan.batch_size)
+        decoding functions close over the padded prompt length, and beam search over the batch size). The call's
+        own processors count by identity: pass the same objects again to reuse a compiled program (the program
+        keeps them alive, so an id is never reused while its program exists)."""
+        host_only = ("max_time", "stop_strings")  # checked on the host between steps, not compiled
+        settings = {k: v for k, v in plan.config.to_diff_dict().items() if k not in host_only}
+        return (repr(sorted(settings.items())), plan.mode, plan.max_new_tokens, plan.min_new_tokens,
+                tuple(plan.eos_token_ids), plan.pad_token_id, prompt_length, plan.batch_size,
+                tuple(id(p.processor) for p in plan.logits_processor))
 
     def _sample(self, plan: GenerationPlan, params: dict, streamer: BaseStreamer | None, rng: Array
                 ) -> Array | GenerateDecoderOnlyOutput:
-        """Greedy search or sampling: one compiled `lax.while_loop`, or jitted steps when streaming."""
+        """Greedy search or sampling: one compiled `lax.while_loop`, or jitted steps when
+        streaming or with stopping criteria (they run on the host)."""
         input_ids, prompt_mask = self._bucketed_prompts(plan)
         prompt_length = input_ids.shape[1]
         position_ids = positions_from_mask(prompt_mask)
         prefill, step, cond = self._decoder(plan, prompt_length)
         key = self._settings_key(plan, prompt_length)
-        if streamer is None:
+        if streamer is None and not plan.stopping_criteria:
 
             def build() -> Any:
                 def loop(params: dict, input_ids: Array, prompt_mask: Array, position_ids: Array, rng: Array
@@ -468,15 +483,16 @@ class GenerationMixin:
 
             state = self._generation_program("loop", key, build)(params, input_ids, prompt_mask, position_ids, rng)
         else:
-            streamer.put(plan.input_ids)
+            if streamer is not None:
+                streamer.put(plan.input_ids)
             jitted_prefill = self._generation_program("prefill", key, lambda: prefill)
-            state = jitted_prefill(params, input_ids, prompt_mask, position_ids, rng)
-            streamer.put(np.asarray(state.sequences[:, prompt_length]))
+            state = self._between_steps(plan, jitted_prefill(params, input_ids, prompt_mask, position_ids, rng),
+                                        streamer)
             jitted_step = self._generation_program("step", key, lambda: step)
             while bool(cond(state)):
-                state = jitted_step(params, state)
-                streamer.put(np.asarray(state.sequences[:, int(state.cur_len) - 1]))
-            streamer.end()
+                state = self._between_steps(plan, jitted_step(params, state), streamer)
+            if streamer is not None:
+                streamer.end()
         cur_len = int(state.cur_len)
         sequences = state.sequences[:, prompt_length - plan.prompt_length : cur_len]  # drop the bucket padding
         if plan.config.return_dict_in_generate:
@@ -486,6 +502,19 @@ class GenerationMixin:
             return GenerateDecoderOnlyOutput(sequences=sequences, scores=scores)
         return sequences
 
+    def _between_steps(self, plan: GenerationPlan, state: DecodeState, streamer: BaseStreamer | None
+                       ) -> DecodeState:
+        """On the host after each compiled step: hand the newest tokens to the streamer, and stop the rows the
+        stopping criteria say are done (they see the sequences without the bucket padding)."""
+        cur_len = int(state.cur_len)
+        if streamer is not None:
+            streamer.put(np.asarray(state.sequences[:, cur_len - 1]))
+        if plan.stopping_criteria:
+            bucket_padding = state.sequences.shape[1] - plan.prompt_length - plan.max_new_tokens
+            done = plan.stopping_criteria(np.asarray(state.sequences[:, bucket_padding:cur_len]))
+            state = state._replace(unfinished=state.unfinished & jnp.asarray(~done))
+        return state
+
     def _beam_search(self, plan: GenerationPlan, params: dict) -> Array | GenerateBeamDecoderOnlyOutput:
         """Beam search: jitted model steps, the hypothesis bookkeeping in `BeamSearchScorer` (NumPy)."""
         config = plan.config
@@ -494,9 +523,7 @@ class GenerationMixin:
         input_ids, prompt_mask = self._bucketed_prompts(plan)
         prompt_length = input_ids.shape[1]
         total = prompt_length + plan.max_new_tokens
-        processors = LogitsProcessorList.from_generation_config(
-            config, prompt_length + plan.min_new_tokens, plan.eos_token_ids
-        )
+        processors = self._logits_processors(plan, prompt_length)
         key = self._settings_key(plan, prompt_length)
 
         def beam_candidates(sequences: Array, logits: Array, cur_len: Array, attention_mask: Array, beam_scores: Array

@@ -25,6 +25,8 @@ _DEFAULTS: dict[str, Any] = {
     "min_length": 0,
     "min_new_tokens": None,
     "early_stopping": False,
+    "max_time": None,
+    "stop_strings": None,
     # strategy
     "do_sample": False,
     "num_beams": 1,
@@ -64,6 +66,8 @@ class GenerationConfig:
         max_length: total length (prompt included) to stop at; `max_new_tokens` wins when both are set.
         max_new_tokens: how many tokens to generate after the prompt.
         min_length / min_new_tokens: EOS is suppressed until this length is reached.
+        max_time: stop after this many seconds. stop_strings: a string or list of strings that end generation
+            (`generate()` then needs `tokenizer=`); see `twinformers.generation.stopping_criteria`.
         do_sample: sample instead of greedy/beam search. num_beams: beam width (1 = no beam search).
         temperature, top_k, top_p, typical_p: sampling warpers (applied in that order after penalties).
         repetition_penalty: >1 discourages tokens already present. no_repeat_ngram_size: ban repeated n-grams.
@@ -117,6 +121,13 @@ class GenerationConfig:
                     for seq in self.bad_words_ids)
         ):
             raise ValueError(f"bad_words_ids must be a list of non-empty lists of ids, got {self.bad_words_ids!r}")
+        if self.max_time is not None and not (isinstance(self.max_time, (int, float)) and self.max_time > 0):
+            raise ValueError(f"max_time must be a number of seconds > 0, got {self.max_time!r}")
+        if self.stop_strings is not None and not (
+            isinstance(self.stop_strings, str)
+            or (isinstance(self.stop_strings, list) and all(isinstance(x, str) and x for x in self.stop_strings))
+        ) or self.stop_strings == "":
+            raise ValueError(f"stop_strings must be a string or a list of non-empty strings, got {self.stop_strings!r}")
         if self.early_stopping not in (True, False, "never"):
             raise ValueError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
 

@@ -3,16 +3,20 @@
 `generate()` calls `streamer.put(tokens)` once with the prompt (B, P) and then once per step with the new
 tokens (B,), as NumPy arrays, and `streamer.end()` when it stops. Streaming needs one Python call per
 step, so the compiled TensorFlow / Flax loops fall back to their step-by-step path when a streamer is given.
+
+`TextIteratorStreamer` is the one to hand to a web app or another thread: run `generate()` in a thread and
+iterate over the streamer where the text is needed.
 """
 
 from __future__ import annotations
 
+import queue
 import sys
 from typing import Any, TextIO
 
 import numpy as np
 
-__all__ = ["BaseStreamer", "TextStreamer"]
+__all__ = ["BaseStreamer", "TextStreamer", "TextIteratorStreamer"]
 
 
 class BaseStreamer:
@@ -81,3 +85,39 @@ class TextStreamer(BaseStreamer):
         """Write `text` (and a newline at the end of the stream); override to send it elsewhere."""
         file = self.file if self.file is not None else sys.stdout
         print(text, flush=True, end="" if not stream_end else "\n", file=file)
+
+
+class TextIteratorStreamer(TextStreamer):
+    """Collect the decoded text in a queue and hand it out by iteration (from another thread).
+
+    Usage: `streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)`, then
+    `threading.Thread(target=model.generate, args=(input_ids,), kwargs={"streamer": streamer}).start()` and
+    `for chunk in streamer: ...` (chunks as they become stable; the iteration ends when generate() ends).
+
+    Args:
+        tokenizer, skip_prompt, **decode_kwargs: as for TextStreamer.
+        timeout: seconds to wait for the next chunk before `queue.Empty` is raised (None: wait forever).
+    """
+
+    def __init__(self, tokenizer: Any, skip_prompt: bool = False, timeout: float | None = None,
+                 **decode_kwargs: Any) -> None:
+        super().__init__(tokenizer, skip_prompt, **decode_kwargs)
+        self.text_queue: queue.Queue = queue.Queue()
+        self.stop_signal = None
+        self.timeout = timeout
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        """Queue `text` (and the end-of-stream signal at the end)."""
+        if text:
+            self.text_queue.put(text, timeout=self.timeout)
+        if stream_end:
+            self.text_queue.put(self.stop_signal, timeout=self.timeout)
+
+    def __iter__(self) -> TextIteratorStreamer:
+        return self
+
+    def __next__(self) -> str:
+        value = self.text_queue.get(timeout=self.timeout)
+        if value is self.stop_signal:
+            raise StopIteration
+        return value

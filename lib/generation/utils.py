@@ -14,6 +14,7 @@ Conventions shared by every backend's loop:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 import warnings
@@ -24,6 +25,7 @@ import numpy as np
 from ..checkpoints.files import GENERATION_CONFIG_NAME
 from ..outputs import ModelOutput
 from .config import GenerationConfig
+from .stopping_criteria import MaxTimeCriteria, StoppingCriteriaList, StopStringCriteria
 
 __all__ = [
     "GenerateDecoderOnlyOutput",
@@ -35,6 +37,7 @@ __all__ = [
     "default_generation_config",
     "prepare_generation",
     "logits_processor_specs",
+    "UserLogitsProcessor",
     "bucket_length",
     "left_pad",
     "BeamHypotheses",
@@ -92,6 +95,8 @@ class GenerationPlan:
         max_new_tokens, min_new_tokens: in generated tokens. eos_token_ids: possibly empty.
         pad_token_id: fills finished rows (the eos token when the config has no pad token).
         max_positions: the model's position table size (n_positions / max_position_embeddings).
+        stopping_criteria: the host-side criteria (the call's, then max_time and stop_strings); empty when none.
+        logits_processor: the call's own processors (UserLogitsProcessor), applied after the configured ones.
     """
 
     config: GenerationConfig
@@ -106,6 +111,8 @@ class GenerationPlan:
     eos_token_ids: list[int]
     pad_token_id: int
     max_positions: int
+    stopping_criteria: StoppingCriteriaList = dataclasses.field(default_factory=StoppingCriteriaList)
+    logits_processor: list = dataclasses.field(default_factory=list)
 
     @property
     def batch_size(self) -> int:
@@ -135,6 +142,10 @@ def prepare_generation(
     input_ids: Any,
     attention_mask: Any = None,
     generation_config: GenerationConfig | None = None,
+    stopping_criteria: Any = None,
+    logits_processor: Any = None,
+    tokenizer: Any = None,
+    traced: bool = False,
     **kwargs: Any,
 ) -> GenerationPlan:
     """Resolve and validate `generate()`'s arguments (Hugging Face's rules, with clear errors).
@@ -145,6 +156,10 @@ def prepare_generation(
         input_ids: (B, P) int prompts as NumPy (or nested lists); None starts from `bos_token_id`.
         attention_mask: (B, P) 0/1; default: 0 where `input_ids == pad_token_id`, else 1.
         generation_config: settings to use instead of the model's; `kwargs` override either.
+        stopping_criteria: a list of criteria (`twinformers.generation.stopping_criteria`), any callables
+            `(input_ids, scores) -> (B,) bool`. logits_processor: a list of callables with the processor
+            signature `(input_ids, scores[, cur_len[, attention_mask]]) -> scores`. tokenizer: needed for
+            `stop_strings`. traced: the backend compiles the processors (TF, Flax): errors say so.
         **kwargs: GenerationConfig fields (`max_new_tokens=`, `do_sample=`, ...). Anything else is a ValueError.
     Returns:
         The resolved GenerationPlan.
@@ -243,6 +258,23 @@ def prepare_generation(
             "(n_positions / max_position_embeddings); shorten the prompt or lower max_new_tokens / max_length"
         )
     min_new_tokens = min(config.min_new_tokens_for(prompt_length), max_new_tokens)
+    criteria = StoppingCriteriaList(_as_list(stopping_criteria, "stopping_criteria"))
+    for criterion in criteria:
+        if not callable(criterion):
+            raise ValueError(f"stopping_criteria must hold callables, got {type(criterion).__name__}")
+    if config.max_time is not None:
+        criteria.append(MaxTimeCriteria(config.max_time))
+    if config.stop_strings is not None:
+        if tokenizer is None:
+            raise ValueError(
+                "stop_strings need the model's tokenizer: pass tokenizer= to generate() (stop strings are matched "
+                "on the tokens' bytes)"
+            )
+        criteria.append(StopStringCriteria(tokenizer, config.stop_strings))
+    if criteria and mode == "beam":
+        raise ValueError("stopping_criteria, max_time and stop_strings work with greedy search and sampling, "
+                         "not with beam search (num_beams > 1)")
+    processors = [UserLogitsProcessor(p, traced) for p in _as_list(logits_processor, "logits_processor")]
     return GenerationPlan(
         config=config,
         input_ids=input_ids,
@@ -256,7 +288,73 @@ def prepare_generation(
         eos_token_ids=eos_token_ids,
         pad_token_id=int(pad_token_id),
         max_positions=max_positions,
+        stopping_criteria=criteria,
+        logits_processor=processors,
     )
+
+
+def _as_list(value: Any, name: str) -> list:
+    if value is None:
+        return []
+    if callable(value) and not isinstance(value, (list, tuple)):
+        return [value]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name} must be a list of callables, got {type(value).__name__}")
+    return list(value)
+
+
+class UserLogitsProcessor:
+    """A processor passed as `generate(logits_processor=[...])`, called the way the backends call theirs.
+
+    It may take `(input_ids, scores)`, `(input_ids, scores, cur_len)` or the full
+    `(input_ids, scores, cur_len, attention_mask)`; it must return scores of the same (B, V) shape. In TF and
+    Flax it runs inside the compiled loop, so it must be traceable (tensor ops of that framework only: no
+    `.numpy()`, no Python `if` on tensor values); a failure while tracing raises a TypeError that says so.
+    """
+
+    def __init__(self, processor: Any, traced: bool) -> None:
+        if not callable(processor):
+            raise ValueError(f"logits_processor must hold callables, got {type(processor).__name__}")
+        self.processor = processor
+        self.traced = traced
+        self.name = getattr(processor, "__name__", type(processor).__name__)
+        self.num_args = _positional_count(processor)
+
+    def __call__(self, input_ids: Any, scores: Any, cur_len: Any, attention_mask: Any) -> Any:
+        args = (input_ids, scores, cur_len, attention_mask)[: self.num_args]
+        try:
+            out = self.processor(*args)
+        except Exception as err:
+            if not self.traced:
+                raise
+            raise TypeError(
+                f"logits_processor {self.name} failed while being compiled into the generation loop: {err} -- "
+                "in TensorFlow and Flax a processor must be traceable (that framework's tensor ops only, no "
+                ".numpy(), no Python branching on tensor values)"
+            ) from err
+        if tuple(getattr(out, "shape", ())) != tuple(scores.shape):
+            raise ValueError(
+                f"logits_processor {self.name} returned scores of shape {tuple(getattr(out, 'shape', ()))}, "
+                f"expected {tuple(scores.shape)} (batch, vocab)"
+            )
+        return out
+
+
+def _positional_count(fn: Any) -> int:
+    """How many of (input_ids, scores, cur_len, attention_mask) `fn` takes (4 when it takes *args)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 4
+    count = 0
+    for param in params:
+        if param.kind == param.VAR_POSITIONAL:
+            return 4
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            count += 1
+    if count < 2:
+        raise ValueError(f"logits_processor {fn!r} must take at least (input_ids, scores)")
+    return min(count, 4)
 
 
 def logits_processor_specs(config: GenerationConfig, min_length: int, eos_token_ids: list[int]

@@ -317,6 +317,8 @@ class GenerationMixin:
             attention_mask: (B, P) 1 = token, 0 = padding; default: 0 where `input_ids == pad_token_id`.
             generation_config: settings instead of `self.generation_config`.
             streamer: gets the prompt, then each new token (greedy and sampling).
+            stopping_criteria, logits_processor, tokenizer (in kwargs): the call's own stopping criteria and
+                processors, and the tokenizer `stop_strings=` need (see `generation.stopping_criteria`).
             generator: the torch.Generator sampling draws from; `seed` makes one (`torch.manual_seed` else).
             **kwargs: GenerationConfig fields, e.g. `max_new_tokens=20, do_sample=True, top_p=0.9`.
         Returns:
@@ -338,6 +340,14 @@ class GenerationMixin:
         return self._sample(plan, streamer, generator)
 
     # ----------------------------------------------------------------------------------------- decoding
+    def _logits_processors(self, plan: GenerationPlan, prompt_length: int) -> LogitsProcessorList:
+        """The configured processors and warpers, then the call's own `logits_processor=` list."""
+        processors = LogitsProcessorList.from_generation_config(
+            plan.config, prompt_length + plan.min_new_tokens, plan.eos_token_ids
+        )
+        processors.extend(plan.logits_processor)
+        return processors
+
     def _next_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache: StaticCache
                      ) -> tuple[Tensor, StaticCache]:
         """Run the new tokens (B, T) through the model into the cache; float32 logits (B, V) of the last one.
@@ -373,9 +383,7 @@ class GenerationMixin:
         rows = plan.batch_size * plan.rows_per_prompt
         prompt_length, total = plan.prompt_length, plan.prompt_length + plan.max_new_tokens
         sequences, attention_mask, next_positions, cache, logits = self._prefill(plan, rows)
-        processors = LogitsProcessorList.from_generation_config(
-            config, prompt_length + plan.min_new_tokens, plan.eos_token_ids
-        )
+        processors = self._logits_processors(plan, prompt_length)
         eos = torch.tensor(plan.eos_token_ids, dtype=torch.long, device=sequences.device)
         unfinished = torch.ones(rows, dtype=torch.bool, device=sequences.device)
         if streamer is not None:
@@ -396,6 +404,9 @@ class GenerationMixin:
             if streamer is not None:
                 streamer.put(next_tokens.cpu().numpy())
             unfinished &= ~torch.isin(next_tokens, eos)
+            if plan.stopping_criteria:
+                done = plan.stopping_criteria(sequences[:, :cur_len].cpu().numpy())
+                unfinished &= ~torch.from_numpy(done).to(unfinished.device)
             if cur_len == total or not unfinished.any():
                 break
             logits, cache = self._next_logits(next_tokens[:, None], attention_mask, next_positions[:, None], cache)
@@ -414,9 +425,7 @@ class GenerationMixin:
         rows = batch_size * num_beams
         prompt_length, total = plan.prompt_length, plan.prompt_length + plan.max_new_tokens
         sequences, attention_mask, next_positions, cache, logits = self._prefill(plan, rows)
-        processors = LogitsProcessorList.from_generation_config(
-            config, prompt_length + plan.min_new_tokens, plan.eos_token_ids
-        )
+        processors = self._logits_processors(plan, prompt_length)
         scorer = BeamSearchScorer(
             batch_size, num_beams, config.length_penalty, config.early_stopping, plan.num_return_sequences,
             plan.attention_mask.sum(-1), plan.max_new_tokens,

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
+from tensorflow.compiler.tf2xla.python.xla import dynamic_slice, dynamic_update_slice
 
 from ..generation.config import GenerationConfig
 from ..generation.streamers import BaseStreamer
@@ -78,8 +78,8 @@ def last_tokens(input_ids: Tensor, valid: Tensor, cur_len: int | Tensor, length:
     start = tf.maximum(cur_len - length, 0)
     enough = cur_len >= length
     size = tf.stack([input_ids.shape[0], length])
-    tokens = tf.slice(input_ids, tf.stack([0, start]), size)
-    return tokens, tf.reduce_all(tf.slice(valid, tf.stack([0, start]), size), axis=-1) & enough
+    tokens = dynamic_slice(input_ids, tf.stack([0, start]), size)
+    return tokens, tf.reduce_all(dynamic_slice(valid, tf.stack([0, start]), size), axis=-1) & enough
 
 
 def scatter_sorted(sorted_values: Tensor, order: Tensor) -> Tensor:
@@ -357,6 +357,9 @@ class GenerationMixin:
             attention_mask: (B, P) 1 = token, 0 = padding; default: 0 where `input_ids == pad_token_id`.
             generation_config: settings instead of `self.generation_config`.
             streamer: gets the prompt, then each new token (greedy and sampling; runs the step-by-step path).
+            stopping_criteria, logits_processor, tokenizer (in kwargs): the call's own stopping criteria (run on
+                the host between compiled steps) and processors (compiled: they must be traceable), and the
+                tokenizer `stop_strings=` need (see `generation.stopping_criteria`).
             seed: the stateless sampling seed (an int, or a (2,) int tensor as `tf.random.stateless_*` take);
                 default: drawn from TensorFlow's global generator (`tf.random.set_seed`).
             **kwargs: GenerationConfig fields, e.g. `max_new_tokens=20, do_sample=True, top_p=0.9`.
@@ -368,7 +371,7 @@ class GenerationMixin:
             raise TypeError(f"{type(self).__name__} has no language-modeling head, so it cannot generate()")
         plan = prepare_generation(
             self.config, self.generation_config, _as_numpy(input_ids), _as_numpy(attention_mask), generation_config,
-            **kwargs,
+            traced=True, **kwargs,
         )
         if streamer is not None and plan.mode == "beam":
             raise ValueError("streamer cannot be used with beam search; set num_beams=1")
@@ -380,6 +383,14 @@ class GenerationMixin:
         return self._sample(plan, streamer, rng)
 
     # ----------------------------------------------------------------------------------------- decoding
+    def _logits_processors(self, plan: GenerationPlan, prompt_length: int) -> LogitsProcessorList:
+        """The configured processors and warpers, then the call's own `logits_processor=` list."""
+        processors = LogitsProcessorList.from_generation_config(
+            plan.config, prompt_length + plan.min_new_tokens, plan.eos_token_ids
+        )
+        processors.extend(plan.logits_processor)
+        return processors
+
     def _next_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache: StaticCache
                      ) -> tuple[Tensor, StaticCache]:
         """Run the new tokens (B, T) through the model into the cache; float32 logits (B, V) of the last one.
@@ -403,9 +414,7 @@ class GenerationMixin:
         `cond(state)` (whether to continue)."""
         config = plan.config
         total = prompt_length + plan.max_new_tokens
-        processors = LogitsProcessorList.from_generation_config(
-            config, prompt_length + plan.min_new_tokens, plan.eos_token_ids
-        )
+        processors = self._logits_processors(plan, prompt_length)
         eos = tf.constant(plan.eos_token_ids, dtype=tf.int32, shape=(len(plan.eos_token_ids),))
 
         def select(state: DecodeState) -> DecodeState:
@@ -444,7 +453,7 @@ class GenerationMixin:
             return select(state)
 
         def step(state: DecodeState) -> DecodeState:
-            last = tf.slice(state.sequences, tf.stack([0, state.cur_len - 1]), (-1, 1))  # (B, 1)
+            last = dynamic_slice(state.sequences, tf.stack([0, state.cur_len - 1]), (tf.shape(state.sequences)[0], 1))
             logits, cache = self._next_logits(last, state.attention_mask, state.next_positions[:, None], state.cache)
             return select(state._replace(logits=logits, cache=cache, next_positions=state.next_positions + 1))
 
@@ -466,19 +475,25 @@ class GenerationMixin:
 
     def _settings_key(self, plan: GenerationPlan, prompt_length: int) -> tuple:
         """What a compiled function depends on besides the input shapes: the settings and the bucket (the
-        decoding functions close over the padded prompt length, and beam search over the batch size)."""
-        return (plan.config.to_json_string(), plan.mode, plan.max_new_tokens, plan.min_new_tokens,
-                tuple(plan.eos_token_ids), plan.pad_token_id, prompt_length, plan.batch_size)
+        decoding functions close over the padded prompt length, and beam search over the batch size). The call's
+        own processors count by identity: pass the same objects again to reuse a compiled program (the program
+        keeps them alive, so an id is never reused while its program exists)."""
+        host_only = ("max_time", "stop_strings")  # checked on the host between steps, not compiled
+        settings = {k: v for k, v in plan.config.to_diff_dict().items() if k not in host_only}
+        return (repr(sorted(settings.items())), plan.mode, plan.max_new_tokens, plan.min_new_tokens,
+                tuple(plan.eos_token_ids), plan.pad_token_id, prompt_length, plan.batch_size,
+                tuple(id(p.processor) for p in plan.logits_processor))
 
     def _sample(self, plan: GenerationPlan, streamer: BaseStreamer | None, rng: Tensor
                 ) -> Tensor | GenerateDecoderOnlyOutput:
-        """Greedy search or sampling: one XLA-compiled `tf.while_loop`, or compiled steps when streaming."""
+        """Greedy search or sampling: one XLA-compiled `tf.while_loop`, or compiled steps
+        when streaming or with stopping criteria (they run on the host)."""
         input_ids, prompt_mask = self._bucketed_prompts(plan)
         prompt_length = input_ids.shape[1]
         position_ids = positions_from_mask(prompt_mask).astype(np.int32)
         prefill, step, cond = self._decoder(plan, prompt_length)
         key = self._settings_key(plan, prompt_length)
-        if streamer is None:
+        if streamer is None and not plan.stopping_criteria:
 
             def build() -> Any:
                 def loop(input_ids: Tensor, prompt_mask: Tensor, position_ids: Tensor, rng: Tensor) -> DecodeState:
@@ -490,15 +505,15 @@ class GenerationMixin:
 
             state = self._generation_program("loop", key, build)(input_ids, prompt_mask, position_ids, rng)
         else:
-            streamer.put(plan.input_ids)
+            if streamer is not None:
+                streamer.put(plan.input_ids)
             jitted_prefill = self._generation_program("prefill", key, lambda: prefill)
-            state = jitted_prefill(input_ids, prompt_mask, position_ids, rng)
-            streamer.put(state.sequences[:, prompt_length].numpy())
+            state = self._between_steps(plan, jitted_prefill(input_ids, prompt_mask, position_ids, rng), streamer)
             jitted_step = self._generation_program("step", key, lambda: step)
             while bool(cond(state)):
-                state = jitted_step(state)
-                streamer.put(state.sequences[:, int(state.cur_len) - 1].numpy())
-            streamer.end()
+                state = self._between_steps(plan, jitted_step(state), streamer)
+            if streamer is not None:
+                streamer.end()
         cur_len = int(state.cur_len)
         sequences = state.sequences[:, prompt_length - plan.prompt_length : cur_len]  # drop the bucket padding
         if plan.config.return_dict_in_generate:
@@ -508,6 +523,19 @@ class GenerationMixin:
             return GenerateDecoderOnlyOutput(sequences=sequences, scores=scores)
         return sequences
 
+    def _between_steps(self, plan: GenerationPlan, state: DecodeState, streamer: BaseStreamer | None
+                       ) -> DecodeState:
+        """On the host after each compiled step: hand the newest tokens to the streamer, and stop the rows the
+        stopping criteria say are done (they see the sequences without the bucket padding)."""
+        cur_len = int(state.cur_len)
+        if streamer is not None:
+            streamer.put(state.sequences[:, cur_len - 1].numpy())
+        if plan.stopping_criteria:
+            bucket_padding = state.sequences.shape[1] - plan.prompt_length - plan.max_new_tokens
+            done = plan.stopping_criteria(state.sequences[:, bucket_padding:cur_len].numpy())
+            state = state._replace(unfinished=state.unfinished & tf.constant(~done))
+        return state
+
     def _beam_search(self, plan: GenerationPlan) -> Tensor | GenerateBeamDecoderOnlyOutput:
         """Beam search: XLA-compiled model steps, the hypothesis bookkeeping in `BeamSearchScorer` (NumPy)."""
         config = plan.config
@@ -516,9 +544,7 @@ class GenerationMixin:
         input_ids, prompt_mask = self._bucketed_prompts(plan)
         prompt_length = input_ids.shape[1]
         total = prompt_length + plan.max_new_tokens
-        processors = LogitsProcessorList.from_generation_config(
-            config, prompt_length + plan.min_new_tokens, plan.eos_token_ids
-        )
+        processors = self._logits_processors(plan, prompt_length)
         key = self._settings_key(plan, prompt_length)
 
         def beam_candidates(sequences: Tensor, logits: Tensor, cur_len: Tensor, attention_mask: Tensor,

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
+from tensorflow.compiler.tf2xla.python.xla import dynamic_slice, dynamic_update_slice
 
 from ..configuration import ACTIVATIONS, PretrainedConfig
 from ..inputs import check_id_range, check_labels_shape, check_mask_shape, check_model_inputs, static_shape
@@ -381,7 +381,9 @@ def causal_rows(bias: tf.Tensor, query_len: int, key_len: int, cache_index: tf.T
 
     The queries are the last T of the S keys, or sit at `cache_index` in a static cache."""
     query_start = key_len - query_len if cache_index is None else tf.cast(cache_index, tf.int32)
-    return tf.slice(bias, tf.stack([0, 0, query_start, 0]), tf.stack([1, 1, query_len, key_len]))
+    # XLA's dynamic_slice, not tf.slice: XLA treats tf.slice's `begin` as a compile-time constant where it can,
+    # so a compiled step taking the cache index as an argument would recompile for every index value.
+    return dynamic_slice(bias, tf.stack([0, 0, query_start, 0]), tf.stack([1, 1, query_len, key_len]))
 
 
 def static_cache_index(past_key_values: Any) -> tf.Tensor | None:

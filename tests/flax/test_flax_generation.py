@@ -121,3 +121,27 @@ def test_beam_search_after_another_batch_size():
     batch = np.asarray(model.generate(np.repeat(prompt, 3, axis=0), attention_mask=np.ones((3, 4), np.int32),
                                       num_beams=2, max_new_tokens=3, pad_token_id=0))
     np.testing.assert_array_equal(batch, np.repeat(single, 3, axis=0))
+
+
+# --------------------------------------------------------------------------------------------- issue 21
+def test_stop_strings_and_stopping_criteria():
+    cases.check_stop_strings_and_criteria(ADAPTER)
+
+
+def test_user_logits_processor():
+    cases.check_user_logits_processor(ADAPTER, lambda input_ids, scores: scores.at[:, 14].set(-jnp.inf))
+
+
+def test_user_logits_processor_must_be_traceable():
+    model = load("gpt2")
+    with pytest.raises(TypeError, match="must be traceable"):
+        model.generate(np.array([[5, 9]]), max_new_tokens=2, pad_token_id=0,
+                       logits_processor=[lambda input_ids, scores: scores * float(scores.max())])
+
+
+def test_iterator_streamer_chunks_join_to_the_output():
+    cases.check_iterator_streamer(ADAPTER)
+
+
+def test_text_generation_pipeline():
+    cases.check_text_generation_pipeline("flax")

@@ -141,3 +141,21 @@ def test_static_cache_decoding_matches_eager_cache():
         valid = mask.bool().numpy()
         np.testing.assert_allclose(actual.detach().numpy()[valid], expected.detach().numpy()[valid], atol=1e-5,
                                    err_msg=family)
+
+
+# --------------------------------------------------------------------------------------------- issue 21
+def test_stop_strings_and_stopping_criteria():
+    cases.check_stop_strings_and_criteria(ADAPTER)
+
+
+def test_user_logits_processor():
+    cases.check_user_logits_processor(ADAPTER, lambda input_ids, scores: scores.index_fill(1, torch.tensor([14]),
+                                                                                       -float("inf")))
+
+
+def test_iterator_streamer_chunks_join_to_the_output():
+    cases.check_iterator_streamer(ADAPTER)
+
+
+def test_text_generation_pipeline():
+    cases.check_text_generation_pipeline("pt")

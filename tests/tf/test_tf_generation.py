@@ -117,3 +117,52 @@ def test_beam_search_after_another_batch_size():
     batch = np.asarray(model.generate(np.repeat(prompt, 3, axis=0), attention_mask=np.ones((3, 4), np.int32),
                                       num_beams=2, max_new_tokens=3, pad_token_id=0))
     np.testing.assert_array_equal(batch, np.repeat(single, 3, axis=0))
+
+
+def test_streaming_step_compiles_once_for_every_position():
+    """Streaming runs one compiled step per token. XLA folds a `tf.slice` start it can see as an argument into
+    the program, which made every new position (cache index, cur_len) a new compilation: the step's compiled
+    program must be the same for the first and the last position."""
+    model = load("gpt2")
+    ids = cases.prompts(1, 6)
+    settings = dict(max_new_tokens=4, pad_token_id=0)
+    programs = model.__dict__.get("_generation_programs", {})
+    before = set(programs)
+    model.generate(ids, streamer=cases.NullStreamer(), **settings)
+    programs = model.__dict__["_generation_programs"]
+    (step_key,) = [key for key in set(programs) - before if key[0] == "step"]  # this call's step program
+    step = programs[step_key]
+    states = []
+    programs[step_key] = lambda state: states.append(state) or step(state)
+    try:
+        model.generate(ids, streamer=cases.NullStreamer(), **settings)
+    finally:
+        programs[step_key] = step
+    assert len(states) == 3 and int(states[0].cur_len) != int(states[-1].cur_len)
+    first, last = (step.experimental_get_compiler_ir(state)(stage="hlo") for state in (states[0], states[-1]))
+    assert first == last, "the compiled step depends on the position's value: it recompiles per token"
+
+
+# --------------------------------------------------------------------------------------------- issue 21
+def test_stop_strings_and_stopping_criteria():
+    cases.check_stop_strings_and_criteria(ADAPTER)
+
+
+def test_user_logits_processor():
+    cases.check_user_logits_processor(ADAPTER, lambda input_ids, scores: tf.where(tf.range(scores.shape[-1]) == 14,
+                                                                                  -float("inf"), scores))
+
+
+def test_user_logits_processor_must_be_traceable():
+    model = load("gpt2")
+    with pytest.raises(TypeError, match="must be traceable"):
+        model.generate(np.array([[5, 9]]), max_new_tokens=2, pad_token_id=0,
+                       logits_processor=[lambda input_ids, scores: scores * float(scores.numpy().max())])
+
+
+def test_iterator_streamer_chunks_join_to_the_output():
+    cases.check_iterator_streamer(ADAPTER)
+
+
+def test_text_generation_pipeline():
+    cases.check_text_generation_pipeline("tf")

@@ -1,0 +1,159 @@
+"""Stopping criteria: `generate(..., stopping_criteria=..., stop_strings=[...], tokenizer=...)` (framework-free).
+
+A criterion is called after every generated token as `criterion(input_ids, scores)` with the sequences so far
+as a NumPy (B, cur_len) array (prompt, left padding included, then the generated tokens) and returns a (B,) bool
+array: True for the rows that are done. Done rows get `pad_token_id` from then on, as after an EOS; generation
+ends when every row is done. `scores` is None (twinformers evaluates criteria between compiled steps, where the
+scores stay on the device); a criterion that needs them should be a logits processor instead.
+
+Criteria run on the host, so in TensorFlow and Flax a call with `stopping_criteria=` (or `max_time=`) runs the
+compiled step-by-step path instead of the single compiled loop (as a streamer does); `stop_strings=` do too.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "StoppingCriteria",
+    "MaxLengthCriteria",
+    "MaxTimeCriteria",
+    "EosTokenCriteria",
+    "StopStringCriteria",
+    "StoppingCriteriaList",
+    "token_bytes",
+]
+
+
+class StoppingCriteria:
+    """Base class: `__call__(input_ids (B, T) np.ndarray, scores) -> (B,) bool np.ndarray`, True = stop the row."""
+
+    def __call__(self, input_ids: np.ndarray, scores: Any = None, **kwargs: Any) -> np.ndarray:
+        raise NotImplementedError
+
+
+class MaxLengthCriteria(StoppingCriteria):
+    """Stop every row once the sequences (prompt included) are `max_length` tokens long."""
+
+    def __init__(self, max_length: int) -> None:
+        if not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"MaxLengthCriteria: max_length must be a positive int, got {max_length!r}")
+        self.max_length = max_length
+
+    def __call__(self, input_ids: np.ndarray, scores: Any = None, **kwargs: Any) -> np.ndarray:
+        return np.full(input_ids.shape[0], input_ids.shape[-1] >= self.max_length)
+
+
+class MaxTimeCriteria(StoppingCriteria):
+    """Stop every row once `max_time` seconds have passed since `initial_timestamp` (default: construction)."""
+
+    def __init__(self, max_time: float, initial_timestamp: float | None = None) -> None:
+        if not (isinstance(max_time, (int, float)) and max_time > 0):
+            raise ValueError(f"MaxTimeCriteria: max_time must be a number of seconds > 0, got {max_time!r}")
+        self.max_time = max_time
+        self.initial_timestamp = time.time() if initial_timestamp is None else initial_timestamp
+
+    def __call__(self, input_ids: np.ndarray, scores: Any = None, **kwargs: Any) -> np.ndarray:
+        return np.full(input_ids.shape[0], time.time() - self.initial_timestamp > self.max_time)
+
+
+class EosTokenCriteria(StoppingCriteria):
+    """Stop the rows whose last token is one of `eos_token_id` (an int or a list)."""
+
+    def __init__(self, eos_token_id: int | list[int]) -> None:
+        ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        if not ids or not all(isinstance(t, int) and t >= 0 for t in ids):
+            raise ValueError(f"EosTokenCriteria: eos_token_id must be an id or a list of ids, got {eos_token_id!r}")
+        self.eos_token_id = ids
+
+    def __call__(self, input_ids: np.ndarray, scores: Any = None, **kwargs: Any) -> np.ndarray:
+        return np.isin(np.asarray(input_ids)[:, -1], self.eos_token_id)
+
+
+def token_bytes(tokenizer: Any) -> list[bytes]:
+    """The bytes each token id stands for (index = id): byte-level BPE tokens mapped back through GPT-2's
+    byte↔unicode table, added tokens as their UTF-8 text."""
+    from ..tokenization.gpt2 import bytes_to_unicode
+
+    byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
+    vocab = tokenizer.get_vocab()
+    added = {int(i) for i in getattr(tokenizer, "added_tokens_decoder", {})}
+    table = [b""] * (max(vocab.values()) + 1)
+    for token, index in vocab.items():
+        if index not in added and all(c in byte_decoder for c in token):
+            table[index] = bytes(byte_decoder[c] for c in token)
+        else:
+            table[index] = token.encode("utf-8")
+    return table
+
+
+class StopStringCriteria(StoppingCriteria):
+    """Stop a row as soon as its text contains one of `stop_strings`, the match ending in the newest token.
+
+    The text is the bytes of the tokens (a stop string may start in the prompt or span several tokens, and the
+    newest token may run past its end, e.g. "." stops at the token ".\\n"). Matching works on the tokens'
+    bytes, not on decoded text, so it costs no decoding per step.
+
+    Args:
+        tokenizer: the model's tokenizer (a GPT-2 byte-level BPE tokenizer, `get_vocab()`).
+        stop_strings: a string or a list of non-empty strings, each of which the tokenizer can encode.
+    """
+
+    def __init__(self, tokenizer: Any, stop_strings: str | list[str]) -> None:
+        if isinstance(stop_strings, str):
+            stop_strings = [stop_strings]
+        if not isinstance(stop_strings, (list, tuple)) or not stop_strings:
+            raise ValueError(f"stop_strings must be a string or a non-empty list of strings, got {stop_strings!r}")
+        for stop in stop_strings:
+            if not isinstance(stop, str) or not stop:
+                raise ValueError(f"stop_strings must hold non-empty strings, got {stop!r}")
+            ids = tokenizer.encode(stop)
+            if not ids or tokenizer.decode(ids) != stop:
+                raise ValueError(
+                    f"stop string {stop!r} cannot be encoded by the tokenizer (it encodes to {ids}, which decodes "
+                    f"to {tokenizer.decode(ids) if ids else ''!r}); the model could never generate it"
+                )
+        self.stop_strings = list(stop_strings)
+        self.targets = [stop.encode("utf-8") for stop in self.stop_strings]
+        self.token_bytes = token_bytes(tokenizer)
+
+    def __call__(self, input_ids: np.ndarray, scores: Any = None, **kwargs: Any) -> np.ndarray:
+        input_ids = np.asarray(input_ids)
+        longest = max(len(target) for target in self.targets)
+        done = np.zeros(input_ids.shape[0], dtype=bool)
+        for row, tokens in enumerate(input_ids):
+            last = self.token_bytes[int(tokens[-1])] if int(tokens[-1]) < len(self.token_bytes) else b""
+            tail, start = last, len(tokens) - 1
+            while len(tail) < longest + len(last) - 1 and start > 0:  # enough bytes before the newest token
+                start -= 1
+                tail = self.token_bytes[int(tokens[start])] + tail
+            # A match must end inside the newest token (an earlier match would have stopped an earlier step).
+            first_end = len(tail) - len(last)
+            done[row] = any(tail.find(target, max(first_end - len(target) + 1, 0)) >= 0 for target in self.targets)
+        return done
+
+
+class StoppingCriteriaList(list):
+    """Criteria combined with OR: a row stops when any of them says so."""
+
+    def __call__(self, input_ids: np.ndarray, scores: Any = None, **kwargs: Any) -> np.ndarray:
+        input_ids = np.asarray(input_ids)
+        done = np.zeros(input_ids.shape[0], dtype=bool)
+        for criterion in self:
+            verdict = np.asarray(criterion(input_ids, scores, **kwargs), dtype=bool)
+            if verdict.shape not in ((), (input_ids.shape[0],)):
+                raise ValueError(
+                    f"stopping criterion {type(criterion).__name__} returned shape {verdict.shape}, expected "
+                    f"({input_ids.shape[0]},) (one bool per row) or a single bool"
+                )
+            done |= verdict
+        return done
+
+    @property
+    def max_length(self) -> int | None:
+        """The smallest `max_length` among the MaxLengthCriteria in the list (None without one)."""
+        lengths = [c.max_length for c in self if isinstance(c, MaxLengthCriteria)]
+        return min(lengths) if lengths else None
