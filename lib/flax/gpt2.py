@@ -13,13 +13,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..configuration import GPT2Config
+from ..configuration import GPT2Config, residual_init_std
 from ..outputs import (
     BaseModelOutputWithPastAndCrossAttentions,
     CausalLMOutputWithCrossAttentions,
     GPT2DoubleHeadsModelOutput,
 )
-from .heads import QuestionAnsweringModule, SequenceClassificationModule, TokenClassificationModule
+from .heads import (
+    ModelForQuestionAnsweringModule,
+    ModelForSequenceClassificationModule,
+    ModelForTokenClassificationModule,
+)
 from .modeling_utils import PreTrainedModel
 from .ops import (
     Conv1D,
@@ -42,7 +46,6 @@ from .ops import (
     pack_presents,
     padding_mask,
     past_length,
-    residual_init_std,
     split_heads,
     static_cache_index,
     static_padding,
@@ -92,7 +95,7 @@ class GPT2Attention(nnx.Module):
             self.c_attn = Conv1D(3 * self.embed_dim, self.embed_dim, std, dtype=dtype, rngs=rngs)
         # GPT-2's scaled init of the residual projections: N(0, initializer_range / √(2·n_layer)).
         self.c_proj = Conv1D(
-            self.embed_dim, self.embed_dim, residual_init_std(std, config.n_layer), dtype=dtype, rngs=rngs
+            self.embed_dim, self.embed_dim, residual_init_std(config), dtype=dtype, rngs=rngs
         )
         self.attn_dropout = nnx.Dropout(config.attn_pdrop, rngs=rngs)
         self.resid_dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
@@ -150,7 +153,7 @@ class GPT2MLP(nnx.Module):
         std = config.initializer_range
         self.c_fc = Conv1D(intermediate_size, config.n_embd, std, dtype=dtype, rngs=rngs)
         self.c_proj = Conv1D(
-            config.n_embd, intermediate_size, residual_init_std(std, config.n_layer), dtype=dtype, rngs=rngs
+            config.n_embd, intermediate_size, residual_init_std(config), dtype=dtype, rngs=rngs
         )
         self.act = get_activation(config.activation_function)
         self.dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
@@ -530,7 +533,7 @@ class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
         super().__init__(config, *args, **kwargs)
 
 
-class GPT2ForSequenceClassificationModule(SequenceClassificationModule):
+class GPT2ForSequenceClassificationModule(ModelForSequenceClassificationModule):
     """GPT-2 with a bias-free linear `score` head on the last non-padding token."""
 
     base_model_class = GPT2ModelModule
@@ -542,7 +545,7 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
     module_class = GPT2ForSequenceClassificationModule
 
 
-class GPT2ForTokenClassificationModule(TokenClassificationModule):
+class GPT2ForTokenClassificationModule(ModelForTokenClassificationModule):
     """GPT-2 with dropout and a linear `classifier` on every token."""
 
     base_model_class = GPT2ModelModule
@@ -554,7 +557,7 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
     module_class = GPT2ForTokenClassificationModule
 
 
-class GPT2ForQuestionAnsweringModule(QuestionAnsweringModule):
+class GPT2ForQuestionAnsweringModule(ModelForQuestionAnsweringModule):
     """GPT-2 with a linear `qa_outputs` head giving span start and end scores per token."""
 
     base_model_class = GPT2ModelModule

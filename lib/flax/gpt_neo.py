@@ -18,7 +18,11 @@ from ..outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
 )
-from .heads import QuestionAnsweringModule, SequenceClassificationModule, TokenClassificationModule
+from .heads import (
+    ModelForQuestionAnsweringModule,
+    ModelForSequenceClassificationModule,
+    ModelForTokenClassificationModule,
+)
 from .modeling_utils import PreTrainedModel
 from .ops import (
     ModuleList,
@@ -352,7 +356,7 @@ class GPTNeoForCausalLM(GPTNeoPreTrainedModel):
     _is_generative = True
 
 
-class GPTNeoForSequenceClassificationModule(SequenceClassificationModule):
+class GPTNeoForSequenceClassificationModule(ModelForSequenceClassificationModule):
     """GPT-Neo with a bias-free linear `score` head on the last non-padding token."""
 
     base_model_class = GPTNeoModelModule
@@ -364,7 +368,7 @@ class GPTNeoForSequenceClassification(GPTNeoPreTrainedModel):
     module_class = GPTNeoForSequenceClassificationModule
 
 
-class GPTNeoForTokenClassificationModule(TokenClassificationModule):
+class GPTNeoForTokenClassificationModule(ModelForTokenClassificationModule):
     """GPT-Neo with dropout and a linear `classifier` on every token."""
 
     base_model_class = GPTNeoModelModule
@@ -376,7 +380,7 @@ class GPTNeoForTokenClassification(GPTNeoPreTrainedModel):
     module_class = GPTNeoForTokenClassificationModule
 
 
-class GPTNeoForQuestionAnsweringModule(QuestionAnsweringModule):
+class GPTNeoForQuestionAnsweringModule(ModelForQuestionAnsweringModule):
     """GPT-Neo with a linear `qa_outputs` head giving span start and end scores per token."""
 
     base_model_class = GPTNeoModelModule

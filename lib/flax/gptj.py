@@ -18,7 +18,11 @@ from ..outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
 )
-from .heads import QuestionAnsweringModule, SequenceClassificationModule, TokenClassificationModule
+from .heads import (
+    ModelForQuestionAnsweringModule,
+    ModelForSequenceClassificationModule,
+    ModelForTokenClassificationModule,
+)
 from .modeling_utils import PreTrainedModel
 from .ops import (
     ModuleList,
@@ -342,7 +346,7 @@ class GPTJForCausalLM(GPTJPreTrainedModel):
     _is_generative = True
 
 
-class GPTJForSequenceClassificationModule(SequenceClassificationModule):
+class GPTJForSequenceClassificationModule(ModelForSequenceClassificationModule):
     """GPT-J with a bias-free linear `score` head on the last non-padding token."""
 
     base_model_class = GPTJModelModule
@@ -354,7 +358,7 @@ class GPTJForSequenceClassification(GPTJPreTrainedModel):
     module_class = GPTJForSequenceClassificationModule
 
 
-class GPTJForTokenClassificationModule(TokenClassificationModule):
+class GPTJForTokenClassificationModule(ModelForTokenClassificationModule):
     """GPT-J with dropout and a linear `classifier` on every token (Hugging Face has no such class)."""
 
     base_model_class = GPTJModelModule
@@ -366,7 +370,7 @@ class GPTJForTokenClassification(GPTJPreTrainedModel):
     module_class = GPTJForTokenClassificationModule
 
 
-class GPTJForQuestionAnsweringModule(QuestionAnsweringModule):
+class GPTJForQuestionAnsweringModule(ModelForQuestionAnsweringModule):
     """GPT-J with a linear `qa_outputs` head (`num_labels` outputs, as Hugging Face) giving span scores."""
 
     base_model_class = GPTJModelModule

@@ -13,10 +13,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ..configuration import PretrainedConfig
+from ..configuration import PretrainedConfig, classifier_dropout
 from ..outputs import QuestionAnsweringModelOutput, SequenceClassifierOutputWithPast, TokenClassifierOutput
 from .ops import (
-    classifier_dropout,
     cross_entropy_loss,
     init_normal,
     pool_last_token,
@@ -24,13 +23,17 @@ from .ops import (
     sequence_classification_loss,
 )
 
-__all__ = ["SequenceClassificationModule", "TokenClassificationModule", "QuestionAnsweringModule"]
+__all__ = [
+    "ModelForSequenceClassificationModule",
+    "ModelForTokenClassificationModule",
+    "ModelForQuestionAnsweringModule",
+]
 
 Array = jax.Array
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
-class SequenceClassificationModule(nnx.Module):
+class ModelForSequenceClassificationModule(nnx.Module):
     """A base model with a bias-free linear `score` head on the last non-padding token."""
 
     base_model_class: type[nnx.Module]
@@ -80,7 +83,7 @@ class SequenceClassificationModule(nnx.Module):
         return output if return_dict else output.to_tuple()
 
 
-class TokenClassificationModule(nnx.Module):
+class ModelForTokenClassificationModule(nnx.Module):
     """A base model with dropout and a linear `classifier` on every token."""
 
     base_model_class: type[nnx.Module]
@@ -130,7 +133,7 @@ class TokenClassificationModule(nnx.Module):
         return output if return_dict else output.to_tuple()
 
 
-class QuestionAnsweringModule(nnx.Module):
+class ModelForQuestionAnsweringModule(nnx.Module):
     """A base model with a linear `qa_outputs` head giving span start and end scores per token.
 
     `qa_outputs` has 2 outputs, or `num_labels` where the family's Hugging Face class uses that (GPT-J)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -59,9 +58,7 @@ __all__ = [
     "question_answering_loss",
     "pool_last_token",
     "lm_head_logits",
-    "classifier_dropout",
     "init_normal",
-    "residual_init_std",
 ]
 
 Array = jax.Array
@@ -550,17 +547,6 @@ def lm_head_logits(lm_head: nnx.Linear | None, wte: nnx.Embed, hidden_states: Ar
     return lm_head(hidden_states)
 
 
-def classifier_dropout(config: PretrainedConfig) -> float:
-    """Dropout before a token-classification head: `config.classifier_dropout` when set, else 0.1 (as HF)."""
-    rate = getattr(config, "classifier_dropout", None)
-    return 0.1 if rate is None else float(rate)
-
-
 def init_normal(std: float) -> Callable[..., Array]:
     """N(0, std²) initializer of kernels and embeddings."""
     return nnx.initializers.normal(stddev=std)
-
-
-def residual_init_std(initializer_range: float, num_layers: int) -> float:
-    """GPT-2's scaled init of residual projections: initializer_range / √(2·n_layer)."""
-    return initializer_range / math.sqrt(2 * num_layers)

@@ -18,8 +18,8 @@ from helpers import tiny_config
 OVERRIDES = {
     "gpt2": dict(n_embd=64, n_layer=3, n_head=4, initializer_range=0.05),
     "gptj": dict(n_embd=64, n_layer=3, n_head=4, rotary_dim=8, initializer_range=0.05),
-    "gpt_neo": dict(hidden_size=64, num_layers=3, num_heads=4, attention_types=[[["global", "local"], 1], [["global"], 1]],
-                    initializer_range=0.05),
+    "gpt_neo": dict(hidden_size=64, num_layers=3, num_heads=4,
+                    attention_types=[[["global", "local"], 1], [["global"], 1]], initializer_range=0.05),
 }
 HEAD_SPECS = [spec for spec in SPECS if not spec.variant]
 
