@@ -5,7 +5,12 @@ PyTorch and Flax run the same weights (the PyTorch model is loaded from the Flax
 and their timings are interleaved call by call, so load changes on a shared machine hit both alike; the
 medians are reported.
 
+With `--against REF` it instead compares this checkout's Flax twin with the one at git revision REF (e.g.
+the linen twin before the move to NNX): REF's `lib/` is extracted as package `twinformers_ref`, both models get
+the same params, and forward, static-cache decode and `generate()` are timed interleaved, best of `--repeats`.
+
 Usage: python benchmarks/bench_flax.py [--families gpt2 gptj gpt_neo] [--seq 128] [--threads 1]
+       python benchmarks/bench_flax.py --against main [--families gpt2] [--repeats 7]
 """
 
 from __future__ import annotations
@@ -77,8 +82,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--decode-steps", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--against", default=None, help="git revision whose Flax twin to compare with")
     args = parser.parse_args()
     _set_threads(args.threads)
+    if args.against:
+        compare_revisions(args)
+        return
 
     import jax
     import numpy as np
@@ -159,6 +168,77 @@ def decode_seconds(model, prompt, steps: int) -> float:
     start = time.perf_counter()
     run()
     return time.perf_counter() - start
+
+
+def _import_revision(revision: str, directory: str):
+    """REF's `lib/` extracted under `directory` as package `twinformers_ref` (its imports are relative)."""
+    import importlib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    archive = subprocess.run(["git", "-C", root, "archive", revision, "lib"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
+    os.rename(os.path.join(directory, "lib"), os.path.join(directory, "twinformers_ref"))
+    sys.path.insert(0, directory)
+    return importlib.import_module("twinformers_ref.configuration"), importlib.import_module("twinformers_ref.flax")
+
+
+def compare_revisions(args) -> None:
+    """This checkout's Flax twin against REF's, same params, interleaved: forward (1, T), static-cache decode
+    steps, and `generate()` (greedy, compiled loop). Best-of-repeats seconds and this/REF ratios."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import twinformers.configuration as configuration
+    import twinformers.flax as fx
+
+    print(f"jax {jax.__version__}, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_configuration, ref_fx = _import_revision(args.against, tmp)
+        for family in args.families:
+            config = CONFIGS[family](configuration)
+            model = getattr(fx, LM_CLASS[family])(config)
+            ref_model = getattr(ref_fx, LM_CLASS[family])(CONFIGS[family](ref_configuration), _do_init=False)
+            ref_model.params = model.params
+            ids = rng.integers(0, config.vocab_size, size=(1, args.seq))
+            prompt = ids[:, :16]
+
+            def forward(m, ids=ids):
+                return lambda: m(ids, use_cache=False).logits.block_until_ready()
+
+            def decode(m, prompt=prompt):
+                def run():
+                    cache = m.init_cache(1, prompt.shape[1] + args.decode_steps)
+                    out = m(prompt, past_key_values=cache)
+                    token = jnp.argmax(out.logits[:, -1:], -1)
+                    for _ in range(args.decode_steps - 1):
+                        out = m(token, past_key_values=out.past_key_values)
+                        token = jnp.argmax(out.logits[:, -1:], -1)
+                    token.block_until_ready()
+                return run
+
+            def generate(m, prompt=prompt):
+                return lambda: np.asarray(m.generate(prompt, max_new_tokens=args.decode_steps, do_sample=False,
+                                                     pad_token_id=0, eos_token_id=None))
+
+            row = {"family": family}
+            for name, make in (("forward", forward), ("decode", decode), ("generate", generate)):
+                fns = {"nnx": make(model), "ref": make(ref_model)}
+                for fn in fns.values():
+                    fn()  # compile
+                times = {key: [] for key in fns}
+                for _ in range(args.repeats):
+                    for key, fn in fns.items():
+                        start = time.perf_counter()
+                        fn()
+                        times[key].append(time.perf_counter() - start)
+                best = {key: min(values) for key, values in times.items()}
+                row[f"{name}_s"] = round(best["nnx"], 4)
+                row[f"{name}_ref_s"] = round(best["ref"], 4)
+                row[f"{name}_ref_over_this"] = round(best["ref"] / best["nnx"], 3)
+            print(json.dumps(row), flush=True)
+            del model, ref_model
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""twinformers' Flax twin: GPT-2, GPT-J and GPT-Neo as `flax.linen` modules wrapped with Hugging Face's Flax API
-(`params`, `init_cache`, `to_bf16`, ...); `model.params` is exactly the `flax_model.msgpack` tree."""
+"""twinformers' Flax twin: GPT-2, GPT-J and GPT-Neo as `flax.nnx` modules wrapped with Hugging Face's Flax API
+(`params`, `init_cache`, `to_bf16`, ...); `model.params` is exactly the `flax_model.msgpack` tree and
+`model.nnx_module` the `nnx.Module` itself."""
 
 from .._backends import model_exports, require_backend
 

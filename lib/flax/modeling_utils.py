@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import os
+import warnings
 from typing import Any
 
 import jax
@@ -141,6 +142,41 @@ class _Programs:
         return nnx.view(module, deterministic=deterministic)
 
 
+class LinenCompat:
+    """`model.module` for code written against the linen twin (kept for one release, removed in the next):
+    `apply({"params": params}, *args, deterministic=True, rngs=None, method=None, **kwargs)` and
+    `init(rng, *args, **kwargs) -> {"params": ...}` over the NNX module.
+
+    `apply` builds the NNX module from the params and calls it (or `method(module, *args, **kwargs)`); run it
+    inside your own `jax.jit` to pay that only once. New code: `model(...)`, or `model.nnx_module`.
+    """
+
+    def __init__(self, programs: _Programs) -> None:
+        self._programs = programs
+
+    def apply(self, variables: dict[str, Params], *args: Any, deterministic: bool = True,
+              rngs: dict[str, Array] | None = None, method: Any = None, **kwargs: Any) -> Any:
+        _warn_linen_compat()
+        module = self._programs.bind(variables["params"], (rngs or {}).get("dropout"), deterministic)
+        if method is None:
+            return module(*args, **kwargs)
+        return method(module, *args, **kwargs)
+
+    def init(self, rngs: Array | dict[str, Array], *args: Any, **kwargs: Any) -> dict[str, Params]:
+        _warn_linen_compat()
+        rng = rngs["params"] if isinstance(rngs, dict) else rngs
+        return {"params": self._programs.init(rng)}
+
+
+def _warn_linen_compat() -> None:
+    warnings.warn(
+        "model.module is a compatibility adapter for the former flax.linen modules and will be removed in the "
+        "next release: call the model itself, or use model.nnx_module (a flax.nnx.Module)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
 # --------------------------------------------------------------------------------------------- the wrapper
 class PreTrainedModel(GenerationMixin, LoraMixin):
     """Base of every Flax model wrapper.
@@ -225,6 +261,22 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
         self.check_params(params)
         self._params = params
         self._is_initialized = True
+
+    @property
+    def nnx_module(self) -> nnx.Module:
+        """The model as a `flax.nnx.Module` holding `self.params`, in eval mode (dropout off).
+
+        For `nnx.Optimizer`, `nnx.split`/`nnx.merge`, LoRA-style wrapping; `nnx.view(module, deterministic=False)`
+        turns dropout on (reseed it with `nnx.reseed(module, dropout=key)`). The module shares the params' arrays
+        but not the dict: after training it, write the result back with
+        `model.params = nnx.to_pure_dict(nnx.state(module, nnx.Param))`.
+        """
+        return self._compiled().bind(self.params)
+
+    @property
+    def module(self) -> LinenCompat:
+        """Deprecated linen-style access (`model.module.apply(...)`); see `LinenCompat`."""
+        return LinenCompat(self._compiled())
 
     @property
     def params_shape_tree(self) -> Params:
