@@ -54,6 +54,16 @@ class H5File(TensorFile):
             self._file = h5py.File(self.path, "r")
         except OSError as err:
             raise CheckpointError(f"{self.path} is not a readable HDF5 file (truncated or corrupt?): {err}") from err
+        try:
+            self._index(h5py)
+        except CheckpointError:
+            raise
+        except (OSError, KeyError, TypeError, ValueError, RuntimeError) as err:  # h5py on a damaged file
+            raise CheckpointError(f"{self.path} is not a readable Keras weights file (truncated or corrupt?): "
+                                  f"{err}") from err
+
+    def _index(self, h5py: Any) -> None:
+        """Find every weight dataset and its offset (for memory maps); CheckpointError on a bad layout."""
         layer_names = _attr_strings(self._file.attrs.get("layer_names"))
         if not layer_names:
             raise CheckpointError(f"{self.path} is not a Keras weights file: its root has no 'layer_names'")

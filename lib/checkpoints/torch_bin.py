@@ -45,7 +45,7 @@ class TorchBinFile(TensorFile):
         except Exception as err:  # UnpicklingError for non-weight pickles, RuntimeError for corrupt zips
             raise CheckpointError(
                 f"cannot read {self.path} as weights only (torch.load(weights_only=True) failed; the file is "
-                f"corrupt or its pickle needs more than tensors): {str(err).splitlines()[0]}"
+                f"corrupt or its pickle needs more than tensors): {_first_line(err)}"
             ) from err
         if not isinstance(state_dict, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
@@ -99,3 +99,9 @@ def write_pytorch_bin(path: str | os.PathLike, specs: Specs, fetch: Fetch, alias
     for name in specs:  # keep the caller's order, tied copies included
         state_dict[name] = tensors[aliases[name]] if name in aliases else tensors[name]
     _write_via(path, lambda f: torch.save(state_dict, f))
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error message; the error's type when the message is empty (an empty file)."""
+    lines = str(err).splitlines()
+    return lines[0] if lines else type(err).__name__

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..checkpoints.files import GENERATION_CONFIG_NAME
+from ..errors import InputError
 from ..outputs import ModelOutput
 from .config import GenerationConfig
 from .stopping_criteria import MaxTimeCriteria, StoppingCriteriaList, StopStringCriteria
@@ -241,6 +242,8 @@ def prepare_generation(
         mode = "sample" if config.do_sample else "greedy"
         rows_per_prompt = config.num_return_sequences
 
+    if config.max_new_tokens == 0:  # as Hugging Face: generating nothing is a mistake, not a no-op
+        raise InputError(f"`max_new_tokens` must be greater than 0, but is {config.max_new_tokens}.")
     max_new_tokens = config.max_new_tokens_for(prompt_length)
     if config.max_new_tokens is None and max_new_tokens == 0:
         warnings.warn(
