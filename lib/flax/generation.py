@@ -335,7 +335,7 @@ class GenerationMixin:
                 the host between compiled steps) and processors (compiled: they must be traceable), and the
                 tokenizer `stop_strings=` need (see `generation.stopping_criteria`).
             prng_key: the sampling key; `seed` makes one (default `jax.random.PRNGKey(0)`).
-            params: the params to run with (default `self.params`).
+            params: the params to run with (default `self.params`); an active LoRA adapter is folded in.
             **kwargs: GenerationConfig fields, e.g. `max_new_tokens=20, do_sample=True, top_p=0.9`.
         Returns:
             (B * num_return_sequences, P + N) int32 token ids, or with `return_dict_in_generate=True` a
@@ -351,7 +351,7 @@ class GenerationMixin:
             raise ValueError("streamer cannot be used with beam search; set num_beams=1")
         if prng_key is None:
             prng_key = jax.random.PRNGKey(0 if seed is None else seed)
-        params = self.params if params is None else params
+        params = self.adapted_params(self.params if params is None else params)  # with the active LoRA adapter
         if plan.mode == "beam":
             return self._beam_search(plan, params)
         return self._sample(plan, params, streamer, prng_key)

@@ -84,9 +84,8 @@ class LoraMixin(AdapterMixin):
     """The adapter methods of every Flax model (see `twinformers.adapters.mixin.AdapterMixin`), plus the
     functional ones: `adapted_params`, `params_with_adapter`, `set_adapter_params`.
 
-    Every call of the model applies the active adapter through `adapted_params`; `generate` runs on the params
-    it is given (default `model.params`, the base weights), so pass `params=model.adapted_params()` or merge
-    the adapter first. Flax applies the adapter as a weight update, so `lora_dropout` is not applied.
+    Every call of the model and `generate` apply the active adapter through `adapted_params`. Flax applies the
+    adapter as a weight update, so `lora_dropout` is not applied.
     """
 
     def adapted_params(self, params: Params | None = None) -> Params | None:

@@ -100,3 +100,24 @@ def test_twin_adapter_gives_peft_logits_where_peft_is_installed(saved):
     expected = peft_logits(str(directory / "base"), str(directory / "adapter"), reference)
     assert_close(adapted_logits("pt", directory, merged=False), expected, f"{family} pt vs PEFT",
                  where=attention_mask.astype(bool))
+
+
+def test_lora_files_keep_the_twins_in_lockstep():
+    """The three lora.py files define the same classes in the same order, and the same LoraLayer / LoraMixin
+    methods (Flax adds its functional ones to LoraMixin)."""
+    import ast
+    import os
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "lib")
+    shapes = {}
+    for backend in BACKENDS:
+        with open(os.path.join(root, backend, "lora.py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        shapes[backend] = {node.name: [n.name for n in node.body if isinstance(n, ast.FunctionDef)]
+                           for node in tree.body if isinstance(node, ast.ClassDef)}
+    for backend in ("tf", "flax"):
+        assert list(shapes[backend]) == list(shapes["pt"]) == ["LoraLayer", "LoraMixin"], backend
+        layer = [m for m in shapes[backend]["LoraLayer"] if m not in ("build", "call", "forward")]
+        assert layer == [m for m in shapes["pt"]["LoraLayer"] if m != "forward"], backend
+        hooks = [m for m in shapes[backend]["LoraMixin"] if m.startswith("_")]
+        assert hooks == shapes["pt"]["LoraMixin"], backend

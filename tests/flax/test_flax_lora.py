@@ -120,3 +120,17 @@ def test_bad_input_is_named():
 
 def test_train_lora_example_runs_tiny(tmp_path):
     run_lora_example("train_lora_flax.py", tmp_path)
+
+
+def test_generate_applies_the_active_adapter():
+    case = "gpt2-default"
+    ref = reference(case)
+    model = AutoModelForCausalLM.from_pretrained(case_dir(case, "base"))
+    prompt = ref["input_ids"][:1, :4]
+    base = np.asarray(model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0))
+    model.load_adapter(case_dir(case, "adapter"))
+    adapted = np.asarray(model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0))
+    model.merge_adapter()
+    merged = np.asarray(model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0))
+    np.testing.assert_array_equal(adapted, merged)
+    assert not np.array_equal(adapted, base), "the adapter changed no generated token: the test shows nothing"
