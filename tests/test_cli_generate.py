@@ -1,6 +1,10 @@
 """`twinformers generate`: streams the same text generate() produces, in every installed backend."""
 
 import importlib.util
+import io
+import json
+import subprocess
+import sys
 
 import pytest
 from _tokenizer_data import train_gpt2_bpe
@@ -71,3 +75,54 @@ def test_generate_bad_input_is_a_clear_error(checkpoint, capsys, tmp_path):
     assert "more than the model's maximum of 48" in capsys.readouterr().err
     assert main(["generate", str(tmp_path / "missing"), "x"]) == 1
     assert "twinformers generate: error:" in capsys.readouterr().err
+
+
+def test_generate_without_a_prompt_says_the_prompt_is_missing(capsys):
+    assert main(["generate"]) == 1
+    err = capsys.readouterr().err
+    assert "PROMPT is missing" in err and "MODEL" not in err.split("PROMPT is missing")[0]
+
+
+def test_generate_reads_the_prompt_from_a_pipe_and_prints_json(checkpoint):
+    """A single positional argument with a pipe on stdin is MODEL; --json prints the pipeline's shape."""
+    directory, tokenizer = checkpoint
+    prompt = "def parse(text):"
+    result = subprocess.run(
+        [sys.executable, "-m", "twinformers", "generate", directory, "--max-new-tokens", "8", "--json"],
+        input=prompt + "\n", capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [{"generated_text": expected_text(directory, tokenizer, prompt,
+                                                                          max_new_tokens=8)}]
+
+
+def test_generate_flags_reach_generate(checkpoint, capsys, monkeypatch):
+    """'-' reads the prompt from stdin; beam search, penalties and several returned sequences print at the end."""
+    directory, tokenizer = checkpoint
+    prompt = "import os"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(prompt))
+    flags = ["--num-beams", "3", "--num-return-sequences", "2", "--repetition-penalty", "1.3",
+             "--no-repeat-ngram-size", "2", "--min-new-tokens", "4", "--max-new-tokens", "6"]
+    assert main(["generate", directory, "-", "--json", *flags]) == 0
+    got = [r["generated_text"] for r in json.loads(capsys.readouterr().out)]
+    settings = dict(num_beams=3, num_return_sequences=2, repetition_penalty=1.3, no_repeat_ngram_size=2,
+                    min_new_tokens=4, max_new_tokens=6)
+    import torch
+
+    from twinformers.pt import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    ids = model.generate(torch.tensor([tokenizer.encode(prompt)]), pad_token_id=tokenizer.eos_token_id, **settings)
+    assert got == [prompt + tokenizer.decode(row[len(tokenizer.encode(prompt)):].tolist(), skip_special_tokens=True)
+                   for row in ids]
+
+
+def test_generate_stop_ends_the_stream(checkpoint, capsys):
+    directory, tokenizer = checkpoint
+    prompt = "def parse(text):"
+    full = expected_text(directory, tokenizer, prompt, max_new_tokens=20)
+    stop = full[len(prompt) + 2 : len(prompt) + 4]  # two characters the continuation contains
+    assert main(["generate", directory, prompt, "--max-new-tokens", "20", "--stop", stop]) == 0
+    out = capsys.readouterr().out.rstrip("\n")
+    assert stop in out[len(prompt):] and len(out) < len(full)
+    assert full.startswith(out)  # the stop-string semantics are tested against a reference in generation_cases

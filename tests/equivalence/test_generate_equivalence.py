@@ -37,3 +37,13 @@ def test_greedy_and_beam_search_are_identical_across_backends(family):
     for name in ("tf", "flax"):
         np.testing.assert_array_equal(results[name][0], results["pt"][0], err_msg=f"greedy {name} vs pt")
         np.testing.assert_array_equal(results[name][1], results["pt"][1], err_msg=f"beam search {name} vs pt")
+
+
+def test_pipeline_and_stop_strings_are_identical_across_backends():
+    """The text-generation pipeline (left-padded batch, greedy) returns the same texts in all three backends,
+    and a stop string ends generation at the same token in each (the stop lies inside the greedy output)."""
+    results = {backend: cases.check_text_generation_pipeline(backend) for backend in ("pt", "tf", "flax")}
+    batch, stopped = results["pt"]
+    assert stopped[0]["generated_text"].endswith(".") and "." in stopped[0]["generated_text"]
+    for backend in ("tf", "flax"):
+        assert results[backend] == results["pt"], f"{backend} vs pt"
