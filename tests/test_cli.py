@@ -177,7 +177,8 @@ def test_inspect_without_config_says_no_twin_loads_it(tmp_path):
 
 # --------------------------------------------------------------------------------------------- mistyped paths
 def test_mistyped_path_fails_in_seconds_offline(tmp_path):
-    for args in (["inspect", "no-such-dir"], ["convert", "no-such-dir", tmp_path / "out"]):
+    for args in (["inspect", "no-such-dir"], ["convert", "no-such-dir", tmp_path / "out"],
+                 ["generate", "no-such-dir", "hi"]):
         result = twinformers(*args, timeout=60)  # HF_HUB_OFFLINE=1
         assert result.returncode == 1
         assert "no-such-dir is neither a local directory nor reachable on the Hub: HF_HUB_OFFLINE is set" \
