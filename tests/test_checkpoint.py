@@ -215,7 +215,12 @@ def test_resolve_file_offline_hub_id(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CheckpointError, match="twinformers-test/does-not-exist"):
         resolve_file("twinformers-test/does-not-exist", "config.json", cache_dir=tmp_path, local_files_only=True)
-    assert resolve_file("twinformers-test/does-not-exist", "config.json", cache_dir=tmp_path,
+    # An optional file: None only for a repository the cache holds; an unknown name is still an error.
+    with pytest.raises(CheckpointError, match="neither a local directory nor reachable on the Hub"):
+        resolve_file("twinformers-test/does-not-exist", "config.json", cache_dir=tmp_path, local_files_only=True,
+                     required=False)
+    (tmp_path / "models--twinformers-test--cached" / "snapshots").mkdir(parents=True)
+    assert resolve_file("twinformers-test/cached", "config.json", cache_dir=tmp_path,
                            local_files_only=True, required=False) is None
 
 

@@ -20,10 +20,13 @@ def fixture(name: str) -> str:
     return os.path.join(HF_FIXTURES, name)
 
 
+# As a user runs it: TF_CPP_MIN_LOG_LEVEL unset (the CLI keeps TensorFlow's C++ logging quiet itself).
+ENV = {**{k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}, "HF_HUB_OFFLINE": "1"}
+
+
 def twinformers(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "twinformers", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=ENV)
 
 
 def test_convert_quiet_success(tmp_path):
@@ -84,7 +87,9 @@ def test_inspect(tmp_path):
     file = SafetensorsFile(os.path.join(fixture("gpt2-pt-causal_lm"), "model.safetensors"))
     parameters = sum(int(np.prod(file.shape(k))) for k in file)
     assert "family: gpt2   head: causal_lm (GPT2LMHeadModel)" in lines
-    assert f"parameters: {parameters:,} in 28 tensors (0.1 MB)" in lines
+    assert f"parameters: {parameters:,} in 28 tensors ({parameters * 4 / 1e3:.1f} kB)" in lines
+    shard = os.path.join(fixture("gpt2-pt-causal_lm-sharded"), "model-00001-of-00008.safetensors")
+    assert f"  model-00001-of-00008.safetensors  {os.path.getsize(shard) / 1e3:.1f} kB" in lines
     assert "dtypes: float32 ×28" in lines
     assert "files: 9 (index + 8 shards)" in lines
     assert "tied weights: lm_head.weight = transformer.wte.weight" in lines
@@ -108,8 +113,109 @@ def test_verify_through_the_cli(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("verify ")]
     assert any(line.startswith("verify pt   logits") for line in rows)
-    for line in rows:
-        assert float(line.split("= ")[1].split()[0]) <= 1e-5, line
+    for line in rows:  # verify pt   logits   max |Δ| = 1.234e-07  (bound 1.0e-05)
+        diff, bound = float(line.split("= ")[1].split()[0]), float(line.split("(bound ")[1].rstrip(")"))
+        assert diff <= bound and bound >= 1e-5, line
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith(f"verified: {tmp_path / 'out'} gives the source's outputs in pt, ")
+
+
+# --verify with every comparison failing: the conversion is not kept, and the message says so.
+FAILING_VERIFY = """
+import sys
+from twinformers.conversion import converter
+from twinformers.cli import main as cli
+converter._max_diff = lambda actual, expected, valid: 1.0
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_failed_verify_keeps_nothing_and_says_so(tmp_path):
+    pytest.importorskip("torch")
+    dst = tmp_path / "out"
+    command = [sys.executable, "-c", FAILING_VERIFY, "convert", fixture("gpt2-pt-base"), str(dst), "--to", "tf",
+               "--verify", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=ENV)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1  # no TensorFlow C++ lines either
+    assert "verification failed" in result.stderr
+    assert result.stderr.endswith(f"the conversion was not kept ({dst} was not created)\n")
+    assert os.listdir(tmp_path) == []
+    dst.mkdir()
+    (dst / "previous.txt").write_text("kept")
+    result = subprocess.run(command + ["--force"], capture_output=True, text=True, timeout=300, env=ENV)
+    assert result.returncode == 1
+    assert result.stderr.endswith(f"the conversion was not kept (the previous {dst} is unchanged)\n")
+    assert os.listdir(tmp_path) == ["out"] and os.listdir(dst) == ["previous.txt"]
+
+
+def test_convert_refuses_a_destination_overlapping_the_source(tmp_path):
+    src = tmp_path / "models" / "src"
+    shutil.copytree(fixture("gpt2-pt-base"), src)
+    before = sorted(os.listdir(src))
+    for dst, needle in ((src, "is the source checkpoint"), (src / "tf", "lies inside the source checkpoint"),
+                        (tmp_path / "models", "contains the source checkpoint")):
+        result = twinformers("convert", src, dst, "--to", "tf", "--force")
+        assert result.returncode == 1 and needle in result.stderr, result.stderr
+    assert sorted(os.listdir(src)) == before and os.listdir(tmp_path / "models") == ["src"]
+
+
+def test_overwrite_error_names_the_cli_flag(tmp_path):
+    (tmp_path / "out").mkdir()
+    result = twinformers("convert", fixture("gpt2-pt-base"), tmp_path / "out")
+    assert result.stderr == (f"twinformers convert: error: {tmp_path / 'out'} already exists; pass --force to "
+                             "replace it\n")
+
+
+def test_inspect_without_config_says_no_twin_loads_it(tmp_path):
+    shutil.copy(os.path.join(fixture("gpt2-pt-causal_lm"), "model.safetensors"), tmp_path)
+    result = twinformers("inspect", tmp_path)
+    assert result.returncode == 0, result.stderr
+    for backend in ("pt", "tf", "flax"):
+        assert f"loads in twinformers.{backend}: no (no config.json: the twins build the model from it)" \
+            in result.stdout.splitlines()
+
+
+# --------------------------------------------------------------------------------------------- mistyped paths
+def test_mistyped_path_fails_in_seconds_offline(tmp_path):
+    for args in (["inspect", "no-such-dir"], ["convert", "no-such-dir", tmp_path / "out"],
+                 ["generate", "no-such-dir", "hi"]):
+        result = twinformers(*args, timeout=60)  # HF_HUB_OFFLINE=1
+        assert result.returncode == 1
+        assert "no-such-dir is neither a local directory nor reachable on the Hub: HF_HUB_OFFLINE is set" \
+            in result.stderr, result.stderr
+    result = twinformers("inspect", "no-such-dir", "--local-files-only", timeout=60)
+    assert "local_files_only is set (--local-files-only)" in result.stderr
+
+
+# The Hub cannot be reached (simulated: the network is never used): every request is counted.
+UNREACHABLE_HUB = """
+import sys, huggingface_hub
+from huggingface_hub.utils import LocalEntryNotFoundError
+calls = {"probe": 0, "download": 0, "cache": 0}
+def probe(url, **kwargs):
+    calls["probe"] += 1
+    raise ConnectionError("Name or service not known")
+def download(repo_id, filename, local_files_only=False, **kwargs):
+    calls["cache" if local_files_only else "download"] += 1
+    raise LocalEntryNotFoundError(f"{filename} is not in the cache")
+huggingface_hub.get_hf_file_metadata = probe
+huggingface_hub.hf_hub_download = download
+from twinformers.cli import main as cli
+status = cli.main(sys.argv[1:])
+print(calls)
+sys.exit(status)
+"""
+
+
+def test_unreachable_hub_is_asked_once_without_retries(tmp_path):
+    env = {**ENV, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run([sys.executable, "-c", UNREACHABLE_HUB, "inspect", "no-such-dir"], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert result.returncode == 1
+    assert result.stdout == "{'probe': 1, 'download': 0, 'cache': 1}\n"
+    assert result.stderr.startswith("twinformers inspect: error: no-such-dir is neither a local directory nor "
+                                    "reachable on the Hub: the Hub could not be reached (ConnectionError: Name or "
+                                    "service not known)")
 
 
 # A conversion that pauses after its first shard, so a test can kill it mid-way.

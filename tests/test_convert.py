@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -328,6 +329,31 @@ def test_verify_catches_different_weights(tmp_path):
     write_safetensors(tmp_path / "out" / "model.safetensors", weights, {"format": "pt"})
     with pytest.raises(ValueError, match="verification failed"):
         verify_conversion(fixture("gpt2-pt-base"), tmp_path / "out", log=lambda message: None)
+
+
+def test_verify_bound_scales_with_the_outputs(tmp_path, monkeypatch):
+    """fp32 rounding grows with the values: 1e-5 × max(1, max |reference output|) per output. Twins are
+    stand-ins returning fixed outputs, so the bound alone is tested (no framework needed)."""
+    convert(fixture("gpt_neo-pt-causal_lm"), tmp_path / "out", progress=False)
+    logits = np.full((2, 7, 100), -7.0)  # GPT-Neo-like logits of ±7
+    logits[0, 0, 0] = 7.0
+    outputs = {"pt": {"logits": logits, "hidden_states[0]": np.full((2, 7, 32), 0.5)}}
+    outputs["flax"] = {"logits": logits + 1.18e-5, "hidden_states[0]": outputs["pt"]["hidden_states[0]"] + 9e-6}
+
+    def twin_module(name):  # twinformers.pt / .flax: a "class" that is the backend's name; no TF twin
+        backend = name.rpartition(".")[2]
+        if backend not in outputs:
+            raise ImportError(f"no {backend} twin here")
+        return types.SimpleNamespace(GPTNeoForCausalLM=backend)
+
+    monkeypatch.setattr(converter.importlib, "import_module", twin_module)
+    monkeypatch.setattr(converter, "_run_twin", lambda backend, model_class, path, batch, hub: outputs[backend])
+    rows = verify_conversion(fixture("gpt_neo-pt-causal_lm"), tmp_path / "out", log=lambda message: None)
+    bounds = {(backend, name): bound for backend, name, _, bound in rows}
+    assert bounds[("flax", "logits")] == pytest.approx(7e-5) and bounds[("flax", "hidden_states[0]")] == 1e-5
+    outputs["flax"]["hidden_states[0]"] = outputs["pt"]["hidden_states[0]"] + 1.1e-5  # unit scale: 1e-5 holds
+    with pytest.raises(ValueError, match=r"flax hidden_states\[0\] 1\.100e-05 > 1\.0e-05"):
+        verify_conversion(fixture("gpt_neo-pt-causal_lm"), tmp_path / "out", log=lambda message: None)
 
 
 @pytest.mark.parametrize("to,fmt", TARGETS)

@@ -7,6 +7,7 @@ import signal
 import sys
 
 from ..conversion.converter import DTYPES, TARGETS
+from .inspect import format_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"twinformers convert: error: {message}", file=sys.stderr)
         return 1
     log(
-        f"wrote {result.tensors} tensors ({result.total_bytes / 1e6:.1f} MB, {result.family} {result.head}) "
+        f"wrote {result.tensors} tensors ({format_size(result.total_bytes)}, {result.family} {result.head}) "
         f"as {result.target.weights_name} to {result.destination}: {', '.join(result.files)}"
     )
     if result.verification:
