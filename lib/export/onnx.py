@@ -91,7 +91,7 @@ def export(model: Any, out: str | os.PathLike, force: bool = False, external_dat
             ({0: batch}, {0: batch, 1: past_length + 1}, tuple({0: batch, 2: past_length} for _ in past)),
         )
     with staged_output(out, force) as stage, torch.no_grad():
-        graph = _Graph(model, cached)
+        graph = _Graph(model, cached).eval()
         for file, (args, input_names, dynamic_shapes) in graphs.items():
             program = torch.onnx.export(
                 graph, args, dynamo=True, input_names=input_names, output_names=["logits", *present],
