@@ -19,7 +19,8 @@ __all__ = ["static_shape", "check_model_inputs", "check_id_range", "check_mask_s
 
 
 def static_shape(value: Any) -> tuple[int | None, ...] | None:
-    """The shape of an array or tensor of any framework as a tuple (None where unknown), or None without one."""
+    """The shape of an array or tensor of any framework as a tuple (None where unknown or symbolic), or None
+    without one."""
     shape = getattr(value, "shape", None)
     if shape is None:
         return None
@@ -27,7 +28,8 @@ def static_shape(value: Any) -> tuple[int | None, ...] | None:
         if shape.rank is None:
             return None
         shape = shape.as_list()
-    return tuple(None if size is None else int(size) for size in shape)
+    # A symbolic size (jax.export's dimension variables, torch.export's SymInt) is unknown here, like TF's None.
+    return tuple(int(size) if isinstance(size, (int, np.integer)) else None for size in shape)
 
 
 def _same(shape: tuple, expected: tuple) -> bool:

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("twinformers.cli.convert", "convert a checkpoint between PyTorch, TensorFlow and Flax layouts"),
     "inspect": ("twinformers.cli.inspect", "describe a checkpoint: family, size, dtypes, files, loadability"),
     "generate": ("twinformers.cli.generate", "stream a continuation of a prompt with any backend"),
+    "export": ("twinformers.cli.export", "export a serving artifact (ONNX, SavedModel, .keras, jax.export)"),
     "demo": ("twinformers.cli.demo", "fine-tune, convert and run the embedded tiny GPT-2 in all three backends"),
 }
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
+
+from ..checkpoints.files import staged_directory
+from ..errors import TwinformersError
 
 __all__ = ["FORMATS", "ExportError", "head_kind", "staged_output", "check_embeddable", "export_model"]
 
@@ -27,7 +28,7 @@ _HEAD_SUFFIXES = {
 }
 
 
-class ExportError(ValueError):
+class ExportError(TwinformersError, ValueError):
     """An export that cannot be done as asked (unsupported head or format, existing output, too large)."""
 
 
@@ -55,7 +56,8 @@ def check_embeddable(num_bytes: int, limit: int, format: str, hint: str) -> None
 
 @contextlib.contextmanager
 def staged_output(out: str | os.PathLike, force: bool = False) -> Iterator[str]:
-    """Yield a temporary directory next to `out`; on success it replaces `out`, on error it is removed.
+    """Yield a fresh directory beside `out` to write into; on success it takes `out`'s place atomically
+    (`checkpoints.files.staged_directory`), on error it is removed and `out` is untouched.
 
     Raises:
         ExportError: `out` exists and `force` is False.
@@ -63,17 +65,8 @@ def staged_output(out: str | os.PathLike, force: bool = False) -> Iterator[str]:
     out = os.path.abspath(os.fspath(out))
     if os.path.lexists(out) and not force:
         raise ExportError(f"{out} already exists; pass --force (force=True) to replace it")
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".partial", dir=parent)
-    try:
+    with staged_directory(out, overwrite=force) as stage:
         yield stage
-        if os.path.lexists(out):
-            shutil.rmtree(out) if os.path.isdir(out) and not os.path.islink(out) else os.remove(out)
-        os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
 
 
 def export_model(model: Any, out: str | os.PathLike, format: str, force: bool = False, **options: Any) -> str:

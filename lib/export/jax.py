@@ -91,6 +91,17 @@ def export(model: Any, out: str | os.PathLike, force: bool = False, params_as_ar
         index = jax.ShapeDtypeStruct((), jnp.int32)
         programs["decode_step"] = (decode_step, (ids, mask, ids, cache, index))
 
+    from ..flax import ops
+
+    checks = ops._traced_id_checks.set(False)  # the in-graph id check is a host callback, which cannot be serialized
+    try:
+        _write(out, force, programs, flat, params_as_argument, config, kind, cache_shape, type(model).__name__)
+    finally:
+        ops._traced_id_checks.reset(checks)
+
+
+def _write(out: Any, force: bool, programs: dict, flat: dict, params_as_argument: bool, config: Any, kind: str,
+           cache_shape: tuple | None, class_name: str) -> None:
     with staged_output(out, force) as stage:
         suffix = "_params" if params_as_argument else ""
         for name, (fn, specs) in programs.items():
@@ -105,7 +116,7 @@ def export(model: Any, out: str | os.PathLike, force: bool = False, params_as_ar
             np.savez(os.path.join(stage, "params.npz"), **flat)
         info = config.to_dict()
         info["export"] = {
-            "format": "jax", "head": kind, "class": type(model).__name__,
+            "format": "jax", "head": kind, "class": class_name,
             "files": sorted(os.listdir(stage)), "cache_shape": list(cache_shape) if cache_shape else None,
             "cache_layout": "(layers, 2 [key, value], batch, heads, max_length, head_dim)",
         }

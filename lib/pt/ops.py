@@ -336,8 +336,8 @@ def pack_presents(presents: tuple | None, past_key_values: Any, seq_len: int) ->
 # --------------------------------------------------------------------------------------------- inputs
 def check_ids(ids: torch.Tensor, limit: int, name: str, limit_name: str) -> None:
     """Raise InputError (a ValueError) unless every entry of `ids` lies in [0, limit)."""
-    if ids.numel() == 0:
-        return
+    if ids.numel() == 0 or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return  # values are unknown while a graph is traced (torch.compile, torch.export / ONNX)
     check_id_range(int(ids.min()), int(ids.max()), limit, name, limit_name)
 
 

@@ -112,3 +112,22 @@ def test_errors_leave_nothing_behind(tmp_path):
     assert os.listdir(out) == ["keep.txt"]
     with pytest.raises(ExportError, match="unknown export format 'tflite'"):
         export_model(model, out, "tflite")
+
+
+def test_cli_exports_the_embedded_model(tmp_path, capsys):
+    from jax import export as jax_export
+
+    from twinformers.cli.main import main
+    from twinformers.demo.embedded import embedded_model_path
+
+    out = tmp_path / "out"
+    assert main(["export", embedded_model_path(), str(out), "--format", "jax"]) == 0, capsys.readouterr().err
+    model = tfx.GPT2LMHeadModel.from_pretrained(embedded_model_path())
+    exp = jax_export.deserialize((out / "forward.jaxexport").read_bytes())
+    inputs = _inputs(model.config.vocab_size)
+    assert_close(np.asarray(exp.call(inputs["input_ids"], inputs["attention_mask"])),
+                 np.asarray(model(inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits),
+                 name="forward logits", where=inputs["attention_mask"] > 0)
+    assert main(["export", embedded_model_path(), str(out), "--format", "jax", "--head", "base", "--force"]) == 1
+    assert "does not export GPT2Model" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["config.json", "decode_step.jaxexport", "forward.jaxexport"]  # kept

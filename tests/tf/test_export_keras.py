@@ -2,6 +2,7 @@
 `keras.models.load_model` to the same outputs; `get_config`/`from_config` round-trip the model config."""
 
 import json
+import os
 
 import pytest
 
@@ -45,3 +46,19 @@ def test_get_config_from_config_round_trip():
 def test_keras_registered_names():
     for _, name, _ in CLASSES:
         assert keras.saving.get_registered_object(f"twinformers>{name}") is getattr(tft, name)
+
+
+def test_cli_keras_format(tmp_path, capsys):
+    from twinformers.cli.main import main
+    from twinformers.demo.embedded import embedded_model_path
+
+    out = tmp_path / "out"
+    assert main(["export", embedded_model_path(), str(out), "--format", "keras"]) == 0, capsys.readouterr().err
+    assert os.listdir(out) == ["model.keras"]
+    loaded = keras.models.load_model(out / "model.keras")
+    model = tft.GPT2LMHeadModel.from_pretrained(embedded_model_path())
+    ids = np.array([[5, 6, 7, 8]], np.int32)
+    assert_close(loaded(ids).logits.numpy(), model(ids).logits.numpy(), name="logits")
+    assert main(["export", embedded_model_path(), str(out), "--format", "keras", "--dtype", "float16",
+                 "--force"]) == 1
+    assert "exports float32 only" in capsys.readouterr().err
