@@ -195,7 +195,7 @@ def test_force_replaces_and_refusal_keeps(tmp_path):
     dst = tmp_path / "out"
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="--force"):
+    with pytest.raises(FileExistsError, match="already exists; pass force=True to replace it"):
         convert(fixture("gpt2-pt-base"), dst, progress=False)
     assert os.listdir(dst) == ["keep.txt"]
     convert(fixture("gpt2-pt-base"), dst, force=True, progress=False)
