@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configuration import ACTIVATIONS, PretrainedConfig
+from ..errors import InputError
 from ..inputs import check_id_range, check_labels_shape, check_mask_shape, check_model_inputs, static_shape
 from ..model_math import MASK_VALUE, causal_mask, rotary_tables
 
@@ -347,19 +348,19 @@ def check_inputs(
     """Validate the token input and return its shape without the hidden axis ((B, T) or (B, C, T))."""
     check_model_inputs({"input_ids": input_ids, "inputs_embeds": inputs_embeds})
     if input_ids is not None and inputs_embeds is not None:
-        raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
+        raise InputError("You cannot specify both input_ids and inputs_embeds at the same time")
     if input_ids is not None:
         if input_ids.dim() < 2:
-            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+            raise InputError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
         if input_ids.dtype.is_floating_point:
-            raise ValueError(f"input_ids must hold integer ids, got dtype {input_ids.dtype}")
+            raise InputError(f"input_ids must hold integer ids, got dtype {input_ids.dtype}")
         check_ids(input_ids, vocab_size, "input_ids", "vocab_size")
         return tuple(input_ids.shape)
     if inputs_embeds is not None:
         if inputs_embeds.dim() < 3:
-            raise ValueError(f"inputs_embeds must be (batch, seq_len, hidden), got {tuple(inputs_embeds.shape)}")
+            raise InputError(f"inputs_embeds must be (batch, seq_len, hidden), got {tuple(inputs_embeds.shape)}")
         return tuple(inputs_embeds.shape[:-1])
-    raise ValueError("You have to specify either input_ids or inputs_embeds")
+    raise InputError("You have to specify either input_ids or inputs_embeds")
 
 
 def past_length(past_key_values: Sequence[tuple[torch.Tensor, torch.Tensor]] | None, num_layers: int) -> int:
@@ -399,7 +400,7 @@ def expand_head_mask(head_mask: torch.Tensor | None, num_layers: int, num_heads:
     if head_mask.dim() == 1 and head_mask.shape[0] == num_heads:
         head_mask = head_mask[None].expand(num_layers, num_heads)
     if tuple(head_mask.shape) != (num_layers, num_heads):
-        raise ValueError(
+        raise InputError(
             f"head_mask has shape {tuple(head_mask.shape)}, expected ({num_heads},) or ({num_layers}, {num_heads})"
         )
     return list(head_mask[:, None, :, None, None])

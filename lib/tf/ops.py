@@ -19,6 +19,7 @@ import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_slice, dynamic_update_slice
 
 from ..configuration import ACTIVATIONS, PretrainedConfig
+from ..errors import InputError
 from ..inputs import check_id_range, check_labels_shape, check_mask_shape, check_model_inputs, static_shape
 from ..model_math import MASK_VALUE, causal_mask, rotary_tables
 
@@ -453,19 +454,19 @@ def check_inputs(
     """Validate the token input and return its shape without the hidden axis ((B, T) or (B, C, T))."""
     check_model_inputs({"input_ids": input_ids, "inputs_embeds": inputs_embeds})
     if input_ids is not None and inputs_embeds is not None:
-        raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
+        raise InputError("You cannot specify both input_ids and inputs_embeds at the same time")
     if input_ids is not None:
         if input_ids.shape.rank is not None and input_ids.shape.rank < 2:
-            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+            raise InputError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
         if input_ids.dtype.is_floating:
-            raise ValueError(f"input_ids must hold integer ids, got dtype {input_ids.dtype.name}")
+            raise InputError(f"input_ids must hold integer ids, got dtype {input_ids.dtype.name}")
         check_ids(input_ids, vocab_size, "input_ids", "vocab_size")
         return shape_list(input_ids)
     if inputs_embeds is not None:
         if inputs_embeds.shape.rank is not None and inputs_embeds.shape.rank < 3:
-            raise ValueError(f"inputs_embeds must be (batch, seq_len, hidden), got {tuple(inputs_embeds.shape)}")
+            raise InputError(f"inputs_embeds must be (batch, seq_len, hidden), got {tuple(inputs_embeds.shape)}")
         return shape_list(inputs_embeds)[:-1]
-    raise ValueError("You have to specify either input_ids or inputs_embeds")
+    raise InputError("You have to specify either input_ids or inputs_embeds")
 
 
 def past_length(past_key_values: Sequence[tuple[tf.Tensor, tf.Tensor]] | None, num_layers: int) -> int | tf.Tensor:
@@ -508,7 +509,7 @@ def expand_head_mask(head_mask: tf.Tensor | None, num_layers: int, num_heads: in
     if head_mask.shape.rank == 1 and head_mask.shape[0] == num_heads:
         head_mask = tf.broadcast_to(head_mask[None], (num_layers, num_heads))
     if tuple(head_mask.shape) != (num_layers, num_heads):
-        raise ValueError(
+        raise InputError(
             f"head_mask has shape {tuple(head_mask.shape)}, expected ({num_heads},) or ({num_layers}, {num_heads})"
         )
     return tf.unstack(head_mask[:, None, :, None, None])

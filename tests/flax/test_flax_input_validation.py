@@ -38,6 +38,7 @@ BAD_INPUTS = {
     "empty sequence": ({"input_ids": ZEROS((1, 0))}, "input_ids is empty"),
     "id out of range": ({"input_ids": ZEROS((2, 3)) + 500}, "input_ids contains 500"),
     "negative id": ({"input_ids": ZEROS((2, 3)) - 1}, "input_ids contains -1"),
+    "head_mask of other heads": ({"head_mask": ONES((5,))}, "head_mask has shape \\(5,\\)"),
 }
 
 
