@@ -405,7 +405,9 @@ class GenerationMixin:
     def _bucketed_prompts(self, plan: GenerationPlan) -> tuple[np.ndarray, np.ndarray]:
         """The prompts (B', P') and mask left-padded to the bucket length, expanded to B' rows."""
         width = bucket_length(plan.prompt_length, self.pad_to_multiple_of, plan.max_positions - plan.max_new_tokens)
-        input_ids, prompt_mask = left_pad(plan.input_ids, plan.attention_mask, width, plan.pad_token_id)
+        # The bucket's padding slots are masked and cut off the result: id 0 keeps them inside the vocabulary
+        # (the model checks its ids; a config's pad token may lie outside it).
+        input_ids, prompt_mask = left_pad(plan.input_ids, plan.attention_mask, width, 0)
         return plan.expand(input_ids).astype(np.int32), plan.expand(prompt_mask).astype(np.int32)
 
     def _decoder(self, plan: GenerationPlan, prompt_length: int) -> tuple[Any, Any, Any]:
