@@ -1,6 +1,7 @@
 """`AdapterMixin`: the backend-independent half of the adapter API on every model — names, bookkeeping,
 files and checks. Each backend's `lora.py` subclasses it as `LoraMixin` and supplies the tensor work
-(`_create_adapter`, `_adapter_layers`, `_merge_layer`, `_freeze_base`)."""
+(`_create_adapter`, `_adapter_layers`, `_merge_layer`, `_freeze_base`,
+`_adapters_changed`)."""
 
 from __future__ import annotations
 
@@ -186,6 +187,7 @@ class AdapterMixin:
             on = name == state.active and state.enabled and not state.merged
             for layer in self._adapter_layers(name).values():
                 layer.active = on
+        self._adapters_changed()
 
     # ----------------------------------------------------------------------------------------- backend hooks
     def _create_adapter(self, adapter_name: str, config: LoraConfig, targets: dict[str, LoraTarget]) -> None:
@@ -198,4 +200,8 @@ class AdapterMixin:
         raise NotImplementedError
 
     def _freeze_base(self) -> None:
+        raise NotImplementedError
+
+    def _adapters_changed(self) -> None:
+        """Called after every change of which adapter applies: drop programs traced with the old state."""
         raise NotImplementedError

@@ -145,3 +145,6 @@ class LoraMixin(AdapterMixin):
 
     def _freeze_base(self) -> None:
         """Nothing to do: what trains is chosen by the optimizer mask of `create_train_state`."""
+
+    def _adapters_changed(self) -> None:
+        """Nothing to do: the folded params are an argument of the jitted programs, never a constant in them."""

@@ -103,3 +103,6 @@ class LoraMixin(AdapterMixin):
     def _freeze_base(self) -> None:
         for name, param in self.named_parameters():
             param.requires_grad = is_adapter_name(name)
+
+    def _adapters_changed(self) -> None:
+        """Nothing to do: PyTorch runs eagerly, the hooks read the layers' flags on every call."""

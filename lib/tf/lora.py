@@ -88,8 +88,9 @@ def _base_weight(module: keras.layers.Layer) -> keras.Variable:
 class LoraMixin(AdapterMixin):
     """The adapter methods of every TensorFlow model (see `twinformers.adapters.mixin.AdapterMixin`).
 
-    Add, load, enable or disable adapters before `compile`/`fit`/`predict` trace the model: a traced function
-    keeps the adapter state it was traced with.
+    The flags that switch adapters are Python values, fixed in a traced function: every change drops the
+    model's own traced functions (`fit`/`evaluate`/`predict`, `generate`); a `tf.function` of your own that
+    calls the model must be traced again.
     """
 
     def _create_adapter(self, adapter_name: str, config: LoraConfig, targets: dict[str, LoraTarget]) -> None:
@@ -121,3 +122,9 @@ class LoraMixin(AdapterMixin):
     def _freeze_base(self) -> None:
         for variable in self.weights:
             variable.trainable = is_adapter_name(variable.path)
+
+    def _adapters_changed(self) -> None:
+        """Drop the programs traced with the old adapter state — Keras' train/test/predict functions and
+        `generate`'s XLA programs — so the next call retraces."""
+        self.train_function = self.test_function = self.predict_function = None
+        self.__dict__.get("_generation_programs", {}).clear()

@@ -125,3 +125,28 @@ def test_bad_input_is_named():
 
 def test_train_lora_example_runs_tiny(tmp_path):
     run_lora_example("train_lora_keras.py", tmp_path)
+
+
+def test_adapter_changes_reach_generate_and_predict_traced_before():
+    case = "gpt2-default"
+    ref = reference(case)
+    model = AutoModelForCausalLM.from_pretrained(case_dir(case, "base"))
+    prompt = ref["input_ids"][:1, :4]
+
+    def generate():
+        return np.asarray(model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0))
+
+    inputs = {"input_ids": ref["input_ids"], "attention_mask": ref["attention_mask"]}
+    base, base_predicted = generate(), model.predict(inputs, verbose=0)  # both traced now
+    model.load_adapter(case_dir(case, "adapter"))
+    adapted = generate()
+    assert not np.array_equal(adapted, base), "the adapter changed no generated token: the test shows nothing"
+    assert_close(model.predict(inputs, verbose=0).logits, ref["adapted_logits"],
+                 "predict after load_adapter", where=valid(ref))
+    model.merge_adapter()
+    np.testing.assert_array_equal(generate(), adapted)
+    model.unmerge_adapter()
+    model.disable_adapters()
+    np.testing.assert_array_equal(generate(), base)
+    assert_close(model.predict(inputs, verbose=0).logits, base_predicted.logits,
+                 "predict after disable_adapters")
