@@ -600,3 +600,24 @@ def test_corpus_slow_equals_fast(twins) -> None:
     assert ours["input_ids"] == theirs["input_ids"]
     assert sum(map(len, ours["input_ids"])) > 20_000
     assert fast.batch_decode(theirs["input_ids"]) == slow.batch_decode(ours["input_ids"]) == lines
+
+
+def test_fast_path_without_offsets_gives_the_same_ids_and_word_ids(twins) -> None:
+    """Without offsets GPT2TokenizerFast encodes with `encode_batch_fast`; with offsets, with `encode_batch`."""
+    _, fast = twins[False]
+    lines = (stdlib_text(CORPUS_FILES[:1]) + "\n" + multilingual_text(seed=2, n_lines=50)).split("\n")
+    plain = fast(lines)
+    full = fast(lines, return_offsets_mapping=True)
+    reference = fast.backend_tokenizer.encode_batch(lines, add_special_tokens=False)
+    assert plain["input_ids"] == full["input_ids"] == [e.ids for e in reference]
+    assert sum(map(len, plain["input_ids"])) > 2_000
+    longest = max(range(len(lines)), key=lambda i: len(lines[i]))
+    for i in (0, longest, len(lines) // 2, len(lines) - 1):  # word ids, made on demand, as the full path has them
+        assert plain.word_ids(i) == full.word_ids(i) == reference[i].word_ids
+    assert len(set(plain.word_ids(longest))) > 5
+    words = [["alpha", "beta"], ["x", "yz", "w"]]
+    spaced = fast(words, is_split_into_words=True, add_prefix_space=True)
+    spaced_full = fast(words, is_split_into_words=True, add_prefix_space=True, return_offsets_mapping=True)
+    assert spaced["input_ids"] == spaced_full["input_ids"]
+    assert [spaced.word_ids(i) for i in (0, 1)] == [spaced_full.word_ids(i) for i in (0, 1)]
+    assert set(spaced.word_ids(1)) == {0, 1, 2}

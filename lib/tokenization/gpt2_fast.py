@@ -59,6 +59,26 @@ def _check_backend(backend: Any, source: str) -> None:
         raise ValueError(f"{source} is not a GPT-2 byte-level BPE tokenizer: " + "; ".join(problems))
 
 
+class _WordsOnDemand:
+    """The `words` of an `Encoded` made by the fast path: `word_ids` encodes the input again, once, when read.
+
+    The backend is the one that made the ids; tokens added to it in between would change the word ids, as they
+    would change the ids.
+    """
+
+    def __init__(self, backend: Any, text: Any, is_pretokenized: bool) -> None:
+        self._backend, self._text, self._is_pretokenized = backend, text, is_pretokenized
+        self._word_ids: list[int | None] | None = None
+
+    @property
+    def word_ids(self) -> list[int | None]:
+        if self._word_ids is None:
+            self._word_ids = self._backend.encode(
+                self._text, is_pretokenized=self._is_pretokenized, add_special_tokens=False
+            ).word_ids
+        return self._word_ids
+
+
 class GPT2TokenizerFast(PreTrainedTokenizerBase):
     """GPT-2 byte-level BPE tokenizer backed by Hugging Face's `tokenizers` library.
 
@@ -212,10 +232,15 @@ class GPT2TokenizerFast(PreTrainedTokenizerBase):
         self, texts: list[Any], is_split_into_words: bool, with_offsets: bool, add_prefix_space: bool | None = None
     ) -> list[Encoded]:
         inputs = [list(words) for words in texts] if is_split_into_words else texts
-        encodings = self._backend(add_prefix_space).encode_batch(
-            inputs, is_pretokenized=is_split_into_words, add_special_tokens=False
-        )
-        return [Encoded(e.ids, e.offsets if with_offsets else None, e) for e in encodings]
+        backend = self._backend(add_prefix_space)
+        if with_offsets:
+            encodings = backend.encode_batch(inputs, is_pretokenized=is_split_into_words, add_special_tokens=False)
+            return [Encoded(e.ids, e.offsets, e) for e in encodings]
+        # Without offsets, `encode_batch_fast` skips the offset and word bookkeeping (same ids); word ids are
+        # made on demand by encoding that one sequence again, only if `BatchEncoding.word_ids()` is called.
+        encodings = backend.encode_batch_fast(inputs, is_pretokenized=is_split_into_words, add_special_tokens=False)
+        return [Encoded(e.ids, None, _WordsOnDemand(backend, text, is_split_into_words))
+                for e, text in zip(encodings, inputs)]
 
     def _decode_ids(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)
