@@ -44,6 +44,7 @@ from ..inputs import check_model_inputs
 from .generation import GenerationMixin
 from .lora import LoraMixin
 from .ops import Conv1D, from_numpy, numpy_view
+from .quantization import QuantizationMixin
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class _MetaWithoutInit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin):
+class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin, QuantizationMixin):
     """Base of every PyTorch model: holds the config, initializes and ties weights, loads and saves
     Hugging Face-layout checkpoints.
 

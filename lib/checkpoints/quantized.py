@@ -1,0 +1,80 @@
+"""Weight-only int8 quantization, framework-free: the modes, the per-channel scales, and the checkpoint format.
+
+`model.quantize("int8")` (every backend) replaces each projection and the LM head by an int8 twin:
+
+- per output channel j, symmetric: `scale[j] = max_i |W[i, j]| / 127` (1 for an all-zero channel), and
+  `q = round(W / scale)` clipped to [-127, 127], so each weight is off by at most `scale[j] / 2`;
+- activations stay float; the product is `(x @ q) * scale` (the scale factors out of the sum over inputs).
+
+Checkpoint format (safetensors, written by `save_pretrained` of a quantized model):
+
+- `<module>.weight`: int8, in the layout of the float weight it replaces (GPT-2's Conv1D `(in, out)`,
+  `nn.Linear` `(out, in)`), under the same name, so the usual name and layout tables apply;
+- `<module>.weight_scale`: float32 `(out,)`, one scale per output channel;
+- `<module>.bias`: unchanged (float);
+- config.json: `"quantization_config": {"quant_method": "twinformers", "mode": "int8", "modules": [...]}`,
+  the quantized module names (PyTorch names).
+
+Embeddings (`wte`, `wpe`) stay float; a tied LM head gets its own int8 copy of the embedding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "QUANTIZATION_MODES",
+    "QUANT_METHOD",
+    "SCALE_SUFFIX",
+    "check_mode",
+    "quantization_config",
+    "quantize_per_channel",
+]
+
+QUANTIZATION_MODES = ("int8",)
+QUANT_METHOD = "twinformers"
+SCALE_SUFFIX = "weight_scale"
+INT8_MAX = 127
+
+
+def check_mode(mode: Any, already: str | None) -> str:
+    """The checks every backend's `quantize(mode)` makes before touching the model.
+
+    Args:
+        mode: the requested mode. already: the model's current mode (None when not quantized).
+
+    Raises:
+        ValueError: an unsupported mode, or a model that is already quantized.
+    """
+    if mode not in QUANTIZATION_MODES:
+        raise ValueError(f"quantize: unsupported mode {mode!r}; supported: {', '.join(QUANTIZATION_MODES)}")
+    if already is not None:
+        raise ValueError(f"quantize: the model is already quantized ({already!r}); quantize the float model once")
+    return mode
+
+
+def quantize_per_channel(weight: np.ndarray, out_axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel int8 quantization of a 2-D float weight.
+
+    Args:
+        weight: (in, out) or (out, in) float array. out_axis: the axis of the output channels (1 or 0).
+
+    Returns:
+        (int8 array of `weight`'s shape, float32 (out,) scales) with `weight ≈ q * scale` along `out_axis`.
+    """
+    if weight.ndim != 2 or out_axis not in (0, 1):
+        raise ValueError(f"quantize_per_channel: expected a 2-D weight and out_axis 0 or 1; got {weight.shape}, "
+                         f"{out_axis}")
+    weight = np.asarray(weight, dtype=np.float32)
+    amax = np.abs(weight).max(axis=1 - out_axis)
+    scale = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
+    shaped = scale[None, :] if out_axis == 1 else scale[:, None]
+    q = np.clip(np.rint(weight / shaped), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return q, scale
+
+
+def quantization_config(mode: str, modules: list[str]) -> dict[str, Any]:
+    """The `quantization_config` entry of config.json for a model quantized in `mode`."""
+    return {"quant_method": QUANT_METHOD, "mode": mode, "modules": sorted(modules)}

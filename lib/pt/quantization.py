@@ -1,0 +1,121 @@
+"""Weight-only int8 in PyTorch: `Int8Linear` (one quantized projection) and `QuantizationMixin` (`quantize`,
+`from_quantized`). The scales and the checkpoint format are shared (`twinformers.checkpoints.quantized`).
+
+The matmul is `torch.ops.aten._weight_int8pack_mm`, PyTorch's CPU kernel for float activations times an int8
+(out, in) weight with per-output-channel scales: the int8 weight is read as is, never expanded to a float copy.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..adapters.mixin import ADAPTERS_ATTR
+from ..checkpoints.canonical import open_checkpoint
+from ..checkpoints.quantized import check_mode, quantization_config, quantize_per_channel
+from .ops import Conv1D, from_numpy, numpy_view
+
+__all__ = ["Int8Linear", "QuantizationMixin"]
+
+
+class Int8Linear(nn.Module):
+    """`(x @ q) * scale + bias` with an int8 weight `q` held (out, in) and float32 (out,) `weight_scale`.
+
+    Args:
+        weight: the float weight, (in, out) if `fan_in_fan_out` (GPT-2's Conv1D) else (out, in).
+        bias: the float (out,) bias, or None.
+        fan_in_fan_out: the layout of `weight`, kept for `state_dict` (the checkpoint holds the float layout).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, fan_in_fan_out: bool) -> None:
+        super().__init__()
+        q, scale = quantize_per_channel(numpy_view(weight.detach().float().cpu()), out_axis=int(fan_in_fan_out))
+        q = from_numpy(q)
+        self.register_buffer("weight", (q.T if fan_in_fan_out else q).contiguous())
+        self.register_buffer("weight_scale", from_numpy(scale))
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+        self.fan_in_fan_out = fan_in_fan_out
+        self.out_features, self.in_features = self.weight.shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (..., in) -> (..., out)
+        flat = x.reshape(-1, self.in_features).float().contiguous()
+        out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.weight_scale)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.fan_in_fan_out:  # stored in the float weight's (in, out) layout, as the format says
+            destination[prefix + "weight"] = destination[prefix + "weight"].T
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        key = prefix + "weight"
+        if self.fan_in_fan_out and key in state_dict:  # `load_state_dict` passes its own copy of the dict
+            state_dict[key] = state_dict[key].T
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+class QuantizationMixin:
+    """`quantize(mode)` and `from_quantized(path)` for every PyTorch model."""
+
+    @property
+    def quantization_mode(self) -> str | None:
+        """"int8" once quantized, else None."""
+        return (getattr(self.config, "quantization_config", None) or {}).get("mode")
+
+    def quantize(self, mode: str) -> QuantizationMixin:
+        """Replace every projection and the LM head by an `Int8Linear` (weight-only, per output channel).
+
+        Embeddings and layer norms stay float; a tied LM head gets its own int8 copy. The model is left in eval
+        mode with no trainable parameters: a quantized model is for inference.
+
+        Args:
+            mode: "int8".
+        Returns:
+            The model (quantized in place).
+        Raises:
+            ValueError: an unsupported mode, a model already quantized, a model in training mode with trainable
+                parameters (call `model.eval()` first), or one with LoRA adapters (merge or delete them first).
+        """
+        mode = check_mode(mode, self.quantization_mode)
+        if self.training and any(p.requires_grad for p in self.parameters()):
+            raise ValueError("quantize: the model is in training mode with trainable parameters; int8 weights "
+                             "cannot be trained — call model.eval() first")
+        adapted = [name for name, module in self.named_modules() if getattr(module, ADAPTERS_ATTR, None)]
+        if adapted:
+            raise ValueError(f"quantize: LoRA adapters are attached to {', '.join(adapted[:3])}; merge or delete "
+                             "them first")
+        names = [name for name, module in self.named_modules() if isinstance(module, (Conv1D, nn.Linear))]
+        for name in names:
+            module = self.get_submodule(name)
+            self.set_submodule(name, Int8Linear(module.weight, module.bias, isinstance(module, Conv1D)))
+        self.requires_grad_(False)
+        self.eval()
+        self.config.quantization_config = quantization_config(mode, names)
+        return self
+
+    @classmethod
+    def from_quantized(cls, path: str | os.PathLike, **hub: Any) -> QuantizationMixin:
+        """Load a checkpoint written by `save_pretrained` of a quantized model (config has `quantization_config`).
+
+        Args:
+            path: checkpoint directory (or Hub id). **hub: revision, cache_dir, local_files_only, token.
+        Raises:
+            ValueError: the checkpoint is not quantized. RuntimeError: its tensors do not fit the model.
+        """
+        config = cls.config_class.from_pretrained(path, **hub)
+        settings = getattr(config, "quantization_config", None)
+        if not settings:
+            raise ValueError(f"{os.fspath(path)}: config.json has no quantization_config; use from_pretrained")
+        del config.quantization_config
+        model = cls(config)
+        model.eval()
+        model.quantize(settings["mode"])
+        weights = open_checkpoint(path, **hub)
+        model.load_state_dict({key: from_numpy(weights[key]) for key in weights}, strict=True)
+        return model
