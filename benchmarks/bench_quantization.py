@@ -1,0 +1,78 @@
+"""int8 vs fp32 decoding in the PyTorch twin: greedy tokens/s at batch 1 on a ~124M config, plus the logit gap.
+
+    python benchmarks/bench_quantization.py [--family gpt2|gptj|gpt_neo] [--repeats 3] [--threads 1]
+        [--prompt 64] [--new 32]
+
+One process, randomly initialized weights (speed does not depend on the values; EOS disabled so every run
+makes all its tokens). The fp32 and int8 models run interleaved, `--repeats` times each, best time kept, so
+both see the same machine load. Also printed: weight bytes read per token and the max |logit| gap on the
+prompt (random weights: a speed check, not a quality measure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+
+import twinformers.configuration as configs
+import twinformers.pt as pt
+
+CONFIGS = {
+    "gpt2": ("GPT2LMHeadModel", lambda: configs.GPT2Config()),
+    "gptj": ("GPTJForCausalLM", lambda: configs.GPTJConfig(n_embd=768, n_layer=12, n_head=12, rotary_dim=64,
+                                                           n_positions=2048)),
+    "gpt_neo": ("GPTNeoForCausalLM", lambda: configs.GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12,
+                                                                  attention_types=[[["global", "local"], 6]])),
+}
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the tensors a decode step reads: every parameter and buffer but the embeddings' unused rows."""
+    total = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()] if t.dim() == 2)
+    embedding = model.get_input_embeddings().weight
+    return total - embedding.numel() * embedding.element_size()  # one row per token, not the table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--family", choices=sorted(CONFIGS), default="gpt2")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--prompt", type=int, default=64)
+    parser.add_argument("--new", type=int, default=32)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    name, make_config = CONFIGS[args.family]
+    config = make_config()
+    config.eos_token_id = None
+    fp32 = getattr(pt, name)(config).eval()
+    int8 = copy.deepcopy(fp32).quantize("int8")
+    ids = torch.randint(0, config.vocab_size, (1, args.prompt))
+    with torch.no_grad():
+        gap = (fp32(ids).logits - int8(ids).logits).abs().max().item()
+
+    best = {"fp32": float("inf"), "int8": float("inf")}
+    for _ in range(args.repeats):
+        for label, model in (("fp32", fp32), ("int8", int8)):
+            with torch.no_grad():
+                start = time.perf_counter()
+                model.generate(ids, max_new_tokens=args.new, min_new_tokens=args.new, do_sample=False)
+                best[label] = min(best[label], time.perf_counter() - start)
+
+    print(f"{args.family} ({name}), prompt {args.prompt}, {args.new} new tokens, batch 1, greedy; "
+          f"{args.threads} thread(s); best of {args.repeats} interleaved; max |logit gap| {gap:.4f}")
+    print()
+    print("| weights | MB read per token | tokens/s | vs fp32 |")
+    print("|---|---:|---:|---:|")
+    for label, model in (("fp32", fp32), ("int8", int8)):
+        print(f"| {label} | {weight_bytes(model) / 1e6:.0f} | {args.new / best[label]:.1f} | "
+              f"{best['fp32'] / best[label]:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
