@@ -6,7 +6,8 @@
 One process, randomly initialized weights (speed does not depend on the values; EOS disabled so every run
 makes all its tokens). The fp32 and int8 models run interleaved, `--repeats` times each, best time kept, so
 both see the same machine load. Also printed: weight bytes read per token and the max |logit| gap on the
-prompt (random weights: a speed check, not a quality measure).
+prompt (random weights: a speed check, not a quality measure). The int8 matmul takes bfloat16 activations
+(see `twinformers.pt.quantization.MATMUL_DTYPE`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 
 import twinformers.configuration as configs
 import twinformers.pt as pt
+from twinformers.pt.ops import Conv1D
+from twinformers.pt.quantization import Int8Linear
 
 CONFIGS = {
     "gpt2": ("GPT2LMHeadModel", lambda: configs.GPT2Config()),
@@ -30,10 +33,12 @@ CONFIGS = {
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the tensors a decode step reads: every parameter and buffer but the embeddings' unused rows."""
-    total = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()] if t.dim() == 2)
-    embedding = model.get_input_embeddings().weight
-    return total - embedding.numel() * embedding.element_size()  # one row per token, not the table
+    """Bytes of projection and LM-head weights (and scales) a decode step reads; the embedding rows it
+    gathers and the norms are left out. A tied fp32 head reads the whole embedding table."""
+    kinds = (Conv1D, torch.nn.Linear, Int8Linear)
+    tensors = [t for m in model.modules() if isinstance(m, kinds) for t in (m.weight, getattr(m, "weight_scale", None))
+               if t is not None]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def main() -> None:

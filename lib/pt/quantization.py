@@ -1,7 +1,7 @@
 """Weight-only int8 in PyTorch: `Int8Linear` (one quantized projection) and `QuantizationMixin` (`quantize`,
 `from_quantized`). The scales and the checkpoint format are shared (`twinformers.checkpoints.quantized`).
 
-The matmul is `torch.ops.aten._weight_int8pack_mm`, PyTorch's CPU kernel for float activations times an int8
+The matmul is `torch.ops.aten._weight_int8pack_mm`, PyTorch's CPU kernel for bfloat16 activations times an int8
 (out, in) weight with per-output-channel scales: the int8 weight is read as is, never expanded to a float copy.
 """
 
@@ -20,9 +20,15 @@ from .ops import Conv1D, from_numpy, numpy_view
 
 __all__ = ["Int8Linear", "QuantizationMixin"]
 
+# The activations enter the int8 matmul as bfloat16 (the result comes back in float32): PyTorch's float32
+# variant of `_weight_int8pack_mm` is 5-10x slower than a float32 matmul on an AVX2 CPU at batch 1, its bfloat16
+# variant ~4x faster (benchmarks/bench_quantization.py, docs/quantization.md).
+MATMUL_DTYPE = torch.bfloat16
+
 
 class Int8Linear(nn.Module):
-    """`(x @ q) * scale + bias` with an int8 weight `q` held (out, in) and float32 (out,) `weight_scale`.
+    """`(x @ q) * scale + bias` with an int8 weight `q` held (out, in) and float32 (out,) `weight_scale`; `x`
+    and `scale` are rounded to bfloat16 for the matmul (`MATMUL_DTYPE`), the result is float32.
 
     Args:
         weight: the float weight, (in, out) if `fan_in_fan_out` (GPT-2's Conv1D) else (out, in).
@@ -42,8 +48,8 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (..., in) -> (..., out)
-        flat = x.reshape(-1, self.in_features).float().contiguous()
-        out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.weight_scale)
+        flat = x.reshape(-1, self.in_features).to(MATMUL_DTYPE).contiguous()
+        out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.weight_scale.to(MATMUL_DTYPE)).float()
         if self.bias is not None:
             out = out + self.bias
         return out.view(*x.shape[:-1], self.out_features).to(x.dtype)

@@ -34,8 +34,11 @@ def test_quantize_per_channel_rounding() -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_projection_is_int8_within_its_rounding_bound(family: str) -> None:
-    """Each weight is off by at most scale[j] / 2, so output j of a projection is off by at most
-    scale[j] / 2 · sum_i |x_i| for the same input x (plus fp32 summation error, 1e-5 relative)."""
+    """Each weight is off by at most scale[j] / 2: output j of a projection is off by at most
+    scale[j] / 2 · sum_i |x_i| for the same input x. The matmul takes x and scale as bfloat16 and returns
+    bfloat16 (unit roundoff u = 2^-8): rounding x adds at most u · |q_ij| scale[j] |x_i| <= u · 127 · scale[j] · |x_i|
+    per term, rounding scale and the result at most 2u · |y_j|. Second-order terms (u², u · scale) stay
+    below the 1% slack."""
     reference, model = float_and_int8(family)
     floats = {name: m for name, m in reference.named_modules() if isinstance(m, (Conv1D, torch.nn.Linear))}
     quantized = {name: m for name, m in model.named_modules() if isinstance(m, Int8Linear)}
@@ -51,9 +54,10 @@ def test_every_projection_is_int8_within_its_rounding_bound(family: str) -> None
             float_module = floats[name]
             weight = float_module.weight if isinstance(float_module, Conv1D) else float_module.weight.T
             expected = x @ weight + (0 if float_module.bias is None else float_module.bias)
-            bound = module.weight_scale / 2 * x.abs().sum(-1, keepdim=True)
+            u = 2.0 ** -8
+            bound = module.weight_scale * (0.5 + 127 * u) * x.abs().sum(-1, keepdim=True) + 2 * u * expected.abs()
             error = (output.reshape(expected.shape) - expected).abs()
-            assert (error <= bound + 1e-5 * expected.abs().max() + 1e-6).all(), name
+            assert (error <= 1.01 * bound + 1e-6).all(), name
             assert error.max() > 0  # rounding happened: the test would see a float path
             checked.append(name)
         return hook
@@ -68,7 +72,7 @@ def test_every_projection_is_int8_within_its_rounding_bound(family: str) -> None
 @pytest.mark.parametrize("family", FAMILIES)
 def test_logits_close_to_float(family: str) -> None:
     """End to end the per-projection errors compound through the layers; with these tiny perturbed models
-    (weights ~0.2, logits ~4) the int8 logits stay within 3% of the largest float logit (1.5-2% measured) and pick
+    (weights ~0.2, logits ~4) the int8 logits stay within 3% of the largest float logit (1.7-2.2% measured) and pick
     the same token at almost every position. The exact, derived bound is the per-projection one above."""
     reference, model = float_and_int8(family)
     ids = random_ids((2, 8))
