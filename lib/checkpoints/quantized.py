@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = [
     "QUANTIZATION_MODES",
     "QUANT_METHOD",
@@ -78,3 +80,17 @@ def quantize_per_channel(weight: np.ndarray, out_axis: int) -> tuple[np.ndarray,
 def quantization_config(mode: str, modules: list[str]) -> dict[str, Any]:
     """The `quantization_config` entry of config.json for a model quantized in `mode`."""
     return {"quant_method": QUANT_METHOD, "mode": mode, "modules": sorted(modules)}
+
+
+def quantized_checkpoint_error(config: Any, path: str, backend: str) -> InputError | None:
+    """The error for loading a quantized checkpoint (config has `quantization_config`) with a plain
+    `from_pretrained`, which would otherwise read int8 values into float weights and drop the scales silently.
+    Quantized checkpoints load with the PyTorch twin's `from_quantized` (None when `config` is not quantized)."""
+    settings = getattr(config, "quantization_config", None)
+    if not settings:
+        return None
+    mode = settings.get("mode") if isinstance(settings, dict) else settings
+    where = ("load it with `from_quantized(path)`" if backend == "pt"
+             else "quantized checkpoints load only in the PyTorch twin (twinformers.pt ... .from_quantized(path))")
+    return InputError(f"{path}: config.json has quantization_config (mode {mode!r}): a plain from_pretrained would "
+                      f"read the int8 weights as floats and drop their scales; {where}")

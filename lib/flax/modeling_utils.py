@@ -31,6 +31,7 @@ from ..checkpoints.canonical import open_checkpoint
 from ..checkpoints.files import FLAX_WEIGHTS_NAME, SAFE_WEIGHTS_NAME
 from ..checkpoints.flax_msgpack import write_flax_msgpack
 from ..checkpoints.loading import plan_load, tied_head_keys
+from ..checkpoints.quantized import quantized_checkpoint_error
 from ..checkpoints.safetensors import write_safetensors
 from ..checkpoints.sharding import parse_size, save_sharded, staged_checkpoint
 from ..configuration import PretrainedConfig, resolve_model_config
@@ -495,6 +496,8 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
         path = os.fspath(pretrained_model_name_or_path)
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         config = resolve_model_config(cls.__name__, cls.config_class, path, config, hub, config_kwargs)
+        if (error := quantized_checkpoint_error(config, path, "flax")) is not None:
+            raise error
 
         weights = open_checkpoint(path, prefer="msgpack", **hub)
         model = cls(config, *model_args, input_shape=input_shape, seed=seed, dtype=dtype, _do_init=False)

@@ -35,6 +35,7 @@ from ..checkpoints.files import (
     atomic_output,
 )
 from ..checkpoints.loading import plan_load, tied_head_keys
+from ..checkpoints.quantized import quantized_checkpoint_error
 from ..checkpoints.safetensors import write_safetensors
 from ..checkpoints.sharding import parse_size, read_index, save_sharded, staged_checkpoint, write_index
 from ..configuration import PretrainedConfig, resolve_model_config
@@ -281,6 +282,8 @@ class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin, QuantizationMixin):
         path = os.fspath(pretrained_model_name_or_path)
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         config = resolve_model_config(cls.__name__, cls.config_class, path, config, hub, config_kwargs)
+        if (error := quantized_checkpoint_error(config, path, "pt")) is not None:
+            raise error
         if attn_implementation is not None:
             config._attn_implementation = attn_implementation
 

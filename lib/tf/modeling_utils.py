@@ -29,6 +29,7 @@ from ..checkpoints.canonical import open_checkpoint
 from ..checkpoints.files import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME
 from ..checkpoints.keras_h5 import keras_model_name, write_tf_h5
 from ..checkpoints.loading import plan_load, tied_head_keys
+from ..checkpoints.quantized import quantized_checkpoint_error
 from ..checkpoints.safetensors import write_safetensors
 from ..checkpoints.sharding import parse_size, plan_shards, save_sharded, staged_checkpoint
 from ..configuration import PretrainedConfig, resolve_model_config
@@ -315,6 +316,8 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
         path = os.fspath(pretrained_model_name_or_path)
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         config = resolve_model_config(cls.__name__, cls.config_class, path, config, hub, config_kwargs)
+        if (error := quantized_checkpoint_error(config, path, "tf")) is not None:
+            raise error
 
         prefer = "h5" if importlib.util.find_spec("torch") is None else None
         weights = open_checkpoint(path, prefer=prefer, **hub)

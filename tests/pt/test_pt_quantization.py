@@ -114,6 +114,9 @@ def test_save_and_load_round_trip(tmp_path) -> None:
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
     with pytest.raises(ValueError, match="no quantization_config"):
         type(model).from_quantized(_float_checkpoint(tmp_path / "float"))
+    # A plain from_pretrained would read the int8 values as floats and drop the scales: it refuses, naming the way.
+    with pytest.raises(ValueError, match="quantization_config.*from_quantized"):
+        type(model).from_pretrained(tmp_path)
 
 
 def _float_checkpoint(path):
