@@ -130,14 +130,15 @@ class _Programs:
             return module(**inputs, **static)
 
         self.graphdef = nnx.split(nnx.eval_shape(build, jax.random.PRNGKey(0)), nnx.Param, ...)[0]
-        self.rng_state = jax.jit(rng_state)()
+        # Plain arrays, not Variables: merging them inside a trace makes fresh Variables there (reseedable).
+        self.rng_state = nnx.to_pure_dict(jax.jit(rng_state)())
         self.apply = jax.jit(apply, static_argnames=_STATIC_ARGS)
         self.init = jax.jit(init, static_argnums=1)
 
     def bind(self, params: Params, dropout_rng: Array | None = None, deterministic: bool = True) -> nnx.Module:
         """The NNX module holding `params` (a nested dict), in eval mode unless `deterministic` is False, its
         dropout streams reseeded from `dropout_rng`. Inside `jax.jit` this costs only trace time."""
-        module = nnx.merge(self.graphdef, params, self.rng_state, copy=True)
+        module = nnx.merge(self.graphdef, params, self.rng_state)
         if dropout_rng is not None:
             nnx.reseed(module, dropout=dropout_rng)
         return nnx.view(module, deterministic=deterministic)
