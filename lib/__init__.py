@@ -47,9 +47,9 @@ for _module, _names in _FRAMEWORK_FREE.items():
     for _name in _names:
         _LAZY[_name] = (_module, _name)
 for _name in MODEL_CLASSES:
-    _LAZY[_name] = ("twinformers.pt.generation", _name)
-    _LAZY[f"TF{_name}"] = ("twinformers.tf.generation", _name)
-    _LAZY[f"Flax{_name}"] = ("twinformers.flax.generation", _name)
+    _LAZY[_name] = ("twinformers.pt", _name)
+    _LAZY[f"TF{_name}"] = ("twinformers.tf", _name)
+    _LAZY[f"Flax{_name}"] = ("twinformers.flax", _name)
 _LAZY["TFGPT2Tokenizer"] = ("twinformers.tf", "TFGPT2Tokenizer")
 for _name in ("LogitsProcessor", "LogitsProcessorList"):  # Hugging Face's names: PyTorch's, TF..., Flax...
     _LAZY[_name] = ("twinformers.pt.generation", _name)

@@ -117,7 +117,7 @@ def test_verify_through_the_cli(tmp_path):
         diff, bound = float(line.split("= ")[1].split()[0]), float(line.split("(bound ")[1].rstrip(")"))
         assert diff <= bound and bound >= 1e-5, line
     last = result.stdout.splitlines()[-1]
-    assert last.startswith(f"verified: {tmp_path / 'out'} gives the source's outputs in pt, ")
+    assert last.startswith(f"verified: {tmp_path / 'out'} gives the source's outputs in pt")
 
 
 # --verify with every comparison failing: the conversion is not kept, and the message says so.

@@ -1,0 +1,24 @@
+"""Hugging Face's top-level names resolve to the twin of the installed backend they name."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import pytest
+
+import twinformers
+from twinformers.conversion.tables import AUTO_CLASSES, TABLES, model_classes
+
+PREFIXES = {"pt": "", "tf": "TF", "flax": "Flax"}
+NEEDS = {"pt": "torch", "tf": "tensorflow", "flax": "flax"}
+
+
+@pytest.mark.parametrize("backend", sorted(PREFIXES))
+def test_model_names_resolve_to_the_backend_package(backend):
+    if importlib.util.find_spec(NEEDS[backend]) is None:
+        pytest.skip(f"{NEEDS[backend]} is not installed in this env")
+    package = importlib.import_module(f"twinformers.{backend}")
+    names = [name for family in TABLES for name in model_classes(family)] + list(AUTO_CLASSES)
+    for name in names:
+        assert getattr(twinformers, PREFIXES[backend] + name) is getattr(package, name), name
