@@ -1,5 +1,5 @@
 """Partition rules over a ("data", "model") mesh: rule coverage here; the sharded forward and train step on 8
-host devices == unsharded, in a subprocess (partitioning_worker.py) so XLA_FLAGS does not leak."""
+host devices == unsharded, in a subprocess (flax_distributed_worker.py) so XLA_FLAGS does not leak."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from twinformers.flax.partitioning import (  # noqa: E402
     unpad_vocab,
 )
 
-WORKER = os.path.join(os.path.dirname(__file__), "partitioning_worker.py")
+WORKER = os.path.join(os.path.dirname(__file__), "flax_distributed_worker.py")
 FAMILIES = ("gpt2", "gptj", "gpt_neo")
 HEADS = {
     "gpt2": ("GPT2Model", "GPT2LMHeadModel", "GPT2DoubleHeadsModel", "GPT2ForSequenceClassification",

@@ -1,4 +1,4 @@
-"""Run by tests/flax/test_partitioning.py in a subprocess whose XLA_FLAGS give 8 host devices (the flag must be
+"""Run by tests/flax/test_flax_distributed.py in a subprocess whose XLA_FLAGS give 8 host devices (the flag must be
 set before JAX starts, and must not leak into other tests).
 
 For each family it runs the tiny causal LM unsharded (the reference: the model's own loss and a plain SGD
