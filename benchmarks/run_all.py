@@ -513,7 +513,7 @@ def plot_all(results: dict, output_dir: str) -> list[str]:
         ax.set_title("from_pretrained peak memory")
         save(fig, "load")
     for name, label, value, title in (
-        ("convert", "conversion", "peak_ratio", "twinformers convert: peak RSS above baseline ÷ checkpoint"),
+        ("convert", "conversion", "peak_ratio", "twinformers convert:\npeak RSS above baseline ÷ checkpoint size"),
         ("tokenizers", "tokenizer", "tokens_per_s", "Tokenizer throughput (tokens / s)"),
     ):
         rows = ok(sections.get(name, []))
