@@ -15,7 +15,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["static_shape", "check_model_inputs", "check_id_range", "check_mask_shape", "check_labels_shape"]
+__all__ = ["static_shape", "check_model_inputs", "check_id_range", "check_mask_shape", "check_labels_shape",
+           "check_sequence_labels_shape"]
 
 
 def static_shape(value: Any) -> tuple[int | None, ...] | None:
@@ -106,6 +107,22 @@ def check_labels_shape(labels: tuple | None, expected: tuple | None, name: str =
         return
     if not _same(tuple(labels), tuple(expected)):
         raise InputError(f"{name} has shape {_show(labels)}, expected {_show(expected)} (one target per position)")
+
+
+def check_sequence_labels_shape(labels: tuple | None, logits: tuple | None, problem_type: str) -> None:
+    """Sequence-classification `labels` for (B, num_labels) logits: one class id or value per row ((B,) or
+    (B, 1)) for single-label classification and one-label regression, (B, num_labels) for multi-label
+    classification and multi-output regression."""
+    if labels is None or logits is None:
+        return
+    batch, num_labels = tuple(logits)
+    if problem_type == "multi_label_classification" or (problem_type == "regression" and num_labels != 1):
+        allowed = [(batch, num_labels)]
+    else:
+        allowed = [(batch,), (batch, 1)]
+    if not any(_same(tuple(labels), shape) for shape in allowed):
+        raise InputError(f"labels has shape {_show(labels)}, expected {' or '.join(_show(a) for a in allowed)} "
+                         f"for {problem_type} over {num_labels} labels")
 
 
 def _show(shape: tuple | None) -> str:

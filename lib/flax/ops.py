@@ -21,7 +21,14 @@ from jax import lax
 
 from ..configuration import ACTIVATIONS, PretrainedConfig
 from ..errors import InputError
-from ..inputs import check_id_range, check_labels_shape, check_mask_shape, check_model_inputs, static_shape
+from ..inputs import (
+    check_id_range,
+    check_labels_shape,
+    check_mask_shape,
+    check_model_inputs,
+    check_sequence_labels_shape,
+    static_shape,
+)
 from ..model_math import MASK_VALUE, causal_mask, rotary_tables
 
 logger = logging.getLogger(__name__)
@@ -481,6 +488,7 @@ def sequence_classification_loss(logits: Array, labels: Array, config: Pretraine
             problem_type = "single_label_classification"
         else:
             problem_type = "multi_label_classification"
+    check_sequence_labels_shape(static_shape(labels), static_shape(logits), problem_type)
     if problem_type == "regression":
         if num_labels == 1:
             return jnp.mean((logits.squeeze().astype(jnp.float32) - labels.squeeze().astype(jnp.float32)) ** 2)

@@ -19,7 +19,14 @@ from torch import nn
 
 from ..configuration import ACTIVATIONS, PretrainedConfig
 from ..errors import InputError
-from ..inputs import check_id_range, check_labels_shape, check_mask_shape, check_model_inputs, static_shape
+from ..inputs import (
+    check_id_range,
+    check_labels_shape,
+    check_mask_shape,
+    check_model_inputs,
+    check_sequence_labels_shape,
+    static_shape,
+)
 from ..model_math import MASK_VALUE, causal_mask, rotary_tables
 
 logger = logging.getLogger(__name__)
@@ -429,6 +436,7 @@ def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, con
             problem_type = "single_label_classification"
         else:
             problem_type = "multi_label_classification"
+    check_sequence_labels_shape(static_shape(labels), static_shape(logits), problem_type)
     if problem_type == "regression":
         if num_labels == 1:
             return F.mse_loss(logits.squeeze().float(), labels.squeeze().float())

@@ -20,7 +20,14 @@ from tensorflow.compiler.tf2xla.python.xla import dynamic_slice, dynamic_update_
 
 from ..configuration import ACTIVATIONS, PretrainedConfig
 from ..errors import InputError
-from ..inputs import check_id_range, check_labels_shape, check_mask_shape, check_model_inputs, static_shape
+from ..inputs import (
+    check_id_range,
+    check_labels_shape,
+    check_mask_shape,
+    check_model_inputs,
+    check_sequence_labels_shape,
+    static_shape,
+)
 from ..model_math import MASK_VALUE, causal_mask, rotary_tables
 
 logger = logging.getLogger(__name__)
@@ -549,6 +556,7 @@ def sequence_classification_loss(logits: tf.Tensor, labels: tf.Tensor, config: P
             problem_type = "single_label_classification"
         else:
             problem_type = "multi_label_classification"
+    check_sequence_labels_shape(static_shape(labels), static_shape(logits), problem_type)
     logits = tf.cast(logits, tf.float32)
     if problem_type == "regression":
         if num_labels == 1:

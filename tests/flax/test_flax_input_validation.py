@@ -78,3 +78,14 @@ def test_train_step_refuses_out_of_range_ids_before_dispatch():
         train_step(state, {"input_ids": ZEROS((2, 3)) + 500}, rng)
     with pytest.raises(InputError, match="labels has shape \\(2, 4\\)"):
         train_step(state, {"input_ids": ZEROS((2, 3)) + 1, "labels": ZEROS((2, 4))}, rng)
+
+
+@pytest.mark.parametrize("problem_type,labels_shape,message", [
+    ("single_label_classification", (2, 3), "labels has shape \\(2, 3\\), expected \\(2,\\) or \\(2, 1\\)"),
+    ("multi_label_classification", (2,), "labels has shape \\(2,\\), expected \\(2, 3\\)"),
+])
+def test_sequence_classification_labels_checked(problem_type, labels_shape, message):
+    model = backend.GPT2ForSequenceClassification(tiny_config("gpt2", num_labels=3, pad_token_id=0,
+                                                                problem_type=problem_type))
+    with pytest.raises(InputError, match=message):
+        model(ZEROS((2, 4)) + 1, labels=ZEROS(labels_shape))

@@ -75,3 +75,14 @@ def test_tf_function_checks_ids_in_the_graph():
     call = tf.function(lambda ids: model(ids).logits)
     with pytest.raises(tf.errors.InvalidArgumentError, match="input_ids contains an id >= vocab_size=97"):
         call(tf.constant(ZEROS((2, 3)) + 500))
+
+
+@pytest.mark.parametrize("problem_type,labels_shape,message", [
+    ("single_label_classification", (2, 3), "labels has shape \\(2, 3\\), expected \\(2,\\) or \\(2, 1\\)"),
+    ("multi_label_classification", (2,), "labels has shape \\(2,\\), expected \\(2, 3\\)"),
+])
+def test_sequence_classification_labels_checked(problem_type, labels_shape, message):
+    model = backend.GPT2ForSequenceClassification(tiny_config("gpt2", num_labels=3, pad_token_id=0,
+                                                                problem_type=problem_type))
+    with pytest.raises(InputError, match=message):
+        model(ZEROS((2, 4)) + 1, labels=ZEROS(labels_shape))
