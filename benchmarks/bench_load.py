@@ -43,7 +43,7 @@ if backend == "pt":
     import torch
     from twinformers.pt import AutoModelForCausalLM
     load = lambda: AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype)
-    forward = lambda model: model(torch.from_numpy(ids).long()).logits.float().numpy()
+    forward = lambda model: model(torch.from_numpy(ids).long()).logits.detach().float().numpy()
     generate = lambda model: model.generate(torch.from_numpy(ids).long(), max_new_tokens=new_tokens,
                                             do_sample=False)
 elif backend == "tf":
