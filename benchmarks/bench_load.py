@@ -55,7 +55,7 @@ elif backend == "tf":
 else:
     import jax, jax.numpy as jnp
     from twinformers.flax import AutoModelForCausalLM
-    load = lambda: AutoModelForCausalLM.from_pretrained(path, dtype=dtype, param_dtype=dtype)
+    load = lambda: AutoModelForCausalLM.from_pretrained(path, dtype=jnp.dtype(dtype), param_dtype=dtype)
     forward = lambda model: np.asarray(model(ids).logits.astype(jnp.float32))
     generate = lambda model: model.generate(ids, max_new_tokens=new_tokens, do_sample=False)
 with open("/proc/self/clear_refs", "w") as f:
