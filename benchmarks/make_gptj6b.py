@@ -117,9 +117,9 @@ def main() -> None:
         size = weights_bytes(args.directory)
         result = run(args.directory, args.backend, args.new_tokens, int(args.cap_gb * 2**30))
         result["checkpoint_bytes"] = size
-        if "peak" in result:
-            result["ratio_forward"] = (result["peak"] - result["baseline"]) / size
-            result["ratio_generate"] = (result["peak_after_generate"] - result["baseline"]) / size
+        for name, peak in (("load", "peak_load"), ("forward", "peak"), ("generate", "peak_after_generate")):
+            if peak in result:
+                result[f"ratio_{name}"] = (result[peak] - result["baseline"]) / size
         print(json.dumps(result))
 
 

@@ -455,11 +455,11 @@ def _checkpoint_value(weights: Any, key: str, transform: Transform, shape: Any =
     weights.read_into(key, raw)
     array = transform.to_backend(raw)
     dtype = numpy_dtype(keras.backend.standardize_dtype(dtype)) if dtype is not None else array.dtype
-    if array.dtype == dtype:
-        return array
-    cast = scratch_array(array.shape, dtype)
-    np.copyto(cast, array, casting="unsafe")
-    return cast
+    if array.dtype != dtype or not array.flags.c_contiguous:
+        cast = scratch_array(array.shape, dtype)  # cast and/or laid out (a transposed kernel) in scratch pages
+        np.copyto(cast, array, casting="unsafe")
+        array = cast
+    return array
 
 
 def _keras_predictions(y_pred: Any) -> Any:
