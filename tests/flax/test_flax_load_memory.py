@@ -9,7 +9,13 @@ import twinformers.flax as fx
 from helpers import LOAD_MEMORY_SLACK, MEMORY_TEST_CONFIG, peak_rss_added, tiny_config, write_random_gpt2
 from twinformers.checkpoints.canonical import open_checkpoint
 
-SETUP = "import jax.numpy as jnp\nfrom twinformers.flax import GPT2LMHeadModel\njnp.zeros(1).block_until_ready()"
+# Warm-up: JAX's CPU client and one model construction (NNX graph and shape tracing, first-use imports), so the
+# measurement sees loading, not what any first model costs.
+SETUP = """import jax.numpy as jnp
+from twinformers.configuration import GPT2Config
+from twinformers.flax import GPT2LMHeadModel
+jnp.zeros(1).block_until_ready()
+GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=10, n_positions=8), _do_init=False)"""
 
 
 @pytest.mark.parametrize("param_dtype, itemsize", [("float32", 4), ("bfloat16", 2)])
