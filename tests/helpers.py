@@ -167,3 +167,60 @@ def reference_outputs(family: str, head: str) -> dict[str, np.ndarray]:
 PEFT_FIXTURES = os.path.join(FIXTURES, "peft")
 PEFT_CASES = {"gpt2-default": "gpt2", "gpt2-all-linear": "gpt2", "gptj-default": "gptj",
               "gptj-all-linear": "gptj", "gpt_neo-default": "gpt_neo"}
+
+
+# Memory of a load, measured in a fresh process (`peak_rss_added`) on a checkpoint whose bytes are mostly
+# layers (52 MiB float32; largest tensor 4 MiB). The slack covers what a first load allocates whatever the
+# model size (TensorFlow's symbolic build trace, Flax's shape trace: 3-20 MiB measured with the framework
+# warmed up in the setup); a second whole copy of the model in any dtype is 26 MiB or more on top.
+MEMORY_TEST_CONFIG = dict(n_layer=4, n_embd=512, n_head=8, vocab_size=2000, n_positions=64)
+LOAD_MEMORY_SLACK = 32 * 2**20
+
+_PEAK_PRELUDE = """
+import json, sys
+def _status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+"""
+
+
+def write_random_gpt2(directory: str, dtype: str = "float32", **config: Any) -> dict[str, int]:
+    """A random GPT-2 `model.safetensors` (+ config.json), written tensor by tensor.
+
+    Returns {"total": bytes of the weights, "largest": bytes of the largest tensor}."""
+    from twinformers.checkpoints.files import numpy_dtype
+    from twinformers.checkpoints.safetensors import write_safetensors
+    from twinformers.configuration import GPT2Config
+    from twinformers.conversion.tables import expected_shapes
+
+    gpt2 = GPT2Config(**config)
+    gpt2.save_pretrained(directory)
+    shapes = {k: v for k, v in expected_shapes(gpt2, "causal_lm").items() if k != "lm_head.weight"}  # tied
+    np_dtype = numpy_dtype(dtype)
+    rng = np.random.default_rng(0)
+    write_safetensors(
+        os.path.join(directory, "model.safetensors"), metadata={"format": "pt"},
+        specs={k: (np_dtype, s) for k, s in shapes.items()},
+        fetch=lambda k: (0.02 * rng.standard_normal(shapes[k], dtype=np.float32)).astype(np_dtype),
+    )
+    sizes = [int(np.prod(s)) * np_dtype.itemsize for s in shapes.values()]
+    return {"total": sum(sizes), "largest": max(sizes)}
+
+
+def peak_rss_added(setup: str, body: str) -> int:
+    """Run `setup` (imports), then `body` in a fresh Python process; bytes its peak resident set grew by
+    during `body` (VmHWM, reset after `setup`; file-backed memory-map pages count). `body` may print."""
+    import subprocess
+    import sys
+
+    script = "\n".join([
+        _PEAK_PRELUDE, setup,
+        'open("/proc/self/clear_refs", "w").write("5")\n_baseline = _status("VmRSS")',
+        body,
+        'print("PEAK_RSS_ADDED", _status("VmHWM") - _baseline)',
+    ])
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return int(result.stdout.split("PEAK_RSS_ADDED")[-1])

@@ -54,6 +54,32 @@ class TorchBinFile(TensorFile):
         self._torch = torch
         self._tensors = state_dict
         self._specs = {k: (_torch_numpy_dtype(v.dtype, self.path, k), tuple(v.shape)) for k, v in state_dict.items()}
+        self._offsets = _file_offsets(torch, self.path, state_dict)
+
+    def read_into(self, key: str, out: np.ndarray) -> None:
+        """Copy tensor `key` into `out` with plain file reads where the file allows it (a contiguous tensor of
+        a zip-format file), so no page of the memory map stays resident; otherwise from the map."""
+        self._check_out(key, out)
+        if key not in self._offsets:
+            np.copyto(out, self[key])
+            return
+        with open(self.path, "rb") as f:
+            f.seek(self._offsets[key])
+            if f.readinto(out.reshape(-1).view(np.uint8)) != out.nbytes:
+                raise CheckpointError(f"{self.path} ended while reading {key!r}")
+
+    def can_read_rows(self, key: str) -> bool:
+        return key in self._offsets and len(self._specs[key][1]) > 0
+
+    def read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows `start:stop` of `key` with plain file reads (see `can_read_rows`)."""
+        dtype, shape = self._specs[key]
+        out = np.empty((stop - start, *shape[1:]), dtype)
+        with open(self.path, "rb") as f:
+            f.seek(self._offsets[key] + start * out[:1].nbytes)
+            if f.readinto(out.reshape(-1).view(np.uint8)) != out.nbytes:
+                raise CheckpointError(f"{self.path} ended while reading {key!r}")
+        return out
 
     def _read(self, key: str) -> np.ndarray:
         tensor = self._tensors[key].detach()
@@ -61,6 +87,32 @@ class TorchBinFile(TensorFile):
             # NumPy has no bfloat16 of its own: reinterpret the same bits as ml_dtypes.bfloat16 (no copy).
             return tensor.view(self._torch.int16).numpy().view(bfloat16_dtype())
         return tensor.numpy()
+
+
+def _file_offsets(torch: Any, path: str, state_dict: Mapping[str, Any]) -> dict[str, int]:
+    """Key → byte offset in the file of each contiguous tensor's data, for plain reads.
+
+    `torch.load(mmap=True)` maps the whole file once and gives each storage the address of its zip record
+    (stored uncompressed), so address minus record offset is the same map base for every storage; the
+    lowest address belongs to the lowest record. Returns {} for files that do not check out (legacy format).
+    """
+    try:
+        reader = torch._C.PyTorchFileReader(path)
+        records = [reader.get_record_offset(name) for name in reader.get_all_records() if "data/" in name]
+    except Exception:  # a legacy (non-zip) file, or a torch without the reader
+        return {}
+    addresses = {key: tensor.untyped_storage().data_ptr() for key, tensor in state_dict.items()
+                 if tensor.untyped_storage().nbytes() > 0}
+    if not records or not addresses:
+        return {}
+    base = min(addresses.values()) - min(records)
+    known = set(records)
+    if any(address - base not in known for address in addresses.values()):
+        return {}
+    return {
+        key: addresses[key] - base + tensor.storage_offset() * tensor.element_size()
+        for key, tensor in state_dict.items() if key in addresses and tensor.is_contiguous()
+    }
 
 
 def _torch_numpy_dtype(dtype: Any, path: str, key: str) -> np.dtype:

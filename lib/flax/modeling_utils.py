@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from ..checkpoints.canonical import open_checkpoint
-from ..checkpoints.files import FLAX_WEIGHTS_NAME, SAFE_WEIGHTS_NAME
+from ..checkpoints.files import FLAX_WEIGHTS_NAME, SAFE_WEIGHTS_NAME, scratch_array
 from ..checkpoints.flax_msgpack import write_flax_msgpack
 from ..checkpoints.loading import plan_load, tied_head_keys
 from ..checkpoints.quantized import quantized_checkpoint_error
@@ -461,6 +461,7 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
         *model_args: Any,
         config: PretrainedConfig | str | os.PathLike | None = None,
         dtype: Any = jnp.float32,
+        param_dtype: Any = None,
         input_shape: tuple[int, ...] = (1, 1),
         seed: int = 0,
         _do_init: bool = True,
@@ -485,6 +486,9 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
             pretrained_model_name_or_path: checkpoint directory or Hub repository id.
             config: a config (or a path to one) to use instead of the checkpoint's `config.json`.
             dtype: computation dtype. input_shape, seed: as the constructor.
+            param_dtype: None keeps the checkpoint's dtype; "bfloat16", "float16" or "float32" (or a jnp dtype)
+                casts the floating params as they are read, one tensor at a time (no copy of the whole model
+                in the file's dtype, unlike loading and then `to_bf16`).
             _do_init: False returns `(model, params)` with a model that holds no params.
             revision, cache_dir, local_files_only, token: Hub download options.
             output_loading_info: also return {"missing_keys", "unexpected_keys", "mismatched_keys",
@@ -502,7 +506,7 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
 
         weights = open_checkpoint(path, prefer="msgpack", **hub)
         model = cls(config, *model_args, input_shape=input_shape, seed=seed, dtype=dtype, _do_init=False)
-        params, loading_info = model._load_params(weights)
+        params, loading_info = model._load_params(weights, param_dtype)
         if _do_init:
             model.params = params
             result: tuple = (model,)
@@ -516,8 +520,9 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
         """Flax param path → (canonical key, transform), from the conversion table."""
         return plan_from_backend(family_of(self.config), "flax", flatten_params(self._params_shape_tree))
 
-    def _load_params(self, weights: Any) -> tuple[Params, dict[str, list]]:
-        """Params read from `weights` (canonical key → NumPy, read lazily), random where missing."""
+    def _load_params(self, weights: Any, param_dtype: Any = None) -> tuple[Params, dict[str, list]]:
+        """Params read from `weights` (canonical key → NumPy, read lazily), random where missing; floating
+        params cast to `param_dtype` (None: as stored)."""
         shape_tree = flatten_params(self._params_shape_tree)
         plan = self._canonical_plan()
         model_shapes = {key: transform.canonical_shape(tuple(shape_tree[path].shape))
@@ -533,15 +538,19 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
             if key not in load.mapping:
                 continue
             source = load.mapping[key]
-            array = _aligned_empty(weights.shape(source), weights.dtype(source))
-            weights.read_into(source, array)  # plain file reads where the format allows (no resident memory map)
-            if transform.keeps_memory_order:
+            stored = weights.dtype(source)
+            target = np.dtype(jnp.dtype(param_dtype)) if param_dtype is not None and _is_float(stored) else stored
+            if transform.keeps_memory_order and target == stored:
+                array = _aligned_empty(weights.shape(source), stored)
+                weights.read_into(source, array)  # plain file reads where the format allows (no resident map)
                 array = transform.to_backend(array)  # a reshape at most: still the aligned buffer
-            else:  # the Flax layout needs a transposed copy of this one tensor
-                layout = transform.to_backend(array)
-                array = _aligned_empty(layout.shape, layout.dtype)
-                np.copyto(array, layout)
-                del layout
+            else:  # a transposed or cast copy of this one tensor, from scratch pages freed right after
+                raw = scratch_array(weights.shape(source), stored)
+                weights.read_into(source, raw)
+                layout = transform.to_backend(raw)
+                array = _aligned_empty(layout.shape, target)
+                np.copyto(array, layout, casting="unsafe")
+                del raw, layout
             # The CPU device adopts a 64-byte-aligned host buffer without copying it.
             flat[path] = jax.device_put(array, may_alias=True)
             del array

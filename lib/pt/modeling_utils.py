@@ -33,6 +33,8 @@ from ..checkpoints.files import (
     PT_WEIGHTS_NAME,
     SAFE_WEIGHTS_NAME,
     atomic_output,
+    bfloat16_dtype,
+    scratch_array,
 )
 from ..checkpoints.loading import plan_load, tied_head_keys
 from ..checkpoints.quantized import quantized_checkpoint_error
@@ -44,7 +46,7 @@ from ..generation.config import save_generation_config
 from ..inputs import check_model_inputs
 from .generation import GenerationMixin
 from .lora import LoraMixin
-from .ops import Conv1D, from_numpy, numpy_view
+from .ops import Conv1D, numpy_view
 from .quantization import QuantizationMixin
 
 logger = logging.getLogger(__name__)
@@ -325,8 +327,13 @@ class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin, QuantizationMixin):
                 out = numpy_view(materialized[name].data)
                 if weights.dtype(key) == out.dtype:
                     weights.read_into(key, out)  # straight from the file into the parameter
-                else:
-                    materialized[name].data.copy_(from_numpy(weights[key]))
+                else:  # cast one tensor at a time, from scratch pages freed right after (no resident memory map)
+                    raw = scratch_array(weights.shape(key), weights.dtype(key))
+                    weights.read_into(key, raw)
+                    bits = raw.view(np.int16) if raw.dtype == bfloat16_dtype() else raw
+                    source = torch.from_numpy(bits)  # shares the scratch pages
+                    materialized[name].data.copy_(source.view(torch.bfloat16) if bits is not raw else source)
+                    del raw, bits, source
         self.tie_weights()
         return plan.report(type(self).__name__)
 

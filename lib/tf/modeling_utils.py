@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import importlib.util
 import inspect
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import keras
@@ -26,9 +27,9 @@ import tensorflow as tf
 
 from ..adapters.mixin import is_adapter_name
 from ..checkpoints.canonical import open_checkpoint
-from ..checkpoints.files import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME
+from ..checkpoints.files import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME, numpy_dtype, release_free_memory, scratch_array
 from ..checkpoints.keras_h5 import keras_model_name, write_tf_h5
-from ..checkpoints.loading import plan_load, tied_head_keys
+from ..checkpoints.loading import LoadPlan, plan_load, tied_head_keys
 from ..checkpoints.quantized import quantized_checkpoint_error
 from ..checkpoints.safetensors import write_safetensors
 from ..checkpoints.sharding import parse_size, plan_shards, save_sharded, staged_checkpoint
@@ -285,6 +286,7 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
         pretrained_model_name_or_path: str | os.PathLike,
         *model_args: Any,
         config: PretrainedConfig | str | os.PathLike | None = None,
+        dtype: str | None = None,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
@@ -297,14 +299,17 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
         Any layout loads, read through the conversion tables one tensor at a time: PyTorch-layout safetensors
         (Hugging Face's default, single or sharded), TF-layout safetensors, `tf_model.h5` (single or sharded,
         read with h5py), and `pytorch_model.bin` when torch is installed. Files are looked up in Hugging Face's
-        order — safetensors first; without torch `tf_model.h5` comes before `pytorch_model.bin`. Variables keep
-        the dtype policy's variable dtype (float16/bfloat16 checkpoints are cast). Base-model checkpoints load
-        into head models and vice versa; missing variables keep their fresh initialization and, like unused
-        checkpoint tensors, are logged.
+        order — safetensors first; without torch `tf_model.h5` comes before `pytorch_model.bin`. Every variable
+        is created straight from its checkpoint tensor (no random initialization first), so loading needs
+        about 1× the model's bytes. Base-model checkpoints load into head models and vice versa; missing
+        variables are initialized randomly and, like unused checkpoint tensors, logged.
 
         Args:
             pretrained_model_name_or_path: checkpoint directory or Hub repository id.
             config: a config (or a path to one) to use instead of the checkpoint's `config.json`.
+            dtype: the Keras dtype policy — "float32" (default), "bfloat16" or "float16" (variables and
+                computation in that dtype; checkpoint tensors are cast one at a time as they are read), or
+                a policy name such as "mixed_bfloat16".
             revision, cache_dir, local_files_only, token: Hub download options.
             output_loading_info: also return {"missing_keys", "unexpected_keys", "mismatched_keys",
                 "error_msgs"} (canonical key names).
@@ -321,8 +326,8 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
 
         prefer = "h5" if importlib.util.find_spec("torch") is None else None
         weights = open_checkpoint(path, prefer=prefer, **hub)
-        model = cls(config, *model_args)
-        model.build()
+        with _dtype_policy(dtype):  # sublayers take the global policy when they are created
+            model = cls(config, *model_args, **({"dtype": dtype} if dtype is not None else {}))
         loading_info = model._load_weights(weights)
         return (model, loading_info) if output_loading_info else model
 
@@ -336,7 +341,30 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
         return {name: (variables[name], key, transform) for name, (key, transform) in plan.items()}
 
     def _load_weights(self, weights: Any) -> dict[str, list]:
-        """Assign every variable the checkpoint holds (canonical key → NumPy, read lazily, one at a time)."""
+        """Fill every variable the checkpoint holds (canonical key → NumPy, read lazily, one at a time).
+
+        An unbuilt model is built inside a Keras `StatelessScope`, which declares the variables without
+        values; each one's initializer is then pointed at its checkpoint tensor, so leaving the scope creates
+        the variables from the file one by one and the model's bytes are allocated once. (Building first and
+        assigning afterwards held the random initial values and the loaded ones at once: about 2× the
+        checkpoint at the peak.) An already built model gets each tensor assigned in turn.
+        """
+        if self.built:
+            plan, load = self._plan_load(weights)
+            for var, key, transform in plan.values():
+                if key in load.mapping:
+                    var.assign(_checkpoint_value(weights, load.mapping[key], transform, var.dtype))
+        else:
+            with keras.StatelessScope():  # leaving it initializes every variable declared inside
+                self.build()
+                plan, load = self._plan_load(weights)
+                for var, key, transform in plan.values():
+                    if key in load.mapping:
+                        var._initializer = functools.partial(_checkpoint_value, weights, load.mapping[key], transform)
+        return load.report(type(self).__name__)
+
+    def _plan_load(self, weights: Any) -> tuple[dict[str, tuple[keras.Variable, str, Transform]], LoadPlan]:
+        """Our variables (as `_canonical_plan`) and which checkpoint tensor fills each (`loading.plan_load`)."""
         plan = self._canonical_plan()
         model_shapes = {key: transform.canonical_shape(tuple(var.shape)) for var, key, transform in plan.values()}
         load = plan_load(
@@ -345,19 +373,7 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
             base_model_prefix=self.base_model_prefix,
             tied_keys=tied_head_keys(self.can_generate(), self.config.tie_word_embeddings, self.base_model_prefix),
         )
-        for var, key, transform in plan.values():
-            if key not in load.mapping:
-                continue
-            source = load.mapping[key]
-            if transform.keeps_memory_order:
-                array = np.empty(weights.shape(source), weights.dtype(source))
-                weights.read_into(source, array)  # straight from the file
-                array = transform.to_backend(array)
-            else:
-                array = transform.to_backend(weights[source])
-            var.assign(np.asarray(array, dtype=var.dtype))
-            del array  # one host copy at a time
-        return load.report(type(self).__name__)
+        return plan, load
 
     # ----------------------------------------------------------------------------------------- saving
     def save_pretrained(
@@ -417,6 +433,36 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
             else:
                 save_sharded(staging, sizes, write_h5_shard, weights_name, max_shard_size,
                              index_keys=lambda key: f"{model_name}/{h5_names[key]}")
+
+
+@contextlib.contextmanager
+def _dtype_policy(dtype: str | None) -> Iterator[None]:
+    """Keras' global dtype policy set to `dtype` for the block (nothing changes for None)."""
+    if dtype is None:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _checkpoint_value(weights: Any, key: str, transform: Transform, shape: Any = None, dtype: Any = None) -> np.ndarray:
+    """Checkpoint tensor `key` in our layout and `dtype`, read with plain file reads into scratch pages that go
+    back to the OS once TensorFlow has its copy; usable as a Keras initializer (`shape` is the variable's,
+    already checked by `plan_load`)."""
+    release_free_memory()  # what the previous variable's temporaries left in the heap
+    raw = scratch_array(weights.shape(key), weights.dtype(key))
+    weights.read_into(key, raw)
+    array = transform.to_backend(raw)
+    dtype = numpy_dtype(keras.backend.standardize_dtype(dtype)) if dtype is not None else array.dtype
+    if array.dtype != dtype or not array.flags.c_contiguous:
+        cast = scratch_array(array.shape, dtype)  # cast and/or laid out (a transposed kernel) in scratch pages
+        np.copyto(cast, array, casting="unsafe")
+        array = cast
+    return array
 
 
 def _keras_predictions(y_pred: Any) -> Any:

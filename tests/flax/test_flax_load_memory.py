@@ -1,0 +1,40 @@
+"""`from_pretrained` holds the params once: peak memory of a load in a fresh process, bounded by the params'
+bytes, the largest checkpoint tensor (read one at a time) and a fixed slack (see `helpers.LOAD_MEMORY_SLACK`)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import twinformers.flax as fx
+from helpers import LOAD_MEMORY_SLACK, MEMORY_TEST_CONFIG, peak_rss_added, tiny_config, write_random_gpt2
+from twinformers.checkpoints.canonical import open_checkpoint
+
+# Warm-up: JAX's CPU client and one model construction (NNX graph and shape tracing, first-use imports), so the
+# measurement sees loading, not what any first model costs.
+SETUP = """import jax.numpy as jnp
+from twinformers.configuration import GPT2Config
+from twinformers.flax import GPT2LMHeadModel
+jnp.zeros(1).block_until_ready()
+GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=10, n_positions=8), _do_init=False)"""
+
+
+@pytest.mark.parametrize("param_dtype, itemsize", [("float32", 4), ("bfloat16", 2)])
+def test_load_peak_is_the_params_plus_one_tensor(tmp_path, param_dtype, itemsize):
+    """A float32 file loaded as is, and cast to bfloat16 on load (no float32 copy of the whole model, as
+    loading and then `to_bf16` needs)."""
+    sizes = write_random_gpt2(str(tmp_path), **MEMORY_TEST_CONFIG)
+    body = f"GPT2LMHeadModel.from_pretrained({str(tmp_path)!r}, param_dtype={param_dtype!r})"
+    added = peak_rss_added(SETUP, body)
+    params_bytes = sizes["total"] // 4 * itemsize
+    assert added <= params_bytes + sizes["largest"] + LOAD_MEMORY_SLACK, (added, sizes)
+
+
+def test_param_dtype_casts_floating_params_only(tmp_path):
+    model = fx.GPT2LMHeadModel(tiny_config("gpt2"))
+    model.save_pretrained(tmp_path)
+    loaded = fx.GPT2LMHeadModel.from_pretrained(tmp_path, param_dtype="bfloat16")
+    params = loaded.params["transformer"]
+    assert params["wte"]["embedding"].dtype == jnp.bfloat16 and params["h"]["0"]["attn"]["c_attn"]["kernel"].dtype \
+        == jnp.bfloat16
+    expected = open_checkpoint(tmp_path)["transformer.wte.weight"].astype(jnp.bfloat16)
+    np.testing.assert_array_equal(np.asarray(params["wte"]["embedding"]), expected)

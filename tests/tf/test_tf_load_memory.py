@@ -1,0 +1,33 @@
+"""`from_pretrained` holds the model once: peak memory of a load in a fresh process, bounded by the model's
+bytes, the largest checkpoint tensor (read one at a time) and a fixed slack (see `helpers.LOAD_MEMORY_SLACK`).
+Building the variables randomly and then assigning the checkpoint held about twice the model."""
+
+import numpy as np
+import pytest
+
+import twinformers.tf as tft
+from helpers import LOAD_MEMORY_SLACK, MEMORY_TEST_CONFIG, peak_rss_added, tiny_config, write_random_gpt2
+from twinformers.checkpoints.canonical import open_checkpoint
+
+SETUP = "import tensorflow as tf\nfrom twinformers.tf import GPT2LMHeadModel\ntf.zeros(1)"
+
+
+@pytest.mark.parametrize("dtype, itemsize", [("float32", 4), ("bfloat16", 2)])
+def test_load_peak_is_the_model_plus_one_tensor(tmp_path, dtype, itemsize):
+    sizes = write_random_gpt2(str(tmp_path), **MEMORY_TEST_CONFIG)
+    added = peak_rss_added(SETUP, f"GPT2LMHeadModel.from_pretrained({str(tmp_path)!r}, dtype={dtype!r})")
+    model_bytes = sizes["total"] // 4 * itemsize
+    assert added <= model_bytes + sizes["largest"] + LOAD_MEMORY_SLACK, (added, sizes)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_dtype_reaches_every_variable_and_casts_the_checkpoint(tmp_path, dtype):
+    """`dtype=` is the policy of the model and of every sublayer; values are the checkpoint's, rounded."""
+    model = tft.GPT2LMHeadModel(tiny_config("gpt2"))
+    model.save_pretrained(tmp_path)
+    loaded = tft.GPT2LMHeadModel.from_pretrained(tmp_path, dtype=dtype)
+    assert {v.dtype for v in loaded.weights} == {dtype}
+    wte = next(v for v in loaded.weights if "wte" in v.path).numpy()
+    np.testing.assert_array_equal(wte, open_checkpoint(tmp_path)["transformer.wte.weight"].astype(wte.dtype))
+    logits = loaded(np.arange(1, 8)[None]).logits
+    assert logits.dtype == dtype
