@@ -174,6 +174,10 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         inputs = self._inputs_as_kwargs(args, kwargs)
         check_model_inputs(inputs)  # exact shapes, no empty sequences (framework-free, shared)
+        ids = inputs.get("input_ids")
+        if not tf.executing_eagerly() and tf.is_tensor(ids) and ids.dtype.is_integer:
+            # In a graph the model reads ids that depend on their range assertions (see ops.check_ids).
+            inputs["input_ids"] = ops.check_ids(ids, self.config.vocab_size, "input_ids", "vocab_size")
         return super().__call__(**inputs)
 
     def _inputs_as_kwargs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:

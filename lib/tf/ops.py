@@ -438,21 +438,27 @@ def shape_list(x: tf.Tensor) -> list[int | tf.Tensor]:
     return [dynamic[i] if size is None else size for i, size in enumerate(static)]
 
 
-def check_ids(ids: tf.Tensor, limit: int, name: str, limit_name: str) -> None:
-    """Raise InputError (a ValueError) unless every entry of `ids` lies in [0, limit).
+def check_ids(ids: tf.Tensor, limit: int, name: str, limit_name: str) -> tf.Tensor:
+    """Raise InputError (a ValueError) unless every entry of `ids` lies in [0, limit); returns `ids`.
 
     Eagerly the values are checked here; while tracing, assertions are added to the graph instead (they raise
-    `InvalidArgumentError` with the same message when the function runs). XLA (`jit_compile=True`) drops graph
+    `InvalidArgumentError` with the same message when the function runs), and the returned tensor depends on them:
+    a gather that reads it cannot run first and fail with its own message. XLA (`jit_compile=True`) drops graph
     assertions, so `fit` and `evaluate` check their data before it reaches the compiled step (`check_dataset`).
     """
     if tf.executing_eagerly():
         values = ids.numpy() if hasattr(ids, "numpy") else np.asarray(ids)
-        if values.size == 0:
-            return
-        check_id_range(int(values.min()), int(values.max()), limit, name, limit_name)
-        return
-    tf.debugging.assert_non_negative(ids, message=f"{name} contains a negative id")
-    tf.debugging.assert_less(ids, tf.cast(limit, ids.dtype), message=f"{name} contains an id >= {limit_name}={limit}")
+        if values.size:
+            check_id_range(int(values.min()), int(values.max()), limit, name, limit_name)
+        return ids
+    checks = [
+        tf.debugging.assert_non_negative(ids, message=f"{name} contains a negative id"),
+        tf.debugging.assert_less(
+            ids, tf.cast(limit, ids.dtype), message=f"{name} contains an id >= {limit_name}={limit}"
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(ids)
 
 
 def check_inputs(
