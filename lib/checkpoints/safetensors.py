@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ from .files import (
     SAFE_WEIGHTS_INDEX_NAME,
     SAFE_WEIGHTS_NAME,
     CheckpointError,
+    TensorFile,
     atomic_output,
     bfloat16_dtype,
     iter_blocks,
@@ -46,7 +47,7 @@ def _st_tag(dtype: np.dtype) -> str:
 
 
 # --------------------------------------------------------------------------------------------- reading
-class SafetensorsFile(Mapping):
+class SafetensorsFile(TensorFile):
     """A memory-mapped safetensors file: a read-only mapping from tensor name to NumPy array.
 
     Arrays are views of the mapped file (no copy until you write to them or cast them). The header is
@@ -77,7 +78,8 @@ class SafetensorsFile(Mapping):
         self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
         self._data_start = 8 + header_len
         data_len = size - self._data_start
-        self._entries: dict[str, tuple[np.dtype, tuple[int, ...], int, int]] = {}
+        self._specs = {}
+        self._offsets: dict[str, tuple[int, int]] = {}  # name -> (start, end) in the data section
         for key, info in header.items():
             try:
                 dtype = _np_dtype(info["dtype"], self.path, key)
@@ -91,7 +93,8 @@ class SafetensorsFile(Mapping):
                     f"{self.path} is truncated or corrupt: tensor {key!r} {shape} {info['dtype']} needs bytes "
                     f"{start}..{end} ({expected} bytes) of a {data_len}-byte data section"
                 )
-            self._entries[key] = (dtype, shape, start, end)
+            self._specs[key] = (dtype, shape)
+            self._offsets[key] = (start, end)
         self._mmap: np.memmap | None = None
 
     @property
@@ -107,38 +110,16 @@ class SafetensorsFile(Mapping):
                 self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._data_start)
         return self._mmap
 
-    def __getitem__(self, key: str) -> np.ndarray:
-        if key not in self._entries:
-            raise KeyError(f"{self.path} has no tensor {key!r}")
-        dtype, shape, start, end = self._entries[key]
+    def _read(self, key: str) -> np.ndarray:
+        dtype, shape = self._specs[key]
+        start, end = self._offsets[key]
         return self._buffer()[start:end].view(dtype).reshape(shape)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return self._entries[key][1]
-
-    def dtype(self, key: str) -> np.dtype:
-        return self._entries[key][0]
-
-    def nbytes(self, key: str) -> int:
-        dtype, shape, _, _ = self._entries[key]
-        return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
 
     def read_into(self, key: str, out: np.ndarray) -> None:
         """Read tensor `key` straight into the C-contiguous array `out` (same dtype and shape) with plain
         file reads: no memory map stays resident, so loading needs ~1× the checkpoint in memory."""
-        if key not in self._entries:
-            raise KeyError(f"{self.path} has no tensor {key!r}")
-        dtype, shape, start, end = self._entries[key]
-        if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
-            raise ValueError(
-                f"{self.path}: cannot read {key!r} {dtype}{list(shape)} into a {out.dtype}{list(out.shape)} array"
-            )
+        self._check_out(key, out)
+        start, end = self._offsets[key]
         with open(self.path, "rb") as f:
             f.seek(self._data_start + start)
             if f.readinto(out.reshape(-1).view(np.uint8)) != end - start:
@@ -147,7 +128,8 @@ class SafetensorsFile(Mapping):
     def read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
         """Rows `start:stop` (first axis) of tensor `key`, read with plain file reads, so a converter can
         stream a tensor larger than the memory it wants to use."""
-        dtype, shape, begin, _ = self._entries[key]
+        dtype, shape = self._specs[key]
+        begin, _ = self._offsets[key]
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         out = np.empty((stop - start, *shape[1:]), dtype)
         with open(self.path, "rb") as f:
