@@ -101,19 +101,27 @@ class BaseModelOutputWithPast(ModelOutput):
 
 
 @dataclasses.dataclass
-class BaseModelOutputWithPastAndCrossAttentions(ModelOutput):
+class BaseModelOutputWithPastAndCrossAttentions(BaseModelOutputWithPast):
     """`BaseModelOutputWithPast` plus `cross_attentions` (one (B, H, T, S_enc) per layer) for GPT-2 with
     `add_cross_attention=True`."""
 
-    last_hidden_state: Any = None
-    past_key_values: Any = None
-    hidden_states: Any = None
-    attentions: Any = None
     cross_attentions: Any = None
 
 
 @dataclasses.dataclass
-class CausalLMOutputWithPast(ModelOutput):
+class _LogitsWithPast(ModelOutput):
+    """The fields of the outputs that score the last layer's states: a loss when labels are given, the logits,
+    then the cache and the per-layer states as in `BaseModelOutputWithPast`."""
+
+    loss: Any = None
+    logits: Any = None
+    past_key_values: Any = None
+    hidden_states: Any = None
+    attentions: Any = None
+
+
+@dataclasses.dataclass
+class CausalLMOutputWithPast(_LogitsWithPast):
     """Output of the causal language models.
 
     Attributes:
@@ -122,39 +130,22 @@ class CausalLMOutputWithPast(ModelOutput):
         past_key_values, hidden_states, attentions: as in `BaseModelOutputWithPast`.
     """
 
-    loss: Any = None
-    logits: Any = None
-    past_key_values: Any = None
-    hidden_states: Any = None
-    attentions: Any = None
-
 
 @dataclasses.dataclass
-class CausalLMOutputWithCrossAttentions(ModelOutput):
+class CausalLMOutputWithCrossAttentions(CausalLMOutputWithPast):
     """`CausalLMOutputWithPast` plus `cross_attentions` (GPT-2's LM head)."""
 
-    loss: Any = None
-    logits: Any = None
-    past_key_values: Any = None
-    hidden_states: Any = None
-    attentions: Any = None
     cross_attentions: Any = None
 
 
 @dataclasses.dataclass
-class SequenceClassifierOutputWithPast(ModelOutput):
+class SequenceClassifierOutputWithPast(_LogitsWithPast):
     """Output of `*ForSequenceClassification`.
 
     Attributes:
         loss: scalar; MSE for regression, cross-entropy for single-label, BCE-with-logits for multi-label.
         logits: (B, num_labels) scores of the last non-padding token of each row.
     """
-
-    loss: Any = None
-    logits: Any = None
-    past_key_values: Any = None
-    hidden_states: Any = None
-    attentions: Any = None
 
 
 @dataclasses.dataclass

@@ -39,6 +39,22 @@ def test_double_heads_field_order():
     assert fields == ["loss", "mc_loss", "logits", "mc_logits", "past_key_values", "hidden_states", "attentions"]
 
 
+def test_field_order_is_hugging_faces():
+    # Indexing and to_tuple follow the declaration order, so every class keeps Hugging Face's (modeling_outputs.py).
+    past = ["past_key_values", "hidden_states", "attentions"]
+    expected = {
+        "BaseModelOutputWithPast": ["last_hidden_state", *past],
+        "BaseModelOutputWithPastAndCrossAttentions": ["last_hidden_state", *past, "cross_attentions"],
+        "CausalLMOutputWithPast": ["loss", "logits", *past],
+        "CausalLMOutputWithCrossAttentions": ["loss", "logits", *past, "cross_attentions"],
+        "SequenceClassifierOutputWithPast": ["loss", "logits", *past],
+        "TokenClassifierOutput": ["loss", "logits", "hidden_states", "attentions"],
+        "QuestionAnsweringModelOutput": ["loss", "start_logits", "end_logits", "hidden_states", "attentions"],
+        "GPT2DoubleHeadsModelOutput": ["loss", "mc_loss", "logits", "mc_logits", *past],
+    }
+    assert {cls.__name__: [f.name for f in dataclasses.fields(cls)] for cls in OUTPUT_CLASSES} == expected
+
+
 def test_all_seed_outputs_exported_at_top_level():
     for cls in OUTPUT_CLASSES:
         assert getattr(twinformers, cls.__name__) is cls
