@@ -17,39 +17,22 @@ from ..configuration import COMPATIBLE_TRANSFORMERS_VERSION, GENERATION_DEFAULTS
 
 __all__ = ["GenerationConfig", "save_generation_config"]
 
+# Hugging Face's generation options that model configs still carry (`GENERATION_DEFAULTS`, their one table) and
+# that twinformers does not implement: accepted on model configs, never generation fields.
+_NOT_IMPLEMENTED = (
+    "num_beam_groups", "diversity_penalty", "encoder_no_repeat_ngram_size", "remove_invalid_values",
+    "exponential_decay_length_penalty",
+)
 # Every field with Hugging Face's default. Only values that differ are written to generation_config.json.
 _DEFAULTS: dict[str, Any] = {
-    # length
-    "max_length": 20,
+    **{k: v for k, v in GENERATION_DEFAULTS.items() if k not in _NOT_IMPLEMENTED},
+    # only in generation configs
     "max_new_tokens": None,
-    "min_length": 0,
     "min_new_tokens": None,
-    "early_stopping": False,
     "max_time": None,
     "stop_strings": None,
-    # strategy
-    "do_sample": False,
-    "num_beams": 1,
     "use_cache": True,
-    # logits manipulation
-    "temperature": 1.0,
-    "top_k": 50,
-    "top_p": 1.0,
-    "typical_p": 1.0,
-    "repetition_penalty": 1.0,
-    "length_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
-    "bad_words_ids": None,
-    "forced_bos_token_id": None,
-    "forced_eos_token_id": None,
-    "suppress_tokens": None,
-    "begin_suppress_tokens": None,
-    # outputs
-    "num_return_sequences": 1,
-    "output_scores": False,
     "output_logits": None,
-    "return_dict_in_generate": False,
-    # special tokens
     "pad_token_id": None,
     "bos_token_id": None,
     "eos_token_id": None,
