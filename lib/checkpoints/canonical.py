@@ -164,18 +164,13 @@ class CanonicalCheckpoint(Mapping):
 
 
 def find_weights(
-    path_or_repo_id: str | os.PathLike,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-    prefer: str | None = None,
+    path_or_repo_id: str | os.PathLike, *, prefer: str | None = None, **hub: Any
 ) -> tuple[str, str, bool, str]:
     """The weight file a directory or Hub repository offers, in Hugging Face's lookup order.
 
     Args:
         prefer: a kind to look for first: "safetensors", "bin", "h5" or "msgpack".
+        **hub: `revision`, `cache_dir`, `local_files_only`, `token`, as `open_checkpoint` takes them.
     Returns:
         (file name, kind, is an index, local path).
     Raises:
@@ -185,10 +180,7 @@ def find_weights(
         raise ValueError(f"prefer must be one of {', '.join(_KINDS)} or None, got {prefer!r}")
     order = sorted(WEIGHT_FILES, key=lambda entry: entry[1] != prefer)
     for name, kind, is_index in order:
-        local = resolve_file(
-            path_or_repo_id, name, revision=revision, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token, required=False,
-        )
+        local = resolve_file(path_or_repo_id, name, required=False, **hub)
         if local is not None:
             return name, kind, is_index, local
     raise CheckpointError(
