@@ -7,6 +7,7 @@ import signal
 import sys
 
 from ..conversion.converter import DTYPES, TARGETS
+from . import add_hub_arguments, hub_options
 from .inspect import format_size
 
 
@@ -25,8 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "1e-5 × max(1, max |output|) in fp32, and then keeps nothing")
     parser.add_argument("--force", action="store_true", help="replace DST if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    parser.add_argument("--revision", help="Hub revision of SRC")
-    parser.add_argument("--local-files-only", action="store_true", help="never download SRC from the Hub")
+    add_hub_arguments(parser, "SRC")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = convert(
             args.src, args.dst, to=args.to, fmt=args.fmt, dtype=args.dtype, max_shard_size=args.max_shard_size,
-            force=args.force, verify=args.verify, progress=not args.quiet, revision=args.revision,
-            local_files_only=args.local_files_only, log=log,
+            force=args.force, verify=args.verify, progress=not args.quiet, log=log,
+            **hub_options(args),
         )
     except FileExistsError:
         print(f"twinformers convert: error: {args.dst} already exists; pass --force to replace it", file=sys.stderr)

@@ -9,6 +9,7 @@ import signal
 import sys
 
 from ..export import FORMATS
+from . import add_hub_arguments, hub_options
 
 HEADS = {
     "causal_lm": "AutoModelForCausalLM",
@@ -35,8 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params-as-argument", action="store_true",
                         help="jax: programs take the params (params.npz) instead of embedding them")
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
-    parser.add_argument("--revision", help="Hub revision of MODEL")
-    parser.add_argument("--local-files-only", action="store_true", help="never download MODEL from the Hub")
+    add_hub_arguments(parser, "MODEL")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +61,7 @@ def export(args: argparse.Namespace) -> str:
         raise ExportError(f"{os.path.abspath(args.out)} already exists; pass --force to replace it")
     backend_name = FORMATS[args.fmt]
     backend = importlib.import_module(f"twinformers.{backend_name}")
-    hub = dict(revision=args.revision, local_files_only=args.local_files_only)
+    hub = hub_options(args)
     model = getattr(backend, HEADS[args.head]).from_pretrained(args.model, **hub)
     options: dict = {}
     if args.dtype != "float32":

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._backends import BACKENDS
+from . import add_hub_arguments, hub_options
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -52,8 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help='print [{"generated_text": ...}] as JSON at the end instead of streaming')
     parser.add_argument("--verbose", action="store_true", help="keep the frameworks' native log lines")
-    parser.add_argument("--revision", help="Hub revision")
-    parser.add_argument("--local-files-only", action="store_true", help="never download from the Hub")
+    add_hub_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,7 +140,7 @@ def generate(args: argparse.Namespace) -> None:
     from ..tokenization.auto import AutoTokenizer
 
     model_path, prompt = resolve_inputs(args)
-    hub = dict(revision=args.revision, local_files_only=args.local_files_only)
+    hub = hub_options(args)
     tokenizer = AutoTokenizer.from_pretrained(model_path, **hub)
     input_ids = [tokenizer.encode(prompt)]
     if not input_ids[0]:

@@ -12,17 +12,17 @@ import numpy as np
 
 from ..checkpoints.canonical import open_checkpoint
 from ..conversion.tables import TABLES, check_shapes, family_of, infer_head
+from . import add_hub_arguments, hub_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="checkpoint directory or Hugging Face Hub id")
-    parser.add_argument("--revision", help="Hub revision")
-    parser.add_argument("--local-files-only", action="store_true", help="never download from the Hub")
+    add_hub_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        lines = describe(args.path, revision=args.revision, local_files_only=args.local_files_only)
+        lines = describe(args.path, **hub_options(args))
     except (OSError, ValueError, ImportError, KeyError) as err:
         print(f"twinformers inspect: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
