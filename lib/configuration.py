@@ -244,6 +244,14 @@ class PretrainedConfig:
     def _check_consistency(self) -> None:
         """Checks across fields; families add theirs."""
 
+    def _set_fields(self, kwargs: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """Set a family's own `fields`, in order; an alias among `kwargs` (`hidden_size=` for `n_embd`) wins over
+        the parameter it names, as in Hugging Face. Returns the other kwargs, for `PretrainedConfig.__init__`."""
+        kwargs = {type(self).attribute_map.get(k, k): v for k, v in kwargs.items()}
+        for name, value in fields.items():
+            setattr(self, name, kwargs.pop(name, value))
+        return kwargs
+
     # ----------------------------------------------------------------------------------------- labels
     @property
     def num_labels(self) -> int:
@@ -481,30 +489,16 @@ class GPT2Config(PretrainedConfig):
         reorder_and_upcast_attn: bool = False,
         **kwargs: Any,
     ) -> None:
-        kwargs = {self.attribute_map.get(k, k): v for k, v in kwargs.items()}
-        n_embd, n_positions = kwargs.pop("n_embd", n_embd), kwargs.pop("n_positions", n_positions)
-        n_head, n_layer = kwargs.pop("n_head", n_head), kwargs.pop("n_layer", n_layer)
-        self.vocab_size = vocab_size
-        self.n_positions = n_positions
-        self.n_embd = n_embd
-        self.n_layer = n_layer
-        self.n_head = n_head
-        self.n_inner = n_inner
-        self.activation_function = activation_function
-        self.resid_pdrop = resid_pdrop
-        self.embd_pdrop = embd_pdrop
-        self.attn_pdrop = attn_pdrop
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.initializer_range = initializer_range
-        self.summary_type = summary_type
-        self.summary_use_proj = summary_use_proj
-        self.summary_activation = summary_activation
-        self.summary_first_dropout = summary_first_dropout
-        self.summary_proj_to_labels = summary_proj_to_labels
-        self.scale_attn_weights = scale_attn_weights
-        self.use_cache = use_cache
-        self.scale_attn_by_inverse_layer_idx = scale_attn_by_inverse_layer_idx
-        self.reorder_and_upcast_attn = reorder_and_upcast_attn
+        kwargs = self._set_fields(
+            kwargs, vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+            n_inner=n_inner, activation_function=activation_function, resid_pdrop=resid_pdrop, embd_pdrop=embd_pdrop,
+            attn_pdrop=attn_pdrop, layer_norm_epsilon=layer_norm_epsilon, initializer_range=initializer_range,
+            summary_type=summary_type, summary_use_proj=summary_use_proj, summary_activation=summary_activation,
+            summary_first_dropout=summary_first_dropout, summary_proj_to_labels=summary_proj_to_labels,
+            scale_attn_weights=scale_attn_weights, use_cache=use_cache,
+            scale_attn_by_inverse_layer_idx=scale_attn_by_inverse_layer_idx,
+            reorder_and_upcast_attn=reorder_and_upcast_attn,
+        )
         super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
 
     def _check_consistency(self) -> None:
@@ -556,23 +550,12 @@ class GPTJConfig(PretrainedConfig):
         tie_word_embeddings: bool = False,
         **kwargs: Any,
     ) -> None:
-        kwargs = {self.attribute_map.get(k, k): v for k, v in kwargs.items()}
-        n_embd, n_positions = kwargs.pop("n_embd", n_embd), kwargs.pop("n_positions", n_positions)
-        n_head, n_layer = kwargs.pop("n_head", n_head), kwargs.pop("n_layer", n_layer)
-        self.vocab_size = vocab_size
-        self.n_positions = n_positions
-        self.n_embd = n_embd
-        self.n_layer = n_layer
-        self.n_head = n_head
-        self.n_inner = n_inner
-        self.rotary_dim = rotary_dim
-        self.activation_function = activation_function
-        self.resid_pdrop = resid_pdrop
-        self.embd_pdrop = embd_pdrop
-        self.attn_pdrop = attn_pdrop
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.initializer_range = initializer_range
-        self.use_cache = use_cache
+        kwargs = self._set_fields(
+            kwargs, vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+            n_inner=n_inner, rotary_dim=rotary_dim, activation_function=activation_function, resid_pdrop=resid_pdrop,
+            embd_pdrop=embd_pdrop, attn_pdrop=attn_pdrop, layer_norm_epsilon=layer_norm_epsilon,
+            initializer_range=initializer_range, use_cache=use_cache,
+        )
         super().__init__(
             bos_token_id=bos_token_id, eos_token_id=eos_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs
         )
@@ -630,8 +613,6 @@ class GPTNeoConfig(PretrainedConfig):
         eos_token_id: int = 50256,
         **kwargs: Any,
     ) -> None:
-        kwargs = {self.attribute_map.get(k, k): v for k, v in kwargs.items()}
-        num_heads, num_layers = kwargs.pop("num_heads", num_heads), kwargs.pop("num_layers", num_layers)
         if attention_types is None:
             attention_types = [[["global", "local"], 12]]
         attention_layers = self.expand_attention_types_params(attention_types)
@@ -642,23 +623,14 @@ class GPTNeoConfig(PretrainedConfig):
                 f"attention_layers {given_layers} disagrees with attention_types {attention_types} "
                 f"(which expand to {attention_layers})"
             )
-        self.vocab_size = vocab_size
-        self.max_position_embeddings = max_position_embeddings
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.intermediate_size = intermediate_size
-        self.window_size = window_size
-        self.activation_function = activation_function
-        self.resid_dropout = resid_dropout
-        self.embed_dropout = embed_dropout
-        self.attention_dropout = attention_dropout
-        self.classifier_dropout = classifier_dropout
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.initializer_range = initializer_range
-        self.use_cache = use_cache
-        self.attention_types = attention_types
-        self.attention_layers = attention_layers
+        kwargs = self._set_fields(
+            kwargs, vocab_size=vocab_size, max_position_embeddings=max_position_embeddings, hidden_size=hidden_size,
+            num_layers=num_layers, num_heads=num_heads, intermediate_size=intermediate_size, window_size=window_size,
+            activation_function=activation_function, resid_dropout=resid_dropout, embed_dropout=embed_dropout,
+            attention_dropout=attention_dropout, classifier_dropout=classifier_dropout,
+            layer_norm_epsilon=layer_norm_epsilon, initializer_range=initializer_range, use_cache=use_cache,
+            attention_types=attention_types, attention_layers=attention_layers,
+        )
         super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
 
     def _check_consistency(self) -> None:
