@@ -5,7 +5,8 @@
 state for it alone; `make_train_step` is the usual jitted step. The adapter is written to
 `<output-dir>/adapter` (`adapter_config.json` + `adapter_model.safetensors`, PEFT's key names); it loads onto
 the same base model in every twin and in Hugging Face + PEFT. Without `--model` a fresh base model is built and
-saved to `<output-dir>/base` first. Flax folds the adapter into the kernels, so `--lora-dropout` is not applied.
+saved to `<output-dir>/base` first. `--lora-dropout` drops the adapter's input in the train step, as PEFT does;
+evaluation runs on the folded kernels.
 
     python examples/train_lora_flax.py --output-dir runs/lora-flax --model path/to/gpt2
 """
@@ -50,7 +51,6 @@ def evaluate(model, validation: np.ndarray, args, params=None) -> float:
 def main(argv: list[str] | None = None) -> None:
     args = lora_parser(__doc__.split("\n\n")[0]).parse_args(argv)
     check_args(args)
-    args.lora_dropout = 0.0  # not applied in Flax (see above)
     train, validation = make_blocks(encode(read_corpus(args.train_file, args.max_bytes)), args.block_size)
     os.makedirs(args.output_dir, exist_ok=True)
     base_path = args.model or os.path.join(args.output_dir, "base")

@@ -3,7 +3,12 @@ model). Flax params are a plain tree, so LoRA is a pure transform of it: `adapte
 adapter into the kernels (`kernel + scaling · A B`, in the kernel's layout) and every call runs the base
 module on the result — nothing in the modules changes. In a train step the adapter's leaves sit in the params
 tree at `<projection>/lora_adapters/<name>/lora_A|lora_B`, and `create_train_state` masks the optimizer to
-them (see `twinformers.flax.training`)."""
+them (see `twinformers.flax.training`).
+
+Training with `lora_dropout` > 0 needs the adapter's input, which a folded kernel no longer has: such a call
+(`train=True`) runs the base kernels and wraps each targeted projection of the bound module in a
+`LoraDropoutProjection`, `base(x) + dropout(x) A B · scaling` as PEFT computes it. Evaluation and generation
+keep the folded kernels."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from ..adapters import LoraConfig, LoraTarget
 from ..adapters.mixin import ADAPTERS_ATTR, AdapterMixin, is_adapter_name
 
-__all__ = ["LoraLayer", "LoraMixin", "split_adapter_params"]
+__all__ = ["LoraLayer", "LoraDropoutProjection", "LoraMixin", "split_adapter_params", "attach_lora_dropout"]
 
 Params = dict[str, Any]
 
@@ -56,6 +61,44 @@ class LoraLayer:
         self.lora_B = jnp.asarray(np.asarray(lora_b).T, self.lora_B.dtype)
 
 
+class LoraDropoutProjection:
+    """A projection with its adapter unfolded, as PEFT applies it in training: `base(x) + dropout(x) A B · scaling`
+    with `lora_A` (in, r) and `lora_B` (r, out), whatever the base kernel's layout. The dropout mask is drawn from
+    `key`: kept entries are scaled by 1 / (1 - rate)."""
+
+    def __init__(self, base: Any, lora_A: jax.Array, lora_B: jax.Array, scaling: Any, rate: Any,
+                 key: jax.Array) -> None:
+        self.base = base
+        self.lora_A, self.lora_B = lora_A, lora_B
+        self.scaling, self.rate, self.key = scaling, rate, key
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        hidden = self.base(x)
+        x = x.astype(self.lora_A.dtype)
+        keep = jax.random.bernoulli(self.key, 1.0 - self.rate, x.shape)
+        x = jnp.where(keep, x / (1.0 - self.rate), 0.0)
+        # (..., in) -> (..., r) -> (..., out)
+        return hidden + ((x @ self.lora_A) @ self.lora_B * self.scaling).astype(hidden.dtype)
+
+
+# Folded into the call's dropout key first, so the adapter's masks are not those of the model's dropout layers.
+_LORA_DROPOUT_STREAM = 0x4C6F5241
+
+
+def attach_lora_dropout(module: Any, lora: dict[str, tuple[Any, ...]], dropout_rng: jax.Array) -> None:
+    """Wrap every projection named in `lora` ({dotted module path: (lora_A, lora_B, scaling, rate)}) of the bound
+    module `module` in a `LoraDropoutProjection`; the i-th (in path order) draws its mask from
+    `fold_in(fold_in(dropout_rng, _LORA_DROPOUT_STREAM), i)`. Runs inside the jitted call, on its own module."""
+    rng = jax.random.fold_in(dropout_rng, _LORA_DROPOUT_STREAM)
+    for i, (path, (lora_A, lora_B, scaling, rate)) in enumerate(sorted(lora.items())):
+        *parents, name = path.split(".")
+        parent = module
+        for part in parents:
+            parent = getattr(parent, part)
+        base = getattr(parent, name)
+        setattr(parent, name, LoraDropoutProjection(base, lora_A, lora_B, scaling, rate, jax.random.fold_in(rng, i)))
+
+
 def split_adapter_params(params: Params) -> tuple[Params, dict[str, Any]]:
     """(the base params tree, {"<projection path>/lora_adapters/<name>/lora_A": leaf, ...}) of a params tree."""
     flat = flatten_dict(params, sep="/")
@@ -84,9 +127,27 @@ class LoraMixin(AdapterMixin):
     """The adapter methods of every Flax model (see `twinformers.adapters.mixin.AdapterMixin`), plus the
     functional ones: `adapted_params`, `params_with_adapter`, `set_adapter_params`.
 
-    Every call of the model and `generate` apply the active adapter through `adapted_params`. Flax applies the
-    adapter as a weight update, so `lora_dropout` is not applied.
+    Every call of the model and `generate` apply the active adapter through `adapted_params`, except a training
+    call with `lora_dropout` > 0, which applies it unfolded (`call_params`).
     """
+
+    def call_params(self, params: Params | None, train: bool) -> tuple[Params | None, dict[str, Any] | None]:
+        """What a call of the model runs with: `(adapted_params(params), None)`, or, for a training call
+        (`train=True`) with an applied adapter whose `lora_dropout` > 0, the base params and the adapter unfolded,
+        `{dotted module path: (lora_A, lora_B, scaling, rate)}` (leaves of `params` used where it holds them), for
+        `attach_lora_dropout`."""
+        state = self._adapter_state()
+        name = state.active
+        if not (train and name is not None and state.enabled and not state.merged
+                and self.peft_config[name].lora_dropout):
+            return self.adapted_params(params), None
+        base, adapter = split_adapter_params(self.params if params is None else params)
+        lora = {}
+        for module, layer in self._adapter_layers(name).items():
+            lora_A = adapter.get(_adapter_path(module, name, "A"), layer.lora_A)
+            lora_B = adapter.get(_adapter_path(module, name, "B"), layer.lora_B)
+            lora[module] = (lora_A, lora_B, jnp.float32(layer.scaling), jnp.float32(layer.lora_dropout))
+        return base, lora
 
     def adapted_params(self, params: Params | None = None) -> Params | None:
         """The base params with the active adapter folded in (a new tree; `params` is not changed).

@@ -40,7 +40,7 @@ from ..generation.config import save_generation_config
 from ..inputs import check_model_inputs
 from . import ops
 from .generation import GenerationMixin
-from .lora import LoraMixin
+from .lora import LoraMixin, attach_lora_dropout
 from .ops import StaticCache
 
 logger = logging.getLogger(__name__)
@@ -125,8 +125,10 @@ class _Programs:
             return nnx.split(build(jax.random.PRNGKey(0)), nnx.Param, ...)[2]
 
         def apply(params: Params, rngs: dict[str, Array], inputs: dict[str, Any], deterministic: bool = True,
-                  **static: Any) -> Any:
+                  lora: dict[str, Any] | None = None, **static: Any) -> Any:
             module = self.bind(params, rngs.get("dropout"), deterministic)
+            if lora:  # an unfolded LoRA adapter, for its dropout (twinformers.flax.lora)
+                attach_lora_dropout(module, lora, rngs["dropout"])
             return module(**inputs, **static)
 
         self.graphdef = nnx.split(nnx.eval_shape(build, jax.random.PRNGKey(0)), nnx.Param, ...)[0]
@@ -410,7 +412,7 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
         refused = sorted((set(inputs) | set(static)) - self._module_args)
         if refused:
             raise TypeError(f"{type(self).__name__} does not take {', '.join(refused)}")
-        params = self.adapted_params(params)  # the active LoRA adapter folded in (twinformers.flax.lora)
+        params, lora = self.call_params(params, train)  # the active LoRA adapter (twinformers.flax.lora)
         if params is None:
             params = self.params
         else:
@@ -424,7 +426,7 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
         }
         self._check_values(inputs)
         rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
-        return self._compiled().apply(params, rngs, inputs, deterministic=not train, **static)
+        return self._compiled().apply(params, rngs, inputs, deterministic=not train, lora=lora, **static)
 
     def _check_values(self, inputs: dict[str, Any]) -> None:
         """Checks that need concrete values, done before tracing (inside `jax.jit` they are skipped)."""

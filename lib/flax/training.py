@@ -16,7 +16,6 @@ updates and no optimizer state. `model.set_adapter_params(state.params)` stores 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -46,10 +45,6 @@ def create_train_state(
     base, adapter = split_adapter_params(params)
     model.check_params(base)
     if adapter:
-        config = model.peft_config[model.active_adapter]
-        if config.lora_dropout:
-            warnings.warn(f"lora_dropout={config.lora_dropout} is not applied in Flax: the adapter is folded into the "
-                          "kernels (W + scaling · A B), which leaves no adapter input to drop", stacklevel=2)
         labels = jax.tree_util.tree_map(lambda trains: "adapter" if trains else "frozen", adapter_mask(params))
         optimizer = optax.multi_transform({"adapter": optimizer, "frozen": optax.set_to_zero()}, labels)
     return TrainState.create(apply_fn=model.__call__, params=params, tx=optimizer)

@@ -16,7 +16,7 @@ from lora_cases import CASES, case_dir, peft_config, peft_file_keys, reference, 
 from helpers import assert_close, tiny_config  # noqa: E402
 from twinformers import LoraConfig  # noqa: E402
 from twinformers.flax import AutoModelForCausalLM, GPT2LMHeadModel, GPTJForCausalLM  # noqa: E402
-from twinformers.flax.lora import split_adapter_params  # noqa: E402
+from twinformers.flax.lora import attach_lora_dropout, split_adapter_params  # noqa: E402
 from twinformers.flax.training import create_train_state, make_train_step  # noqa: E402
 
 
@@ -76,15 +76,16 @@ def test_save_pretrained_writes_base_weights_merged_or_not(tmp_path):
                  "merged save", where=valid(ref))
 
 
-def test_new_adapter_uses_family_defaults_starts_as_no_op_and_only_it_trains_under_the_optax_mask():
+def test_new_adapter_uses_family_defaults_starts_as_no_op_and_only_it_trains_under_the_optax_mask(recwarn):
     model = GPT2LMHeadModel(tiny_config("gpt2"))
     input_ids = np.random.RandomState(0).randint(0, 97, (4, 7))
     before = np.asarray(model(input_ids).logits)
-    model.add_adapter(LoraConfig(r=2, lora_alpha=4))
+    model.add_adapter(LoraConfig(r=2, lora_alpha=4, lora_dropout=0.1))  # the train step drops the adapter input
     assert model.peft_config["default"].target_modules is None and model.peft_config["default"].fan_in_fan_out
     assert_close(model(input_ids).logits, before, "fresh adapter (B = 0)")
 
     state = create_train_state(model, optax.adam(1e-2))
+    assert not [w for w in recwarn if "lora_dropout" in str(w.message)], "lora_dropout is applied: no warning"
     _, adapter = split_adapter_params(state.params)
     assert sorted(adapter) == [f"transformer/h/{i}/attn/c_attn/lora_adapters/default/lora_{w}"
                                for i in range(2) for w in "AB"]
@@ -134,3 +135,70 @@ def test_generate_applies_the_active_adapter():
     merged = np.asarray(model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0))
     np.testing.assert_array_equal(adapted, merged)
     assert not np.array_equal(adapted, base), "the adapter changed no generated token: the test shows nothing"
+
+
+def _lora_dropout_by_hand(base_out, x, lora_A, lora_B, scaling, rate, key):
+    """PEFT's training forward, in NumPy: base(x) + (mask · x / (1 - rate)) A B · scaling."""
+    mask = np.asarray(jax.random.bernoulli(key, 1.0 - rate, x.shape))
+    assert 0 < mask.mean() < 1, "the mask drops nothing or everything: the check shows nothing"
+    dropped = np.where(mask, x / (1.0 - rate), 0.0)
+    return base_out + (dropped @ np.asarray(lora_A) @ np.asarray(lora_B)) * scaling
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gptj"])
+def test_lora_dropout_projection_is_pefts_training_forward(family):
+    # One projection of the bound module, wrapped as a training call wraps it, against the formula by hand:
+    # GPT-2's Conv1D kernel is (out, in), GPT-J's Dense (in, out); the adapter's A (in, r) B (r, out) either way.
+    model = AutoModelForCausalLM.from_config(tiny_config(family))
+    model.add_adapter(LoraConfig(r=2, lora_alpha=8, lora_dropout=0.3, init_lora_weights=False))
+    base, lora = model.call_params(None, train=True)
+    assert lora is not None and set(lora) == set(model._adapter_layers("default"))
+    module = model._compiled().bind(base)
+    projection = sorted(lora)[0]  # the first wrapped: mask key index 0
+    *parents, name = projection.split(".")
+    parent = module
+    for part in parents:
+        parent = getattr(parent, part)
+    plain = getattr(parent, name)
+    x = np.random.RandomState(0).randn(2, 5, model.config.hidden_size).astype(np.float32)
+    base_out = np.asarray(plain(x))
+    dropout_rng = jax.random.PRNGKey(7)
+    attach_lora_dropout(module, lora, dropout_rng)
+    lora_A, lora_B, scaling, rate = lora[projection]
+    key = jax.random.fold_in(jax.random.fold_in(dropout_rng, 0x4C6F5241), 0)
+    expected = _lora_dropout_by_hand(base_out, x, lora_A, lora_B, float(scaling), float(rate), key)
+    assert abs(expected - base_out).max() > 1e-3, "the adapter adds nothing: the check shows nothing"
+    assert_close(getattr(parent, name)(x), expected, "projection with lora_dropout")
+
+
+def test_lora_dropout_applies_in_training_only():
+    model = GPT2LMHeadModel(tiny_config("gpt2"))  # the model's own dropout off: only the adapter's acts
+    model.add_adapter(LoraConfig(r=2, lora_alpha=8, lora_dropout=0.5, init_lora_weights=False))
+    input_ids = np.random.RandomState(0).randint(0, 97, (2, 6))
+    evaluated = np.asarray(model(input_ids).logits)
+
+    def trained(seed, params=None):
+        return np.asarray(model(input_ids, params=params, train=True, dropout_rng=jax.random.PRNGKey(seed)).logits)
+
+    assert np.abs(trained(1) - evaluated).max() > 1e-3, "lora_dropout changed nothing in training"
+    assert np.abs(trained(1) - trained(2)).max() > 1e-3, "the mask does not follow the dropout rng"
+    np.testing.assert_array_equal(trained(1), trained(1))
+    np.testing.assert_array_equal(trained(1, model.params_with_adapter()), trained(1))
+    model.merge_adapter()
+    assert_close(model(input_ids).logits, evaluated, "merged vs unmerged eval (the folded fast path)")
+    np.testing.assert_array_equal(trained(1), np.asarray(model(input_ids, train=True,
+                                                               dropout_rng=jax.random.PRNGKey(3)).logits))
+
+
+def test_unfolded_training_path_equals_the_folded_one_when_nothing_is_dropped():
+    # lora_dropout = 1e-7 drops nothing here (checked) but takes the unfolded path: it must give the folded logits.
+    model = GPT2LMHeadModel(tiny_config("gpt2"))
+    model.add_adapter(LoraConfig(r=2, lora_alpha=8, lora_dropout=1e-7, init_lora_weights=False))
+    _, lora = model.call_params(None, train=True)
+    assert lora is not None
+    input_ids = np.random.RandomState(1).randint(0, 97, (2, 6))
+    adapted = np.asarray(model(input_ids).logits)
+    model.disable_adapters()
+    assert np.abs(np.asarray(model(input_ids).logits) - adapted).max() > 1e-3, "the adapter changes nothing"
+    model.enable_adapters()
+    assert_close(model(input_ids, train=True, dropout_rng=jax.random.PRNGKey(0)).logits, adapted, "unfolded")
