@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import Any
 
 import keras
 import numpy as np
@@ -92,6 +93,27 @@ class LoraMixin(AdapterMixin):
     model's own traced functions (`fit`/`evaluate`/`predict`, `generate`); a `tf.function` of your own that
     calls the model must be traced again.
     """
+
+    def _adapters_keras_config(self) -> dict[str, Any]:
+        """`get_config`'s entry for a `.keras` file: `{"adapters": {"configs", "active", "enabled", "merged"}}` as
+        plain data ({} without adapters), so `keras.models.load_model` rebuilds the adapted model."""
+        state = self._adapter_state()
+        if not state.configs:
+            return {}
+        configs = {name: config.to_dict() for name, config in state.configs.items()}
+        return {"adapters": {"configs": configs, "active": state.active, "enabled": state.enabled,
+                             "merged": state.merged}}
+
+    def _restore_adapters(self, adapters: dict[str, Any]) -> None:
+        """Add the adapters `_adapters_keras_config` describes (Keras then loads their variables from the file)
+        with the same active adapter and flags. A merged adapter is already in the saved base weights: it is
+        marked merged, not merged again, so `unmerge_adapter` still works."""
+        for name, config in adapters["configs"].items():
+            self.add_adapter(LoraConfig.from_dict(config, source=f".keras config of adapter {name!r}"), name)
+        self.set_adapter(adapters["active"])
+        state = self._adapter_state()
+        state.enabled, state.merged = bool(adapters["enabled"]), bool(adapters["merged"])
+        self._update_layers()
 
     def _create_adapter(self, adapter_name: str, config: LoraConfig, targets: dict[str, LoraTarget]) -> None:
         if not self.built:

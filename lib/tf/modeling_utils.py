@@ -141,9 +141,10 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
 
     # ----------------------------------------------------------------------------------------- Keras serialization
     def get_config(self) -> dict[str, Any]:
-        """Keras' config (`model.save("x.keras")`): the model config as its `to_dict()`, plus name and dtype."""
+        """Keras' config (`model.save("x.keras")`): the model config as its `to_dict()`, plus name and dtype, and
+        the LoRA adapters when there are any (`twinformers.tf.lora`)."""
         return {"config": self.config.to_dict(), "name": self.name, "dtype": self.dtype_policy.name,
-                "trainable": self.trainable}
+                "trainable": self.trainable, **self._adapters_keras_config()}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> PreTrainedModel:
@@ -152,6 +153,8 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
         model_config = cls.config_class.from_dict(config.pop("config"))
         model = cls(model_config, **{k: v for k, v in config.items() if k in _KERAS_KWARGS})
         model.build()
+        if "adapters" in config:
+            model._restore_adapters(config["adapters"])
         return model
 
     # ----------------------------------------------------------------------------------------- building

@@ -147,3 +147,37 @@ def test_adapter_changes_reach_generate_and_predict_traced_before():
     np.testing.assert_array_equal(generate(), base)
     assert_close(model.predict(inputs, verbose=0).logits, base_predicted.logits,
                  "predict after disable_adapters")
+
+
+def test_keras_file_keeps_the_adapter(tmp_path):
+    # model.save("x.keras") / keras.models.load_model: the adapter comes back with its weights, name and flags,
+    # still the only trainable weights, still switchable; a merged adapter comes back merged (unmergeable).
+    model = GPTJForCausalLM(tiny_config("gptj"))
+    model.add_adapter(LoraConfig(r=2, lora_alpha=4, lora_dropout=0.1), adapter_name="mine")
+    rng = np.random.RandomState(0)
+    for layer in model._adapter_layers("mine").values():  # weights no fresh adapter has
+        layer.set_arrays(rng.randn(*layer.lora_A.shape[::-1]) * 0.5, rng.randn(*layer.lora_B.shape[::-1]) * 0.5)
+    input_ids = rng.randint(0, 97, (2, 6)).astype("int32")
+    adapted = np.asarray(model(input_ids=input_ids).logits)
+    model.disable_adapters()
+    base = np.asarray(model(input_ids=input_ids).logits)
+    model.enable_adapters()
+    assert np.abs(adapted - base).max() > 1e-3, "the adapter changes nothing: the test shows nothing"
+
+    model.save(tmp_path / "adapted.keras")
+    loaded = keras.models.load_model(tmp_path / "adapted.keras")
+    assert loaded.active_adapter == "mine" and loaded.peft_config == model.peft_config
+    assert_close(loaded(input_ids=input_ids).logits, adapted, "loaded adapted")
+    assert sorted(v.path for v in loaded.trainable_variables) == sorted(v.path for v in model.trainable_variables)
+    assert all("lora_adapters/mine" in v.path for v in loaded.trainable_variables)
+    loaded.disable_adapters()
+    assert_close(loaded(input_ids=input_ids).logits, base, "loaded, disabled")
+
+    model.merge_adapter()
+    model.save(tmp_path / "merged.keras")
+    merged = keras.models.load_model(tmp_path / "merged.keras")
+    assert_close(merged(input_ids=input_ids).logits, adapted, "loaded merged")
+    merged.unmerge_adapter()
+    assert_close(merged(input_ids=input_ids).logits, adapted, "loaded merged, unmerged")
+    merged.disable_adapters()
+    assert_close(merged(input_ids=input_ids).logits, base, "loaded merged, unmerged, disabled")
