@@ -6,8 +6,8 @@ tree at `<projection>/lora_adapters/<name>/lora_A|lora_B`, and `create_train_sta
 them (see `twinformers.flax.training`).
 
 Training with `lora_dropout` > 0 needs the adapter's input, which a folded kernel no longer has: such a call
-(`train=True`) runs the base kernels and wraps each targeted projection of the bound module in a
-`LoraDropoutProjection`, `base(x) + dropout(x) A B · scaling` as PEFT computes it. Evaluation and generation
+(`train=True`) runs the base kernels and wraps each targeted projection of the bound module
+(`attach_lora_dropout`): `base(x) + dropout(x) A B · scaling`, as PEFT computes it. Evaluation and generation
 keep the folded kernels."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from ..adapters import LoraConfig, LoraTarget
 from ..adapters.mixin import ADAPTERS_ATTR, AdapterMixin, is_adapter_name
 
-__all__ = ["LoraLayer", "LoraDropoutProjection", "LoraMixin", "split_adapter_params", "attach_lora_dropout"]
+__all__ = ["LoraLayer", "LoraMixin", "split_adapter_params", "attach_lora_dropout"]
 
 Params = dict[str, Any]
 
@@ -61,24 +61,21 @@ class LoraLayer:
         self.lora_B = jnp.asarray(np.asarray(lora_b).T, self.lora_B.dtype)
 
 
-class LoraDropoutProjection:
+def _with_adapter(base: Any, lora_A: jax.Array, lora_B: jax.Array, scaling: Any, rate: Any,
+                  key: jax.Array) -> Any:
     """A projection with its adapter unfolded, as PEFT applies it in training: `base(x) + dropout(x) A B · scaling`
     with `lora_A` (in, r) and `lora_B` (r, out), whatever the base kernel's layout. The dropout mask is drawn from
     `key`: kept entries are scaled by 1 / (1 - rate)."""
 
-    def __init__(self, base: Any, lora_A: jax.Array, lora_B: jax.Array, scaling: Any, rate: Any,
-                 key: jax.Array) -> None:
-        self.base = base
-        self.lora_A, self.lora_B = lora_A, lora_B
-        self.scaling, self.rate, self.key = scaling, rate, key
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        hidden = self.base(x)
-        x = x.astype(self.lora_A.dtype)
-        keep = jax.random.bernoulli(self.key, 1.0 - self.rate, x.shape)
-        x = jnp.where(keep, x / (1.0 - self.rate), 0.0)
+    def call(x: jax.Array) -> jax.Array:
+        hidden = base(x)
+        x = x.astype(lora_A.dtype)
+        keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+        x = jnp.where(keep, x / (1.0 - rate), 0.0)
         # (..., in) -> (..., r) -> (..., out)
-        return hidden + ((x @ self.lora_A) @ self.lora_B * self.scaling).astype(hidden.dtype)
+        return hidden + ((x @ lora_A) @ lora_B * scaling).astype(hidden.dtype)
+
+    return call
 
 
 # Folded into the call's dropout key first, so the adapter's masks are not those of the model's dropout layers.
@@ -86,8 +83,8 @@ _LORA_DROPOUT_STREAM = 0x4C6F5241
 
 
 def attach_lora_dropout(module: Any, lora: dict[str, tuple[Any, ...]], dropout_rng: jax.Array) -> None:
-    """Wrap every projection named in `lora` ({dotted module path: (lora_A, lora_B, scaling, rate)}) of the bound
-    module `module` in a `LoraDropoutProjection`; the i-th (in path order) draws its mask from
+    """Replace every projection named in `lora` ({dotted module path: (lora_A, lora_B, scaling, rate)}) of the
+    bound module `module` by `base(x) + dropout(x) A B · scaling`; the i-th (in path order) draws its mask from
     `fold_in(fold_in(dropout_rng, _LORA_DROPOUT_STREAM), i)`. Runs inside the jitted call, on its own module."""
     rng = jax.random.fold_in(dropout_rng, _LORA_DROPOUT_STREAM)
     for i, (path, (lora_A, lora_B, scaling, rate)) in enumerate(sorted(lora.items())):
@@ -96,7 +93,7 @@ def attach_lora_dropout(module: Any, lora: dict[str, tuple[Any, ...]], dropout_r
         for part in parents:
             parent = getattr(parent, part)
         base = getattr(parent, name)
-        setattr(parent, name, LoraDropoutProjection(base, lora_A, lora_B, scaling, rate, jax.random.fold_in(rng, i)))
+        setattr(parent, name, _with_adapter(base, lora_A, lora_B, scaling, rate, jax.random.fold_in(rng, i)))
 
 
 def split_adapter_params(params: Params) -> tuple[Params, dict[str, Any]]:

@@ -16,7 +16,7 @@ import tensorflow as tf
 from ..adapters import LoraConfig, LoraTarget
 from ..adapters.mixin import ADAPTERS_ATTR, AdapterMixin, is_adapter_name
 
-__all__ = ["LoraLayer", "LoraMixin"]
+__all__ = ["LoraLayer", "LoraMixin", "keras_adapter_config", "restore_adapters"]
 
 
 class LoraLayer(keras.layers.Layer):
@@ -94,27 +94,6 @@ class LoraMixin(AdapterMixin):
     calls the model must be traced again.
     """
 
-    def _adapters_keras_config(self) -> dict[str, Any]:
-        """`get_config`'s entry for a `.keras` file: `{"adapters": {"configs", "active", "enabled", "merged"}}` as
-        plain data ({} without adapters), so `keras.models.load_model` rebuilds the adapted model."""
-        state = self._adapter_state()
-        if not state.configs:
-            return {}
-        configs = {name: config.to_dict() for name, config in state.configs.items()}
-        return {"adapters": {"configs": configs, "active": state.active, "enabled": state.enabled,
-                             "merged": state.merged}}
-
-    def _restore_adapters(self, adapters: dict[str, Any]) -> None:
-        """Add the adapters `_adapters_keras_config` describes (Keras then loads their variables from the file)
-        with the same active adapter and flags. A merged adapter is already in the saved base weights: it is
-        marked merged, not merged again, so `unmerge_adapter` still works."""
-        for name, config in adapters["configs"].items():
-            self.add_adapter(LoraConfig.from_dict(config, source=f".keras config of adapter {name!r}"), name)
-        self.set_adapter(adapters["active"])
-        state = self._adapter_state()
-        state.enabled, state.merged = bool(adapters["enabled"]), bool(adapters["merged"])
-        self._update_layers()
-
     def _create_adapter(self, adapter_name: str, config: LoraConfig, targets: dict[str, LoraTarget]) -> None:
         if not self.built:
             self.build()
@@ -150,3 +129,25 @@ class LoraMixin(AdapterMixin):
         `generate`'s XLA programs — so the next call retraces."""
         self.train_function = self.test_function = self.predict_function = None
         self.__dict__.get("_generation_programs", {}).clear()
+
+
+def keras_adapter_config(model: LoraMixin) -> dict[str, Any]:
+    """The model's `get_config` entry for a `.keras` file: `{"adapters": {"configs", "active", "enabled",
+    "merged"}}` as plain data ({} without adapters), so `keras.models.load_model` rebuilds the adapted model."""
+    state = model._adapter_state()
+    if not state.configs:
+        return {}
+    configs = {name: config.to_dict() for name, config in state.configs.items()}
+    return {"adapters": {"configs": configs, "active": state.active, "enabled": state.enabled, "merged": state.merged}}
+
+
+def restore_adapters(model: LoraMixin, adapters: dict[str, Any]) -> None:
+    """Add the adapters `keras_adapter_config` described to a freshly built model (Keras then loads their
+    variables from the file), with the same active adapter and flags. A merged adapter is already in the saved
+    base weights: it is marked merged, not merged again, so `unmerge_adapter` still works."""
+    for name, config in adapters["configs"].items():
+        model.add_adapter(LoraConfig.from_dict(config, source=f".keras config of adapter {name!r}"), name)
+    model.set_adapter(adapters["active"])
+    state = model._adapter_state()
+    state.enabled, state.merged = bool(adapters["enabled"]), bool(adapters["merged"])
+    model._update_layers()

@@ -40,7 +40,7 @@ from ..inputs import check_model_inputs
 from ..outputs import OUTPUT_CLASSES, ModelOutput
 from . import ops
 from .generation import GenerationMixin
-from .lora import LoraMixin
+from .lora import LoraMixin, keras_adapter_config, restore_adapters
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
         """Keras' config (`model.save("x.keras")`): the model config as its `to_dict()`, plus name and dtype, and
         the LoRA adapters when there are any (`twinformers.tf.lora`)."""
         return {"config": self.config.to_dict(), "name": self.name, "dtype": self.dtype_policy.name,
-                "trainable": self.trainable, **self._adapters_keras_config()}
+                "trainable": self.trainable, **keras_adapter_config(self)}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> PreTrainedModel:
@@ -154,7 +154,7 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
         model = cls(model_config, **{k: v for k, v in config.items() if k in _KERAS_KWARGS})
         model.build()
         if "adapters" in config:
-            model._restore_adapters(config["adapters"])
+            restore_adapters(model, config["adapters"])
         return model
 
     # ----------------------------------------------------------------------------------------- building
