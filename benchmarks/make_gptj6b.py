@@ -79,6 +79,7 @@ def run(directory: str, backend: str, new_tokens: int, cap: int) -> dict:
     child = subprocess.Popen([sys.executable, "-c", CHILD, backend, directory, "bfloat16", str(new_tokens)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak_seen = 0
+    started = last_report = time.perf_counter()
     while child.poll() is None:
         try:
             with open(f"/proc/{child.pid}/status") as f:
@@ -86,6 +87,9 @@ def run(directory: str, backend: str, new_tokens: int, cap: int) -> dict:
         except (FileNotFoundError, StopIteration, ProcessLookupError):
             break
         peak_seen = max(peak_seen, rss)
+        if time.perf_counter() - last_report > 15:  # a timeline, to see where memory goes
+            last_report = time.perf_counter()
+            print(f"  {last_report - started:5.0f} s: {rss / 2**30:.2f} GiB resident", file=sys.stderr, flush=True)
         if rss > cap:
             child.kill()
             child.wait()
