@@ -97,6 +97,8 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
         # file loads with `keras.models.load_model` once twinformers.tf is imported.
         super().__init_subclass__(**kwargs)
         keras.saving.register_keras_serializable(package="twinformers")(cls)
+        if "__init__" in cls.__dict__:  # sublayers created in __init__ take the model's dtype policy
+            cls.__init__ = _under_own_dtype_policy(cls.__dict__["__init__"])
 
     def __init__(self, config: PretrainedConfig, *inputs: Any, **kwargs: Any) -> None:
         extra = {k: v for k, v in kwargs.items() if k not in _KERAS_KWARGS}
@@ -450,11 +452,24 @@ def _dtype_policy(dtype: str | None) -> Iterator[None]:
         yield
         return
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(dtype)
+    keras.config.set_dtype_policy(keras.dtype_policies.get(dtype))  # a name, a policy or a serialized one
     try:
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def _under_own_dtype_policy(init: Any) -> Any:
+    """`init` run with Keras' global dtype policy set to its `dtype=` argument: Keras gives `dtype` to the layer
+    it is passed to only, and sublayers created without one take the global policy (a bfloat16 model had
+    float32 variables)."""
+
+    @functools.wraps(init)
+    def wrapped(self: Any, *args: Any, **kwargs: Any) -> None:
+        with _dtype_policy(kwargs.get("dtype")):
+            init(self, *args, **kwargs)
+
+    return wrapped
 
 
 def _checkpoint_value(weights: Any, key: str, transform: Transform, shape: Any = None, dtype: Any = None) -> tf.Tensor:

@@ -52,3 +52,16 @@ def test_transposed_kernels_read_by_row_blocks_hold_the_checkpoint(tmp_path, mon
     np.testing.assert_array_equal(q_proj.numpy(), q_weight.T.astype(expected.dtype))
     kernel.assign(np.zeros(kernel.shape, expected.dtype))
     assert not kernel.numpy().any()
+
+
+@pytest.mark.parametrize("family, cls", [("gpt2", "GPT2LMHeadModel"), ("gptj", "GPTJForCausalLM"),
+                                         ("gpt_neo", "GPTNeoForSequenceClassification")])
+def test_a_model_built_with_a_dtype_gives_it_to_every_sublayer(family, cls):
+    """`Model(config, dtype=...)` directly, not only through `from_pretrained`; the global policy is left as it was."""
+    model = getattr(tft, cls)(tiny_config(family), dtype="bfloat16")
+    model(np.arange(1, 8)[None])
+    assert {v.dtype for v in model.weights} == {"bfloat16"}
+    assert model.dtype_policy.name == "bfloat16"
+    import keras
+
+    assert keras.config.dtype_policy().name == "float32"
