@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -76,9 +77,13 @@ def write(directory: str, layers: int, shard: str) -> int:
 
 def run(directory: str, backend: str, new_tokens: int, cap: int) -> dict:
     """One backend in a watched subprocess; the child's numbers, or the reason it stopped."""
+    # stderr to a file, not a pipe: TensorFlow logs more than a pipe holds while we only poll, and a writer
+    # blocked on a full pipe kept the finished child from exiting.
+    log = tempfile.TemporaryFile("w+")
     child = subprocess.Popen([sys.executable, "-c", CHILD, backend, directory, "bfloat16", str(new_tokens)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=log, text=True)
     peak_seen = 0
+    started = last_report = time.perf_counter()
     while child.poll() is None:
         try:
             with open(f"/proc/{child.pid}/status") as f:
@@ -86,12 +91,17 @@ def run(directory: str, backend: str, new_tokens: int, cap: int) -> dict:
         except (FileNotFoundError, StopIteration, ProcessLookupError):
             break
         peak_seen = max(peak_seen, rss)
+        if time.perf_counter() - last_report > 15:  # a timeline, to see where memory goes
+            last_report = time.perf_counter()
+            print(f"  {last_report - started:5.0f} s: {rss / 2**30:.2f} GiB resident", file=sys.stderr, flush=True)
         if rss > cap:
             child.kill()
             child.wait()
             return {"killed_at_rss": rss, "cap": cap}
         time.sleep(0.05)
-    out, err = child.communicate()
+    out, _ = child.communicate()
+    log.seek(0)
+    err = log.read()
     if child.returncode:
         return {"returncode": child.returncode, "stderr": err[-2000:], "peak_seen": peak_seen}
     return json.loads(out.strip().splitlines()[-1])

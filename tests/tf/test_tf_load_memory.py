@@ -31,3 +31,37 @@ def test_dtype_reaches_every_variable_and_casts_the_checkpoint(tmp_path, dtype):
     np.testing.assert_array_equal(wte, open_checkpoint(tmp_path)["transformer.wte.weight"].astype(wte.dtype))
     logits = loaded(np.arange(1, 8)[None]).logits
     assert logits.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_transposed_kernels_read_by_row_blocks_hold_the_checkpoint(tmp_path, monkeypatch, dtype):
+    """Big Linear weights are transposed into the kernel from blocks of rows (here blocks of 3 rows); the
+    variables then own that memory and stay writable."""
+    import twinformers.tf.modeling_utils as modeling_utils
+
+    model = tft.GPTJForCausalLM(tiny_config("gptj"))
+    model.save_pretrained(tmp_path)
+    monkeypatch.setattr(modeling_utils, "STREAM_BLOCK_BYTES", 3 * 32 * 4)
+    loaded = tft.GPTJForCausalLM.from_pretrained(tmp_path, dtype=dtype)
+    checkpoint = open_checkpoint(tmp_path)
+    kernel = next(v for v in loaded.weights if v.path.endswith("lm_head/kernel"))
+    expected = checkpoint["lm_head.weight"].T.astype(kernel.numpy().dtype)
+    np.testing.assert_array_equal(kernel.numpy(), expected)
+    q_proj = next(v for v in loaded.weights if v.path.endswith("h_._0/attn/q_proj/kernel"))
+    q_weight = checkpoint["transformer.h.0.attn.q_proj.weight"]
+    np.testing.assert_array_equal(q_proj.numpy(), q_weight.T.astype(expected.dtype))
+    kernel.assign(np.zeros(kernel.shape, expected.dtype))
+    assert not kernel.numpy().any()
+
+
+@pytest.mark.parametrize("family, cls", [("gpt2", "GPT2LMHeadModel"), ("gptj", "GPTJForCausalLM"),
+                                         ("gpt_neo", "GPTNeoForSequenceClassification")])
+def test_a_model_built_with_a_dtype_gives_it_to_every_sublayer(family, cls):
+    """`Model(config, dtype=...)` directly, not only through `from_pretrained`; the global policy is left as it was."""
+    model = getattr(tft, cls)(tiny_config(family), dtype="bfloat16")
+    model(np.arange(1, 8)[None])
+    assert {v.dtype for v in model.weights} == {"bfloat16"}
+    assert model.dtype_policy.name == "bfloat16"
+    import keras
+
+    assert keras.config.dtype_policy().name == "float32"
