@@ -16,6 +16,7 @@ the same result as the host-side check.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -123,8 +124,8 @@ class StopStringCriteria(StoppingCriteria):
                 )
         self.stop_strings = list(stop_strings)
         self.targets = [stop.encode("utf-8") for stop in self.stop_strings]
-        self.token_bytes = token_bytes(tokenizer)
-        self._tables: dict[tuple[int, int], StopStringTables] = {}
+        self.vocabulary = ByteVocabulary.of(tokenizer)
+        self.token_bytes = self.vocabulary.token_bytes
 
     def __call__(self, input_ids: np.ndarray, scores: Any = None, **kwargs: Any) -> np.ndarray:
         input_ids = np.asarray(input_ids)
@@ -144,35 +145,70 @@ class StopStringCriteria(StoppingCriteria):
 
     def tables(self, vocab_size: int, width: int) -> StopStringTables:
         """This criterion's stop strings as `StopStringTables` for ids [0, vocab_size), strings padded to
-        `width` bytes (built once per size and kept)."""
-        key = (vocab_size, width)
-        if key not in self._tables:
-            known = self.token_bytes[:vocab_size] + [b""] * max(vocab_size - len(self.token_bytes), 0)
-            lengths = np.fromiter((len(b) for b in known), dtype=np.int32, count=vocab_size)
-            # Each token's first and last `width` bytes (the last right-aligned); 256 never equals a byte.
-            first = np.full((vocab_size, width), 256, dtype=np.int16)
-            last = np.full((vocab_size, width), 256, dtype=np.int16)
-            ids_of: dict[bytes, list[int]] = {}
-            for index, data in enumerate(known):
-                head, tail = data[:width], data[-width:]
-                first[index, : len(head)] = np.frombuffer(head, dtype=np.uint8)
-                last[index, width - len(tail) :] = np.frombuffer(tail, dtype=np.uint8)
-                if len(data) <= width:
-                    ids_of.setdefault(data, []).append(index)
-            shape = (vocab_size, len(self.targets), width + 1)
-            newest, inside, starts = np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(shape, bool)
-            for n, target in enumerate(self.targets):
-                size, stop = len(target), np.frombuffer(target, dtype=np.uint8)
-                newest[:, n, 0] = [target in data for data in known]
-                for e in range(1, size):  # e bytes of the stop string lie before the token
-                    newest[:, n, e] = (lengths >= size - e) & (first[:, : size - e] == stop[e:]).all(-1)
-                    starts[:, n, e] = (lengths >= e) & (last[:, width - e :] == stop[:e]).all(-1)
-                for e in range(1, size + 1):
-                    inside[:, n, e] = lengths == 0  # a token without bytes (an id the tokenizer lacks) is skipped
-                    for begin in range(e):
-                        inside[np.asarray(ids_of.get(target[begin:e], []), dtype=np.intp), n, e] = True
-            self._tables[key] = StopStringTables(newest=newest, inside=inside, starts=starts, token_length=lengths)
-        return self._tables[key]
+        `width` bytes (each string's columns are built once per tokenizer and kept)."""
+        columns = [self.vocabulary.stop_string_columns(target, vocab_size, width) for target in self.targets]
+        return StopStringTables(*(np.stack([c[i] for c in columns], axis=1) for i in range(3)),
+                                token_length=self.vocabulary.lengths(vocab_size))
+
+
+class ByteVocabulary:
+    """A tokenizer's tokens as bytes (`token_bytes`), with the per-stop-string table columns built from them;
+    one per tokenizer object (kept while the tokenizer lives), so a generate() call with the same stop strings
+    builds nothing."""
+
+    _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> ByteVocabulary:
+        try:
+            if tokenizer not in cls._cache:
+                cls._cache[tokenizer] = cls(token_bytes(tokenizer))
+            return cls._cache[tokenizer]
+        except TypeError:  # a tokenizer that cannot be weakly referenced or hashed: no cache
+            return cls(token_bytes(tokenizer))
+
+    def __init__(self, tokens: list[bytes]) -> None:
+        self.token_bytes = tokens
+        self._columns: dict[tuple[bytes, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._ids_of: dict[bytes, list[int]] | None = None
+
+    def lengths(self, vocab_size: int) -> np.ndarray:
+        """(vocab_size,) int32 bytes per id (0 for ids the tokenizer lacks)."""
+        known = np.fromiter((len(b) for b in self.token_bytes[:vocab_size]), dtype=np.int32)
+        return np.pad(known, (0, vocab_size - len(known)))
+
+    def stop_string_columns(self, target: bytes, vocab_size: int, width: int
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`newest`, `inside` and `starts` of StopStringTables for one stop string, each (vocab_size, width + 1)."""
+        key = (target, vocab_size, width)
+        if key in self._columns:
+            return self._columns[key]
+        lengths = self.lengths(vocab_size)
+        known = self.token_bytes[:vocab_size]
+        # Each token's first and last `width` bytes (the last right-aligned), 256 past its end (never a byte).
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        buffer = np.frombuffer(b"".join(known) + bytes(width), dtype=np.uint8).astype(np.int16)
+        columns = np.arange(width)
+        first = np.where(columns < lengths[:, None], buffer[offsets[:, None] + columns], 256)
+        last_index = np.maximum(offsets[:, None] + lengths[:, None] - width + columns, 0)
+        last = np.where(columns >= width - lengths[:, None], buffer[last_index], 256)
+        size, stop = len(target), np.frombuffer(target, dtype=np.uint8)
+        newest, inside, starts = (np.zeros((vocab_size, width + 1), bool) for _ in range(3))
+        newest[: len(known), 0] = [target in data for data in known]
+        for e in range(1, size):  # e bytes of the stop string lie before the token
+            newest[:, e] = (lengths >= size - e) & (first[:, : size - e] == stop[e:]).all(-1)
+            starts[:, e] = (lengths >= e) & (last[:, width - e :] == stop[:e]).all(-1)
+        if self._ids_of is None:
+            self._ids_of = {}
+            for index, data in enumerate(self.token_bytes):
+                self._ids_of.setdefault(data, []).append(index)
+        for e in range(1, size + 1):
+            inside[:, e] = lengths == 0  # a token without bytes (an id the tokenizer lacks) is skipped
+            for begin in range(e):
+                ids = [i for i in self._ids_of.get(target[begin:e], []) if i < vocab_size]
+                inside[np.asarray(ids, dtype=np.intp), e] = True
+        self._columns[key] = (newest, inside, starts)
+        return self._columns[key]
 
 
 class StopStringTables(NamedTuple):
