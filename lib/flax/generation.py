@@ -9,8 +9,9 @@ token (not padding), scores (B, V) float32; `cur_len` may be traced.
 
 Greedy search and sampling run as one `jax.jit`-compiled `lax.while_loop` over a `StaticCache`. Prompts are
 left-padded to a multiple of `pad_to_multiple_of`, so the loop compiles once per (batch, padded length,
-settings) bucket; the compiled loops are kept on the model. With a streamer, the same step function runs
-jitted from a Python loop instead. Beam search steps the jitted model from Python around the NumPy scorer.
+settings) bucket; the compiled loops are kept on the model. Stop strings are matched inside the loop on
+per-token tables (`stop_string_hits`). With a streamer or host-side stopping criteria, the same step
+function runs jitted from a Python loop instead. Beam search steps the jitted model from Python around the NumPy scorer.
 """
 
 from __future__ import annotations
@@ -355,8 +356,9 @@ class GenerationMixin:
             generation_config: settings instead of `self.generation_config`.
             streamer: gets the prompt, then each new token (greedy and sampling; runs the step-by-step path).
             stopping_criteria, logits_processor, tokenizer (in kwargs): the call's own stopping criteria (run on
-                the host between compiled steps) and processors (compiled: they must be traceable), and the
-                tokenizer `stop_strings=` need (see `generation.stopping_criteria`).
+                the host between compiled steps; stop strings are matched inside the compiled loop) and
+                processors (compiled: they must be traceable), and the tokenizer `stop_strings=` need (see
+                `generation.stopping_criteria`).
             prng_key: the sampling key; `seed` makes one (default `jax.random.PRNGKey(0)`).
             params: the params to run with (default `self.params`); an active LoRA adapter is folded in.
             **kwargs: GenerationConfig fields, e.g. `max_new_tokens=20, do_sample=True, top_p=0.9`.

@@ -10,9 +10,11 @@ token (not padding), scores (B, V) float32; `cur_len` is a scalar tensor.
 Greedy search and sampling run as one `tf.function(jit_compile=True)`: XLA compiles the prefill and a
 `tf.while_loop` over a `StaticCache` together. Prompts are left-padded to a multiple of
 `pad_to_multiple_of`, so the loop compiles once per (batch, padded length, settings) bucket; the compiled
-functions are kept on the model. With a streamer, the same step function runs XLA-compiled from a Python
-loop instead. Beam search steps the compiled model from Python around the NumPy scorer. Sampling draws from
-stateless RNG (`seed=`), so a seed reproduces a generation inside and outside the compiled loop.
+functions are kept on the model. Stop strings are matched inside the loop on per-token tables
+(`stop_string_hits`). With a streamer or host-side stopping criteria, the same step function runs
+XLA-compiled from a Python loop instead. Beam search steps the compiled model from Python around the NumPy
+scorer. Sampling draws from stateless RNG (`seed=`), so a seed reproduces a generation inside and outside the
+compiled loop.
 """
 
 from __future__ import annotations
@@ -382,8 +384,9 @@ class GenerationMixin:
             generation_config: settings instead of `self.generation_config`.
             streamer: gets the prompt, then each new token (greedy and sampling; runs the step-by-step path).
             stopping_criteria, logits_processor, tokenizer (in kwargs): the call's own stopping criteria (run on
-                the host between compiled steps) and processors (compiled: they must be traceable), and the
-                tokenizer `stop_strings=` need (see `generation.stopping_criteria`).
+                the host between compiled steps; stop strings are matched inside the compiled loop) and
+                processors (compiled: they must be traceable), and the tokenizer `stop_strings=` need (see
+                `generation.stopping_criteria`).
             seed: the stateless sampling seed (an int, or a (2,) int tensor as `tf.random.stateless_*` take);
                 default: drawn from TensorFlow's global generator (`tf.random.set_seed`).
             **kwargs: GenerationConfig fields, e.g. `max_new_tokens=20, do_sample=True, top_p=0.9`.
