@@ -495,8 +495,15 @@ def check_stop_strings_and_criteria(adapter: Adapter) -> None:
         adapter.generate(model, ids, max_new_tokens=2, pad_token_id=eos, stop_strings=["."])
     with pytest.raises(ValueError, match="stop_strings must be a string or a list of non-empty strings"):
         adapter.generate(model, ids, max_new_tokens=2, pad_token_id=eos, stop_strings=[""], tokenizer=tokenizer)
-    with pytest.raises(ValueError, match="not with beam search"):
-        adapter.generate(model, ids, max_new_tokens=2, pad_token_id=eos, num_beams=2, max_time=5.0)
+    # Beam search ends when the criteria mark every beam done (Hugging Face's rule); the hypotheses then get
+    # the EOS column finalize adds to hypotheses shorter than max_new_tokens.
+    beams = dict(num_beams=3, num_return_sequences=2, pad_token_id=eos)
+    short = as_numpy(adapter.generate(model, ids, max_new_tokens=3, **beams))
+    out = as_numpy(adapter.generate(model, ids, max_new_tokens=24, stopping_criteria=[StopAfter()], **beams))
+    assert out.shape == (2, len(prompt) + 4) and (out[:, -1] == eos).all()
+    np.testing.assert_array_equal(out[:, :-1], short)
+    out = as_numpy(adapter.generate(model, ids, max_new_tokens=24, max_time=1e-9, **beams))
+    assert out.shape[1] == len(prompt) + 2, "max_time already passed: beam search ends after the first step"
 
 
 STOP_TEXTS = ("Once upon a time there was a thing; the king sang.\n    def load(self): return self.items\n",

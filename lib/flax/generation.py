@@ -607,7 +607,8 @@ class GenerationMixin:
             sequences, cache = reorder(sequences, cache, jnp.asarray(beam_rows_np))
             sequences = sequences.at[:, cur_len].set(beam_tokens)
             cur_len += 1
-            if cur_len == total or scorer.is_done:
+            text = slice(prompt_length - plan.prompt_length, cur_len)  # without the bucket padding
+            if cur_len == total or scorer.is_done or plan.beams_stopped(np.asarray(sequences[:, text])):
                 break
             logits, cache = next_logits(params, beam_tokens[:, None], attention_mask, next_positions[:, None], cache)
             next_positions = next_positions + 1

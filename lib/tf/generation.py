@@ -634,7 +634,8 @@ class GenerationMixin:
             sequences, cache = reorder(sequences, cache, tf.constant(beam_rows_np, dtype=tf.int32))
             sequences = tf.concat([sequences[:, :cur_len], beam_tokens[:, None], sequences[:, cur_len + 1 :]], axis=1)
             cur_len += 1
-            if cur_len == total or scorer.is_done:
+            text = slice(prompt_length - plan.prompt_length, cur_len)  # without the bucket padding
+            if cur_len == total or scorer.is_done or plan.beams_stopped(sequences[:, text].numpy()):
                 break
             logits, cache = next_logits(beam_tokens[:, None], attention_mask, next_positions[:, None], cache)
             next_positions = next_positions + 1
