@@ -495,8 +495,81 @@ def check_stop_strings_and_criteria(adapter: Adapter) -> None:
         adapter.generate(model, ids, max_new_tokens=2, pad_token_id=eos, stop_strings=["."])
     with pytest.raises(ValueError, match="stop_strings must be a string or a list of non-empty strings"):
         adapter.generate(model, ids, max_new_tokens=2, pad_token_id=eos, stop_strings=[""], tokenizer=tokenizer)
-    with pytest.raises(ValueError, match="not with beam search"):
-        adapter.generate(model, ids, max_new_tokens=2, pad_token_id=eos, num_beams=2, max_time=5.0)
+    # Beam search ends when the criteria mark every beam done (Hugging Face's rule); the hypotheses then get
+    # the EOS column finalize adds to hypotheses shorter than max_new_tokens.
+    beams = dict(num_beams=3, num_return_sequences=2, pad_token_id=eos)
+    short = as_numpy(adapter.generate(model, ids, max_new_tokens=3, **beams))
+    out = as_numpy(adapter.generate(model, ids, max_new_tokens=24, stopping_criteria=[StopAfter()], **beams))
+    assert out.shape == (2, len(prompt) + 4) and (out[:, -1] == eos).all()
+    np.testing.assert_array_equal(out[:, :-1], short)
+    out = as_numpy(adapter.generate(model, ids, max_new_tokens=24, max_time=1e-9, **beams))
+    assert out.shape[1] == len(prompt) + 2, "max_time already passed: beam search ends after the first step"
+
+
+STOP_TEXTS = ("Once upon a time there was a thing; the king sang.\n    def load(self): return self.items\n",
+              "The king said-endarkipled.\n    if not isinstance(obj, _fparts):\n        return self.x")
+STOP_CASES = ([".", " the", "ing", "self.", "g sang.\n    def", "e"], ["."], ["ing"], ["g sang.\n    def"],
+              ["self.", "endark"], [".eOnce", "eThe"])  # the last two would match the bucket padding "e.e"
+
+
+def check_stop_string_hits(hits: Callable[..., np.ndarray]) -> None:
+    """The backend's compiled `stop_string_hits` on the tables (`stop_string_tables`) fires at exactly the tokens
+    where the host-side StopStringCriteria does, for single- and multi-token stop strings, several per call,
+    two rows at once, the bucket's padding slots (junk that would match) excluded by `text_start`.
+    `hits(tables, text_start, sequences (B, L), cur_len) -> (B,)` runs the backend's function compiled."""
+    from twinformers.generation.stopping_criteria import StopStringCriteria, stop_string_tables
+
+    tokenizer = embedded_tokenizer()
+    rows = [tokenizer.encode(text) for text in STOP_TEXTS]
+    junk = tokenizer.encode("e.e")  # bucket padding made of tokens that would complete a stop string
+    length = max(len(r) for r in rows)
+    sequences = np.asarray([junk + r + r[: length - len(r)] for r in rows], dtype=np.int32)
+    start = len(junk)
+    fired = 0
+    for stops in STOP_CASES:
+        criterion = StopStringCriteria(tokenizer, stops)
+        tables = stop_string_tables([criterion], 1024)
+        for cur_len in range(start + 1, sequences.shape[1] + 1):
+            expected = criterion(sequences[:, start:cur_len])
+            got = np.asarray(hits(tables, start, sequences, cur_len))
+            assert got.tolist() == expected.tolist(), (stops, cur_len, got, expected)
+            fired += int(expected.sum())
+    assert fired > 20, "the texts must contain the stop strings many times to test anything"
+
+
+def check_stop_strings_in_compiled_loop(adapter: Adapter, programs: Callable[[Any], dict]) -> None:
+    """Stop strings run inside the single compiled loop: each row of a left-padded batch stops where the
+    text-level reference says (stop strings spanning several tokens, one starting in the prompt), the same as
+    the host-side check between compiled steps (forced by a streamer); no step-by-step program is built, and
+    other stop strings of the same size bucket reuse the compiled loop. `programs(model)` is the model's dict
+    of compiled generation programs, keyed (name, settings)."""
+    tokenizer = embedded_tokenizer()
+    model = adapter.load("tiny-gpt2")
+    eos = tokenizer.eos_token_id
+    texts = ["Once upon a time", "The king said"]
+    encoded = [tokenizer.encode(t) for t in texts]
+    width = max(len(e) for e in encoded)
+    ids = np.asarray([[eos] * (width - len(e)) + e for e in encoded])
+    mask = np.asarray([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+    settings = dict(attention_mask=mask, max_new_tokens=24, pad_token_id=eos, tokenizer=tokenizer)
+    full = as_numpy(adapter.generate(model, ids, **{k: v for k, v in settings.items() if k != "tokenizer"}))
+    count = getattr(model, "generate_trace_count", 0)
+    for stops in (["signal", "-end"], ["time.", "ark"], ["allement", "ipled"]):
+        before = set(programs(model))
+        out = as_numpy(adapter.generate(model, ids, stop_strings=stops, **settings))
+        assert not any(name in ("step", "prefill") for name, _ in set(programs(model)) - before), \
+            "stop strings must not fall back to the step-by-step path"
+        for row, encoding in enumerate(encoded):
+            tokens = full[row, width - len(encoding):].tolist()
+            ends = [first_stop(tokenizer, tokens, len(encoding), stop) for stop in stops]
+            end = min(e for e in ends if e is not None)
+            assert end < len(tokens), (stops, row)
+            got = out[row, width - len(encoding):].tolist()
+            assert got[:end] == tokens[:end] and set(got[end:]) <= {eos}, (stops, row, got, tokens, end)
+        stepwise = as_numpy(adapter.generate(model, ids, stop_strings=stops, streamer=NullStreamer(), **settings))
+        np.testing.assert_array_equal(out, stepwise, err_msg=f"compiled vs host check, {stops}")
+    assert out.shape[1] < full.shape[1], "every row stopped early: the result is shorter"
+    assert model.generate_trace_count - count == 1, "stop strings of one size bucket share one compiled loop"
 
 
 def check_user_logits_processor(adapter: Adapter, ban: Callable[[Any, Any], Any]) -> None:

@@ -126,3 +126,32 @@ def test_generate_stop_ends_the_stream(checkpoint, capsys):
     out = capsys.readouterr().out.rstrip("\n")
     assert stop in out[len(prompt):] and len(out) < len(full)
     assert full.startswith(out)  # the stop-string semantics are tested against a reference in generation_cases
+
+
+def test_generate_verbose_keeps_native_log_lines(checkpoint, capfd, monkeypatch):
+    """Without --verbose, what the frameworks write straight to file descriptor 2 while loading and generating
+    (TensorFlow's C++ logs) is dropped and stderr is restored afterwards; with --verbose it shows. The streamed
+    text on stdout is the same either way."""
+    import os
+
+    from twinformers.pt import AutoModelForCausalLM
+
+    directory, tokenizer = checkpoint
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # restored after the test (the quiet mode sets it)
+    original = AutoModelForCausalLM.from_pretrained
+
+    def noisy_load(*args, **kwargs):
+        os.write(2, b"I0000 native log line\n")  # as C++ code logs: around Python's sys.stderr
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", noisy_load)
+    outputs = {}
+    for flags in ([], ["--verbose"]):
+        prompt = "def parse(text):"
+        assert main(["generate", directory, prompt, "--backend", "pt", "--max-new-tokens", "6", *flags]) == 0
+        os.write(2, b"after\n")
+        outputs[bool(flags)] = capfd.readouterr()
+    quiet, verbose = outputs[False], outputs[True]
+    assert "native log line" not in quiet.err and "after" in quiet.err, "quiet: dropped, then stderr restored"
+    assert "I0000 native log line" in verbose.err
+    assert quiet.out == verbose.out == expected_text(directory, tokenizer, prompt, max_new_tokens=6) + "\n"

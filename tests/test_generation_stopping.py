@@ -16,6 +16,7 @@ from twinformers.generation.stopping_criteria import (
     MaxTimeCriteria,
     StoppingCriteriaList,
     StopStringCriteria,
+    stop_string_tables,
 )
 from twinformers.generation.streamers import TextIteratorStreamer
 from twinformers.generation.utils import UserLogitsProcessor
@@ -71,6 +72,24 @@ def test_stop_strings_rows_and_bad_input(tokenizer):
         StopStringCriteria(Lossy(), ["é"])
     with pytest.raises(ValueError, match="non-empty strings"):
         StopStringCriteria(tokenizer, [""])
+
+
+def test_stop_string_tables_buckets_and_cache(tokenizer):
+    """The in-loop tables: one byte vocabulary per tokenizer, widths rounded up to 8 bytes, the stop-string count
+    to a power of two with rows that never match, ids past the tokenizer's vocabulary without bytes; None when a
+    criterion must run on the host. (The matching itself is tested per backend against the host check.)"""
+    dot, two = StopStringCriteria(tokenizer, ["."]), StopStringCriteria(tokenizer, [".", "ing"])
+    assert dot.vocabulary is two.vocabulary
+    single, both = stop_string_tables([dot], 1024), stop_string_tables([dot, two], 1030)
+    assert single.newest.shape == (1024, 1, 9) and both.newest.shape == (1030, 4, 9)
+    np.testing.assert_array_equal(both.newest[:1024, 0], single.newest[:, 0])
+    assert not both.newest[:, 3].any() and not both.inside[:, 3].any() and not both.starts[:, 3].any()
+    assert both.token_length[1024:].tolist() == [0] * 6 and both.inside[1024:, :3, 1].all()  # skipped ids
+    period = tokenizer.encode(".")[0]
+    assert single.newest[period, 0, 0] and single.token_length[period] == 1
+    assert stop_string_tables([StopStringCriteria(tokenizer, ["a long stop"])], 1024).newest.shape[-1] == 17
+    assert stop_string_tables([dot, MaxLengthCriteria(5)], 1024) is None
+    assert stop_string_tables([], 1024) is None
 
 
 def test_iterator_streamer_queue_and_timeout(tokenizer):

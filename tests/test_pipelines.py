@@ -75,3 +75,41 @@ def test_question_answering(checkpoints):
     assert result["answer"] == context[result["start"] : result["end"]] and result["answer"]
     assert 0 < result["score"] <= 1
     assert qa(question=["a?", "b?"], context=context)[0] == qa(question="a?", context=context)
+
+
+def test_question_answering_reads_a_long_context_in_overlapping_windows(checkpoints):
+    """max_seq_len / doc_stride: the answer is the best span over every window (question + 20 context tokens,
+    windows sharing 6), each window's probabilities from the model's own logits; a context longer than the
+    position table works with the defaults; a stride as long as the window is a clear error."""
+    qa = twinformers.pipeline("question-answering", model=checkpoints["question-answering"], backend="pt")
+    question = "Where did the cat sit?"
+    context = " ".join(["The cat sat on the mat in the old house."] * 6)
+    question_ids, context_ids = qa.tokenizer.encode(question), qa.tokenizer.encode(context)
+    window, stride = 20, 6
+    best = (-1.0, 0, 0)
+    for offset in range(0, len(context_ids), window - stride):  # every window, by hand
+        chunk = context_ids[offset : offset + window]
+        outputs = qa.model(torch.tensor([question_ids + chunk]))
+        start = softmax(outputs.start_logits.detach().numpy()[0, len(question_ids):])
+        end = softmax(outputs.end_logits.detach().numpy()[0, len(question_ids):])
+        for i in range(len(chunk)):
+            for j in range(i, min(i + 15, len(chunk))):
+                if start[i] * end[j] > best[0]:
+                    best = (start[i] * end[j], offset + i, offset + j)
+        if offset + window >= len(context_ids):
+            break
+    assert len(context_ids) > 2 * window
+    result = qa(question=question, context=context, max_seq_len=len(question_ids) + window, doc_stride=stride)
+    assert result["score"] == pytest.approx(best[0], abs=1e-6)
+    assert result["answer"] == qa.tokenizer.decode(context_ids[best[1] : best[2] + 1])
+    assert result["answer"] == context[result["start"] : result["end"]]
+    one_window = qa(question=question, context=context, max_seq_len=len(question_ids) + len(context_ids))
+    assert one_window == qa(question=question, context=context)  # the defaults fit it in one window too
+    long_context = " ".join(["The cat sat on the mat in the old house."] * 20)
+    assert len(qa.tokenizer.encode(long_context)) > qa.model.config.max_position_embeddings
+    answer = qa(question=question, context=long_context)
+    assert answer["answer"] == long_context[answer["start"] : answer["end"]] and answer["answer"]
+    with pytest.raises(ValueError, match=r"doc_stride=20 must be in \[0, 20\)"):
+        qa(question=question, context=context, max_seq_len=len(question_ids) + window, doc_stride=20)
+    with pytest.raises(ValueError, match=r"max_seq_len=1000 must be in \[1, 128\]"):
+        qa(question=question, context=context, max_seq_len=1000)

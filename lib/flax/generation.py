@@ -9,8 +9,9 @@ token (not padding), scores (B, V) float32; `cur_len` may be traced.
 
 Greedy search and sampling run as one `jax.jit`-compiled `lax.while_loop` over a `StaticCache`. Prompts are
 left-padded to a multiple of `pad_to_multiple_of`, so the loop compiles once per (batch, padded length,
-settings) bucket; the compiled loops are kept on the model. With a streamer, the same step function runs
-jitted from a Python loop instead. Beam search steps the jitted model from Python around the NumPy scorer.
+settings) bucket; the compiled loops are kept on the model. Stop strings are matched inside the loop on
+per-token tables (`stop_string_hits`). With a streamer or host-side stopping criteria, the same step
+function runs jitted from a Python loop instead. Beam search steps the jitted model from Python around the NumPy scorer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..generation.config import GenerationConfig
+from ..generation.stopping_criteria import StopStringTables, stop_string_tables
 from ..generation.streamers import BaseStreamer
 from ..generation.utils import (
     BeamSearchScorer,
@@ -243,6 +245,28 @@ def scatter_sorted(sorted_values: Array, order: Array) -> Array:
     return jnp.zeros_like(sorted_values).at[rows, order].set(sorted_values)
 
 
+def stop_string_hits(stops: StopStringTables, text_start: Array, sequences: Array, cur_len: Array) -> Array:
+    """(B,) bool: the rows whose newest token (slot cur_len - 1) completes a stop string, matched on the
+    tables (see `StopStringTables`) over the newest W slots; slots before `text_start` (bucket padding) hold
+    no text."""
+    width = stops.newest.shape[-1] - 1
+    slots = cur_len - width + jnp.arange(width)  # the newest W slots, oldest first
+    window = jnp.take(sequences, jnp.maximum(slots, 0), axis=1)  # (B, W)
+    in_text = slots >= text_start  # (W,)
+    needed = stops.newest[window[:, -1]]  # (B, N, W + 1): s[:e] must come before the newest token
+    hit = needed[..., 0]  # (B, N)
+    for k in reversed(range(width - 1)):
+        token = window[:, k]
+        hit |= jnp.any(needed & stops.starts[token], axis=-1) & in_text[k]
+        # Walk back over a token lying inside the stop string: e bytes needed after it → e - len(token) before.
+        source = jnp.arange(width + 1)[None, :] + stops.token_length[token][:, None]  # (B, W + 1)
+        carried = needed & stops.inside[token]
+        moved = jnp.take_along_axis(carried, jnp.minimum(source, width)[:, None, :], axis=-1)
+        needed = moved & (source <= width)[:, None, :] & in_text[k]
+        hit |= needed[..., 0]
+    return jnp.any(hit, axis=-1)
+
+
 class LogitsProcessorList(list):
     """Processors applied in order; `from_generation_config` builds the list a GenerationConfig asks for."""
 
@@ -332,8 +356,9 @@ class GenerationMixin:
             generation_config: settings instead of `self.generation_config`.
             streamer: gets the prompt, then each new token (greedy and sampling; runs the step-by-step path).
             stopping_criteria, logits_processor, tokenizer (in kwargs): the call's own stopping criteria (run on
-                the host between compiled steps) and processors (compiled: they must be traceable), and the
-                tokenizer `stop_strings=` need (see `generation.stopping_criteria`).
+                the host between compiled steps; stop strings are matched inside the compiled loop) and
+                processors (compiled: they must be traceable), and the tokenizer `stop_strings=` need (see
+                `generation.stopping_criteria`).
             prng_key: the sampling key; `seed` makes one (default `jax.random.PRNGKey(0)`).
             params: the params to run with (default `self.params`); an active LoRA adapter is folded in.
             **kwargs: GenerationConfig fields, e.g. `max_new_tokens=20, do_sample=True, top_p=0.9`.
@@ -390,14 +415,15 @@ class GenerationMixin:
 
     def _decoder(self, plan: GenerationPlan, prompt_length: int) -> tuple[Any, Any, Any]:
         """The pure functions of greedy search / sampling for this plan: `prefill(params, input_ids,
-        prompt_mask, position_ids, rng) -> state` (cache filled, first token chosen), `step(params, state)`
-        (one more token) and `cond(state)` (whether to continue)."""
+        prompt_mask, position_ids, rng, stops) -> state` (cache filled, first token chosen), `step(params,
+        state, stops)` (one more token) and `cond(state)` (whether to continue). `stops`: None, or the
+        stop-string tables and the first text slot, matched after every token (`stop_string_hits`)."""
         config = plan.config
         total = prompt_length + plan.max_new_tokens
         processors = self._logits_processors(plan, prompt_length)
         eos = jnp.asarray(plan.eos_token_ids, dtype=jnp.int32)
 
-        def select(state: DecodeState) -> DecodeState:
+        def select(state: DecodeState, stops: tuple[StopStringTables, Array] | None) -> DecodeState:
             scores = processors(state.sequences, state.logits, state.cur_len, state.attention_mask)
             rng, sample_rng = jax.random.split(state.rng)
             if plan.mode == "sample":
@@ -411,11 +437,13 @@ class GenerationMixin:
                 step_index = state.cur_len - prompt_length
                 all_scores = jax.lax.dynamic_update_slice(all_scores, scores[None], (step_index, 0, 0))
             unfinished = state.unfinished & ~jnp.isin(next_tokens, eos)
+            if stops is not None:
+                unfinished &= ~stop_string_hits(*stops, sequences, state.cur_len + 1)
             return state._replace(sequences=sequences, cur_len=state.cur_len + 1, unfinished=unfinished, rng=rng,
                                   scores=all_scores)
 
-        def prefill(params: dict, input_ids: Array, prompt_mask: Array, position_ids: Array, rng: Array
-                    ) -> DecodeState:
+        def prefill(params: dict, input_ids: Array, prompt_mask: Array, position_ids: Array, rng: Array,
+                    stops: tuple[StopStringTables, Array] | None = None) -> DecodeState:
             rows = input_ids.shape[0]
             sequences = jnp.full((rows, total), plan.pad_token_id, dtype=jnp.int32).at[:, :prompt_length].set(input_ids)
             attention_mask = jnp.ones((rows, total), dtype=jnp.int32).at[:, :prompt_length].set(prompt_mask)
@@ -429,14 +457,15 @@ class GenerationMixin:
                 next_positions=prompt_mask.sum(-1).astype(jnp.int32), unfinished=jnp.ones(rows, dtype=bool),
                 cache=cache, logits=logits, rng=rng, scores=all_scores,
             )
-            return select(state)
+            return select(state, stops)
 
-        def step(params: dict, state: DecodeState) -> DecodeState:
+        def step(params: dict, state: DecodeState, stops: tuple[StopStringTables, Array] | None = None
+                 ) -> DecodeState:
             last = jax.lax.dynamic_slice_in_dim(state.sequences, state.cur_len - 1, 1, axis=1)  # (B, 1)
             logits, cache = self._next_logits(
                 params, last, state.attention_mask, state.next_positions[:, None], state.cache
             )
-            return select(state._replace(logits=logits, cache=cache, next_positions=state.next_positions + 1))
+            return select(state._replace(logits=logits, cache=cache, next_positions=state.next_positions + 1), stops)
 
         def cond(state: DecodeState) -> Array:
             return (state.cur_len < total) & state.unfinished.any()
@@ -457,7 +486,7 @@ class GenerationMixin:
         decoding functions close over the padded prompt length, and beam search over the batch size). The call's
         own processors count by identity: pass the same objects again to reuse a compiled program (the program
         keeps them alive, so an id is never reused while its program exists)."""
-        host_only = ("max_time", "stop_strings")  # checked on the host between steps, not compiled
+        host_only = ("max_time", "stop_strings")  # host checks, or stop-string tables passed as loop arguments
         settings = {k: v for k, v in plan.config.to_diff_dict().items() if k not in host_only}
         return (repr(sorted(settings.items())), plan.mode, plan.max_new_tokens, plan.min_new_tokens,
                 tuple(plan.eos_token_ids), plan.pad_token_id, prompt_length, plan.batch_size,
@@ -465,25 +494,31 @@ class GenerationMixin:
 
     def _sample(self, plan: GenerationPlan, params: dict, streamer: BaseStreamer | None, rng: Array
                 ) -> Array | GenerateDecoderOnlyOutput:
-        """Greedy search or sampling: one compiled `lax.while_loop`, or jitted steps when
-        streaming or with stopping criteria (they run on the host)."""
+        """Greedy search or sampling: one compiled `lax.while_loop` (stop strings matched inside it), or
+        jitted steps when streaming or with other stopping criteria (they run on the host)."""
         input_ids, prompt_mask = self._bucketed_prompts(plan)
         prompt_length = input_ids.shape[1]
         position_ids = positions_from_mask(prompt_mask)
         prefill, step, cond = self._decoder(plan, prompt_length)
         key = self._settings_key(plan, prompt_length)
-        if streamer is None and not plan.stopping_criteria:
+        tables = stop_string_tables(plan.stopping_criteria, self.config.vocab_size)
+        if streamer is None and (tables is not None or not plan.stopping_criteria):
+            stops = None
+            if tables is not None:  # arguments, not constants: one program serves every stop string of a bucket
+                text_start = jnp.asarray(prompt_length - plan.prompt_length, jnp.int32)
+                stops = (StopStringTables(*(jnp.asarray(table) for table in tables)), text_start)
 
             def build() -> Any:
-                def loop(params: dict, input_ids: Array, prompt_mask: Array, position_ids: Array, rng: Array
-                         ) -> DecodeState:
+                def loop(params: dict, input_ids: Array, prompt_mask: Array, position_ids: Array, rng: Array,
+                         stops: tuple[StopStringTables, Array] | None) -> DecodeState:
                     self.generate_trace_count += 1  # runs only while tracing: counts compilations
-                    state = prefill(params, input_ids, prompt_mask, position_ids, rng)
-                    return jax.lax.while_loop(cond, lambda state: step(params, state), state)
+                    state = prefill(params, input_ids, prompt_mask, position_ids, rng, stops)
+                    return jax.lax.while_loop(cond, lambda state: step(params, state, stops), state)
 
                 return loop
 
-            state = self._generation_program("loop", key, build)(params, input_ids, prompt_mask, position_ids, rng)
+            state = self._generation_program("loop", key, build)(params, input_ids, prompt_mask, position_ids, rng,
+                                                                 stops)
         else:
             if streamer is not None:
                 streamer.put(plan.input_ids)
@@ -572,7 +607,8 @@ class GenerationMixin:
             sequences, cache = reorder(sequences, cache, jnp.asarray(beam_rows_np))
             sequences = sequences.at[:, cur_len].set(beam_tokens)
             cur_len += 1
-            if cur_len == total or scorer.is_done:
+            text = slice(prompt_length - plan.prompt_length, cur_len)  # without the bucket padding
+            if cur_len == total or scorer.is_done or plan.beams_stopped(np.asarray(sequences[:, text])):
                 break
             logits, cache = next_logits(params, beam_tokens[:, None], attention_mask, next_positions[:, None], cache)
             next_positions = next_positions + 1

@@ -96,7 +96,8 @@ class GenerationPlan:
         max_new_tokens, min_new_tokens: in generated tokens. eos_token_ids: possibly empty.
         pad_token_id: fills finished rows (the eos token when the config has no pad token).
         max_positions: the model's position table size (n_positions / max_position_embeddings).
-        stopping_criteria: the host-side criteria (the call's, then max_time and stop_strings); empty when none.
+        stopping_criteria: the criteria (the call's, then max_time and stop_strings); empty when none. Greedy
+            search and sampling stop each row they mark done; beam search ends when they mark every beam done.
         logits_processor: the call's own processors (UserLogitsProcessor), applied after the configured ones.
     """
 
@@ -122,6 +123,11 @@ class GenerationPlan:
     @property
     def prompt_length(self) -> int:
         return self.input_ids.shape[1]
+
+    def beams_stopped(self, sequences: np.ndarray) -> bool:
+        """Beam search ends when the stopping criteria mark every beam of (B * K, T) `sequences` done (Hugging
+        Face's rule: a criterion ends the search, it does not finish one beam as an EOS does)."""
+        return bool(self.stopping_criteria) and bool(np.all(self.stopping_criteria(sequences)))
 
     def expand(self, array: np.ndarray) -> np.ndarray:
         """(B, ...) → (B * rows_per_prompt, ...), each prompt's rows adjacent (Hugging Face's order)."""
@@ -274,9 +280,6 @@ def prepare_generation(
                 "on the tokens' bytes)"
             )
         criteria.append(StopStringCriteria(tokenizer, config.stop_strings))
-    if criteria and mode == "beam":
-        raise ValueError("stopping_criteria, max_time and stop_strings work with greedy search and sampling, "
-                         "not with beam search (num_beams > 1)")
     processors = [UserLogitsProcessor(p, traced) for p in _as_list(logits_processor, "logits_processor")]
     return GenerationPlan(
         config=config,

@@ -164,7 +164,18 @@ class QuestionAnsweringPipeline(Pipeline):
     auto_class = "AutoModelForQuestionAnswering"
 
     def __call__(self, question: str | list[str] | None = None, context: str | list[str] | None = None,
-                 max_answer_len: int = 15) -> dict | list[dict]:
+                 max_answer_len: int = 15, max_seq_len: int | None = None, doc_stride: int | None = None
+                 ) -> dict | list[dict]:
+        """The best answer span of each context, as Hugging Face's pipeline: a context longer than fits is read
+        in overlapping windows (question + up to W = `max_seq_len - len(question)` context tokens, consecutive
+        windows sharing `doc_stride` tokens); each window's start and end probabilities are normalised over
+        its context tokens, and the best span of all windows wins.
+
+        Args:
+            max_answer_len: the longest answer, in tokens. max_seq_len: tokens per forward (default: the
+                model's position table). doc_stride: tokens consecutive windows share (default
+                min(W // 2, 128); less than W).
+        """
         if question is None or context is None:
             raise ValueError("question-answering needs question= and context=")
         single = isinstance(question, str)
@@ -172,24 +183,51 @@ class QuestionAnsweringPipeline(Pipeline):
         contexts = [context] * len(questions) if isinstance(context, str) else list(context)
         if len(contexts) != len(questions):
             raise ValueError(f"got {len(questions)} questions and {len(contexts)} contexts")
+        positions = self.model.config.max_position_embeddings
+        max_seq_len = max_seq_len or positions
+        if not 0 < max_seq_len <= positions:
+            raise ValueError(f"max_seq_len={max_seq_len} must be in [1, {positions}] (the model's position table)")
         results = []
         for q, c in zip(questions, contexts):
             question_ids, context_ids = _encode(self.tokenizer, q), _encode(self.tokenizer, c)
-            outputs = self._forward(question_ids + context_ids)
-            offset = len(question_ids)  # the answer must lie in the context
-            start_logits = self._to_numpy(outputs.start_logits)[0, offset:].astype(np.float64)
-            end_logits = self._to_numpy(outputs.end_logits)[0, offset:].astype(np.float64)
-            start_probs = np.exp(start_logits - start_logits.max())
-            start_probs /= start_probs.sum()
-            end_probs = np.exp(end_logits - end_logits.max())
-            end_probs /= end_probs.sum()
-            scores = np.triu(start_probs[:, None] * end_probs[None, :])  # start <= end
-            scores = np.tril(scores, max_answer_len - 1)  # at most max_answer_len tokens
-            first, last = np.unravel_index(int(scores.argmax()), scores.shape)
+            window = max_seq_len - len(question_ids)
+            if window < 1:
+                raise ValueError(f"the question is {len(question_ids)} tokens, no room for the context in "
+                                 f"max_seq_len={max_seq_len}")
+            stride = min(window // 2, 128) if doc_stride is None else doc_stride
+            if not 0 <= stride < window:
+                raise ValueError(f"doc_stride={stride} must be in [0, {window}) (the context tokens per window: "
+                                 f"max_seq_len={max_seq_len} minus the question's {len(question_ids)})")
+            step = window - stride
+            best = (-1.0, 0, 0)
+            for offset in range(0, max(len(context_ids) - window, 0) + step, step):
+                score, first, last = self._best_span(question_ids, context_ids[offset : offset + window],
+                                                     max_answer_len)
+                if score > best[0]:
+                    best = (score, offset + first, offset + last)
+                if offset + window >= len(context_ids):
+                    break
+            score, first, last = best
             spans = char_spans(self.tokenizer, context_ids)
             start, end = spans[first][0], spans[last][1]
-            results.append({"score": float(scores[first, last]), "start": start, "end": end, "answer": c[start:end]})
+            results.append({"score": score, "start": start, "end": end, "answer": c[start:end]})
         return results[0] if single else results
+
+    def _best_span(self, question_ids: list[int], context_ids: list[int], max_answer_len: int
+                   ) -> tuple[float, int, int]:
+        """One forward of question + context: the best (probability, first, last) context-token span."""
+        outputs = self._forward(question_ids + context_ids)
+        offset = len(question_ids)  # the answer must lie in the context
+        start_logits = self._to_numpy(outputs.start_logits)[0, offset:].astype(np.float64)
+        end_logits = self._to_numpy(outputs.end_logits)[0, offset:].astype(np.float64)
+        start_probs = np.exp(start_logits - start_logits.max())
+        start_probs /= start_probs.sum()
+        end_probs = np.exp(end_logits - end_logits.max())
+        end_probs /= end_probs.sum()
+        scores = np.triu(start_probs[:, None] * end_probs[None, :])  # start <= end
+        scores = np.tril(scores, max_answer_len - 1)  # at most max_answer_len tokens
+        first, last = np.unravel_index(int(scores.argmax()), scores.shape)
+        return float(scores[first, last]), int(first), int(last)
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:

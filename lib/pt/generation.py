@@ -451,7 +451,7 @@ class GenerationMixin:
             sequences = sequences.index_select(0, beam_rows)
             sequences[:, cur_len] = beam_tokens
             cur_len += 1
-            if cur_len == total or scorer.is_done:
+            if cur_len == total or scorer.is_done or plan.beams_stopped(sequences[:, :cur_len].cpu().numpy()):
                 break
             for key, value in cache:  # each row continues the beam it was chosen from
                 key.copy_(key.index_select(0, beam_rows))

@@ -10,9 +10,11 @@ token (not padding), scores (B, V) float32; `cur_len` is a scalar tensor.
 Greedy search and sampling run as one `tf.function(jit_compile=True)`: XLA compiles the prefill and a
 `tf.while_loop` over a `StaticCache` together. Prompts are left-padded to a multiple of
 `pad_to_multiple_of`, so the loop compiles once per (batch, padded length, settings) bucket; the compiled
-functions are kept on the model. With a streamer, the same step function runs XLA-compiled from a Python
-loop instead. Beam search steps the compiled model from Python around the NumPy scorer. Sampling draws from
-stateless RNG (`seed=`), so a seed reproduces a generation inside and outside the compiled loop.
+functions are kept on the model. Stop strings are matched inside the loop on per-token tables
+(`stop_string_hits`). With a streamer or host-side stopping criteria, the same step function runs
+XLA-compiled from a Python loop instead. Beam search steps the compiled model from Python around the NumPy
+scorer. Sampling draws from stateless RNG (`seed=`), so a seed reproduces a generation inside and outside the
+compiled loop.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_slice, dynamic_update_slice
 
 from ..generation.config import GenerationConfig
+from ..generation.stopping_criteria import StopStringTables, stop_string_tables
 from ..generation.streamers import BaseStreamer
 from ..generation.utils import (
     BeamSearchScorer,
@@ -85,6 +88,29 @@ def last_tokens(input_ids: Tensor, valid: Tensor, cur_len: int | Tensor, length:
 def scatter_sorted(sorted_values: Tensor, order: Tensor) -> Tensor:
     """Undo a sort along the last axis: out[b, order[b, i]] = sorted_values[b, i]."""
     return tf.gather(sorted_values, tf.argsort(order, axis=-1), batch_dims=1)
+
+
+def stop_string_hits(stops: StopStringTables, text_start: Tensor, sequences: Tensor, cur_len: Tensor) -> Tensor:
+    """(B,) bool: the rows whose newest token (slot cur_len - 1) completes a stop string, matched on the
+    tables (see `StopStringTables`) over the newest W slots; slots before `text_start` (bucket padding) hold
+    no text."""
+    width = stops.newest.shape[-1] - 1
+    slots = cur_len - width + tf.range(width)  # the newest W slots, oldest first
+    window = tf.gather(sequences, tf.maximum(slots, 0), axis=1)  # (B, W)
+    in_text = slots >= text_start  # (W,)
+    needed = tf.gather(stops.newest, window[:, -1])  # (B, N, W + 1): s[:e] must come before the newest token
+    hit = needed[..., 0]  # (B, N)
+    for k in reversed(range(width - 1)):
+        token = window[:, k]
+        hit |= tf.reduce_any(needed & tf.gather(stops.starts, token), axis=-1) & in_text[k]
+        # Walk back over a token lying inside the stop string: e bytes needed after it → e - len(token) before.
+        source = tf.range(width + 1)[None, :] + tf.gather(stops.token_length, token)[:, None]  # (B, W + 1)
+        carried = needed & tf.gather(stops.inside, token)
+        index = tf.broadcast_to(tf.minimum(source, width)[:, None, :], tf.shape(carried))
+        moved = tf.gather(carried, index, batch_dims=2)
+        needed = moved & (source <= width)[:, None, :] & in_text[k]
+        hit |= needed[..., 0]
+    return tf.reduce_any(hit, axis=-1)
 
 
 # --------------------------------------------------------------------------------------------- processors
@@ -358,8 +384,9 @@ class GenerationMixin:
             generation_config: settings instead of `self.generation_config`.
             streamer: gets the prompt, then each new token (greedy and sampling; runs the step-by-step path).
             stopping_criteria, logits_processor, tokenizer (in kwargs): the call's own stopping criteria (run on
-                the host between compiled steps) and processors (compiled: they must be traceable), and the
-                tokenizer `stop_strings=` need (see `generation.stopping_criteria`).
+                the host between compiled steps; stop strings are matched inside the compiled loop) and
+                processors (compiled: they must be traceable), and the tokenizer `stop_strings=` need (see
+                `generation.stopping_criteria`).
             seed: the stateless sampling seed (an int, or a (2,) int tensor as `tf.random.stateless_*` take);
                 default: drawn from TensorFlow's global generator (`tf.random.set_seed`).
             **kwargs: GenerationConfig fields, e.g. `max_new_tokens=20, do_sample=True, top_p=0.9`.
@@ -412,14 +439,15 @@ class GenerationMixin:
 
     def _decoder(self, plan: GenerationPlan, prompt_length: int) -> tuple[Any, Any, Any]:
         """The functions of greedy search / sampling for this plan: `prefill(input_ids, prompt_mask,
-        position_ids, rng) -> state` (cache filled, first token chosen), `step(state)` (one more token) and
-        `cond(state)` (whether to continue)."""
+        position_ids, rng, stops) -> state` (cache filled, first token chosen), `step(state, stops)` (one more
+        token) and `cond(state)` (whether to continue). `stops`: None, or the stop-string tables and the first
+        text slot, matched after every token (`stop_string_hits`)."""
         config = plan.config
         total = prompt_length + plan.max_new_tokens
         processors = self._logits_processors(plan, prompt_length)
         eos = tf.constant(plan.eos_token_ids, dtype=tf.int32, shape=(len(plan.eos_token_ids),))
 
-        def select(state: DecodeState) -> DecodeState:
+        def select(state: DecodeState, stops: tuple[StopStringTables, Tensor] | None) -> DecodeState:
             scores = processors(state.sequences, state.logits, state.cur_len, state.attention_mask)
             if plan.mode == "sample":
                 # A fresh stateless seed per slot: the same seed reproduces the draw in any execution mode.
@@ -434,10 +462,13 @@ class GenerationMixin:
                 step_index = state.cur_len - prompt_length
                 all_scores = dynamic_update_slice(all_scores, scores[None], tf.stack([step_index, 0, 0]))
             unfinished = state.unfinished & ~tf.reduce_any(next_tokens[:, None] == eos[None, :], axis=-1)
+            if stops is not None:
+                unfinished &= ~stop_string_hits(*stops, sequences, state.cur_len + 1)
             return state._replace(sequences=sequences, cur_len=state.cur_len + 1, unfinished=unfinished,
                                   scores=all_scores)
 
-        def prefill(input_ids: Tensor, prompt_mask: Tensor, position_ids: Tensor, rng: Tensor) -> DecodeState:
+        def prefill(input_ids: Tensor, prompt_mask: Tensor, position_ids: Tensor, rng: Tensor,
+                    stops: tuple[StopStringTables, Tensor] | None = None) -> DecodeState:
             rows = tf.shape(input_ids)[0]  # a tensor: the batch may be unknown while tracing (a serving signature)
             padding = tf.fill((rows, plan.max_new_tokens), plan.pad_token_id)
             sequences = tf.concat([input_ids, padding], axis=1)
@@ -452,12 +483,12 @@ class GenerationMixin:
                 next_positions=tf.reduce_sum(prompt_mask, axis=-1), unfinished=tf.ones(rows, dtype=tf.bool),
                 cache=cache, logits=logits, rng=rng, scores=all_scores,
             )
-            return select(state)
+            return select(state, stops)
 
-        def step(state: DecodeState) -> DecodeState:
+        def step(state: DecodeState, stops: tuple[StopStringTables, Tensor] | None = None) -> DecodeState:
             last = dynamic_slice(state.sequences, tf.stack([0, state.cur_len - 1]), (tf.shape(state.sequences)[0], 1))
             logits, cache = self._next_logits(last, state.attention_mask, state.next_positions[:, None], state.cache)
-            return select(state._replace(logits=logits, cache=cache, next_positions=state.next_positions + 1))
+            return select(state._replace(logits=logits, cache=cache, next_positions=state.next_positions + 1), stops)
 
         def cond(state: DecodeState) -> Tensor:
             return (state.cur_len < total) & tf.reduce_any(state.unfinished)
@@ -480,7 +511,7 @@ class GenerationMixin:
         decoding functions close over the padded prompt length, and beam search over the batch size). The call's
         own processors count by identity: pass the same objects again to reuse a compiled program (the program
         keeps them alive, so an id is never reused while its program exists)."""
-        host_only = ("max_time", "stop_strings")  # checked on the host between steps, not compiled
+        host_only = ("max_time", "stop_strings")  # host checks, or stop-string tables passed as loop arguments
         settings = {k: v for k, v in plan.config.to_diff_dict().items() if k not in host_only}
         return (repr(sorted(settings.items())), plan.mode, plan.max_new_tokens, plan.min_new_tokens,
                 tuple(plan.eos_token_ids), plan.pad_token_id, prompt_length, plan.batch_size,
@@ -488,24 +519,30 @@ class GenerationMixin:
 
     def _sample(self, plan: GenerationPlan, streamer: BaseStreamer | None, rng: Tensor
                 ) -> Tensor | GenerateDecoderOnlyOutput:
-        """Greedy search or sampling: one XLA-compiled `tf.while_loop`, or compiled steps
-        when streaming or with stopping criteria (they run on the host)."""
+        """Greedy search or sampling: one XLA-compiled `tf.while_loop` (stop strings matched inside it), or
+        compiled steps when streaming or with other stopping criteria (they run on the host)."""
         input_ids, prompt_mask = self._bucketed_prompts(plan)
         prompt_length = input_ids.shape[1]
         position_ids = positions_from_mask(prompt_mask).astype(np.int32)
         prefill, step, cond = self._decoder(plan, prompt_length)
         key = self._settings_key(plan, prompt_length)
-        if streamer is None and not plan.stopping_criteria:
+        tables = stop_string_tables(plan.stopping_criteria, self.config.vocab_size)
+        if streamer is None and (tables is not None or not plan.stopping_criteria):
+            stops = None
+            if tables is not None:  # arguments, not constants: one program serves every stop string of a bucket
+                text_start = tf.constant(prompt_length - plan.prompt_length, tf.int32)
+                stops = (StopStringTables(*(tf.constant(table) for table in tables)), text_start)
 
             def build() -> Any:
-                def loop(input_ids: Tensor, prompt_mask: Tensor, position_ids: Tensor, rng: Tensor) -> DecodeState:
+                def loop(input_ids: Tensor, prompt_mask: Tensor, position_ids: Tensor, rng: Tensor,
+                         stops: tuple[StopStringTables, Tensor] | None) -> DecodeState:
                     self.__dict__["generate_trace_count"] += 1  # runs only while tracing: counts compilations
-                    state = prefill(input_ids, prompt_mask, position_ids, rng)
-                    return tf.while_loop(cond, lambda state: (step(state),), (state,))[0]
+                    state = prefill(input_ids, prompt_mask, position_ids, rng, stops)
+                    return tf.while_loop(cond, lambda state: (step(state, stops),), (state,))[0]
 
                 return loop
 
-            state = self._generation_program("loop", key, build)(input_ids, prompt_mask, position_ids, rng)
+            state = self._generation_program("loop", key, build)(input_ids, prompt_mask, position_ids, rng, stops)
         else:
             if streamer is not None:
                 streamer.put(plan.input_ids)
@@ -597,7 +634,8 @@ class GenerationMixin:
             sequences, cache = reorder(sequences, cache, tf.constant(beam_rows_np, dtype=tf.int32))
             sequences = tf.concat([sequences[:, :cur_len], beam_tokens[:, None], sequences[:, cur_len + 1 :]], axis=1)
             cur_len += 1
-            if cur_len == total or scorer.is_done:
+            text = slice(prompt_length - plan.prompt_length, cur_len)  # without the bucket padding
+            if cur_len == total or scorer.is_done or plan.beams_stopped(sequences[:, text].numpy()):
                 break
             logits, cache = next_logits(beam_tokens[:, None], attention_mask, next_positions[:, None], cache)
             next_positions = next_positions + 1

@@ -47,3 +47,29 @@ def test_pipeline_and_stop_strings_are_identical_across_backends():
     assert stopped[0]["generated_text"].endswith(".") and "." in stopped[0]["generated_text"]
     for backend in ("tf", "flax"):
         assert results[backend] == results["pt"], f"{backend} vs pt"
+
+
+def test_stop_strings_stop_each_row_at_the_same_token_across_backends():
+    """A left-padded batch with stop strings that span several tokens (and one that starts in the prompt):
+    PyTorch checks them on the host, TensorFlow and Flax inside their compiled loops; the rows end alike."""
+    tokenizer = cases.embedded_tokenizer()
+    eos = tokenizer.eos_token_id
+    encoded = [tokenizer.encode(t) for t in ("Once upon a time", "The king said")]
+    width = max(len(e) for e in encoded)
+    ids = np.asarray([[eos] * (width - len(e)) + e for e in encoded])
+    mask = (np.arange(width)[None, :] >= width - np.asarray([len(e) for e in encoded])[:, None]).astype(np.int64)
+    path = cases.fixture_dir("tiny-gpt2")
+    models = {
+        "pt": (pt.AutoModelForCausalLM.from_pretrained(path), lambda x: torch.as_tensor(x)),
+        "tf": (tft.AutoModelForCausalLM.from_pretrained(path), lambda x: x),
+        "flax": (fx.AutoModelForCausalLM.from_pretrained(path), lambda x: x),
+    }
+    for stops in (["signal", "-end"], ["time.", "ark"], ["allement", "ipled"]):
+        results = {
+            name: cases.as_numpy(model.generate(wrap(ids), attention_mask=wrap(mask), max_new_tokens=24,
+                                                pad_token_id=eos, stop_strings=stops, tokenizer=tokenizer))
+            for name, (model, wrap) in models.items()
+        }
+        assert results["pt"].shape[1] < width + 24, "the rows must stop early to test anything"
+        for name in ("tf", "flax"):
+            np.testing.assert_array_equal(results[name], results["pt"], err_msg=f"{stops}: {name} vs pt")

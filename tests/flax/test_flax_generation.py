@@ -145,3 +145,14 @@ def test_iterator_streamer_chunks_join_to_the_output():
 
 def test_text_generation_pipeline():
     cases.check_text_generation_pipeline("flax")
+
+
+def test_stop_string_hits_match_the_host_check():
+    run = jax.jit(generation.stop_string_hits)
+    cases.check_stop_string_hits(lambda tables, start, sequences, cur_len: np.asarray(run(
+        generation.StopStringTables(*(jnp.asarray(t) for t in tables)), jnp.asarray(start), jnp.asarray(sequences),
+        jnp.asarray(cur_len))))
+
+
+def test_stop_strings_run_inside_the_compiled_loop():
+    cases.check_stop_strings_in_compiled_loop(ADAPTER, lambda model: model._generate_cache)

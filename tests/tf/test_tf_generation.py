@@ -139,7 +139,7 @@ def test_streaming_step_compiles_once_for_every_position():
     finally:
         programs[step_key] = step
     assert len(states) == 3 and int(states[0].cur_len) != int(states[-1].cur_len)
-    first, last = (step.experimental_get_compiler_ir(state)(stage="hlo") for state in (states[0], states[-1]))
+    first, last = (step.experimental_get_compiler_ir(state, None)(stage="hlo") for state in (states[0], states[-1]))
     assert first == last, "the compiled step depends on the position's value: it recompiles per token"
 
 
@@ -166,3 +166,15 @@ def test_iterator_streamer_chunks_join_to_the_output():
 
 def test_text_generation_pipeline():
     cases.check_text_generation_pipeline("tf")
+
+
+def test_stop_string_hits_match_the_host_check():
+    run = tf.function(lambda tables, start, sequences, cur_len: generation.stop_string_hits(
+        tables, start, sequences, cur_len), jit_compile=True)
+    cases.check_stop_string_hits(lambda tables, start, sequences, cur_len: run(
+        generation.StopStringTables(*(tf.constant(t) for t in tables)), tf.constant(start),
+        tf.constant(sequences), tf.constant(cur_len)).numpy())
+
+
+def test_stop_strings_run_inside_the_compiled_loop():
+    cases.check_stop_strings_in_compiled_loop(ADAPTER, lambda model: model.__dict__["_generation_programs"])
