@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from .checkpoints.files import atomic_write_text, resolve_file
+from .checkpoints.files import atomic_write_text, pop_hub_arguments, resolve_file
 from .errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -336,25 +336,17 @@ class PretrainedConfig:
         cls,
         pretrained_model_name_or_path: str | os.PathLike,
         *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
         return_unused_kwargs: bool = False,
         **kwargs: Any,
     ) -> PretrainedConfig:
         """Load `config.json` from a directory, a file path or a Hugging Face Hub id.
 
-        Keyword arguments that name config attributes override the file's values.
+        `revision`, `cache_dir`, `local_files_only` and `token` go to the Hub download (`resolve_file`); other
+        keyword arguments that name config attributes override the file's values.
         """
         path = str(pretrained_model_name_or_path)
-        if os.path.isfile(path):
-            config_file = path
-        else:
-            config_file = resolve_file(
-                path, CONFIG_NAME, revision=revision, cache_dir=cache_dir,
-                local_files_only=local_files_only, token=token,
-            )
+        hub = pop_hub_arguments(kwargs)
+        config_file = path if os.path.isfile(path) else resolve_file(path, CONFIG_NAME, **hub)
         config_dict = _read_json(config_file)
         model_type = config_dict.get("model_type")
         if cls.model_type and model_type and model_type != cls.model_type:
@@ -691,9 +683,8 @@ class AutoConfig:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> PretrainedConfig:
         path = str(pretrained_model_name_or_path)
-        resolve_keys = ("revision", "cache_dir", "local_files_only", "token")
-        resolve_kwargs = {k: kwargs.pop(k) for k in resolve_keys if k in kwargs}
-        config_file = path if os.path.isfile(path) else resolve_file(path, CONFIG_NAME, **resolve_kwargs)
+        hub = pop_hub_arguments(kwargs)
+        config_file = path if os.path.isfile(path) else resolve_file(path, CONFIG_NAME, **hub)
         model_type = _read_json(config_file).get("model_type")
         return cls.config_class(model_type, config_file).from_pretrained(config_file, **kwargs)
 

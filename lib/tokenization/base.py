@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoints.files import atomic_write_text, resolve_file, staged_directory
+from ..checkpoints.files import atomic_write_text, pop_hub_arguments, resolve_file, staged_directory
 
 __all__ = [
     "AddedToken",
@@ -1094,17 +1094,13 @@ class PreTrainedTokenizerBase:
     def from_pretrained(
         cls,
         pretrained_model_name_or_path: str | os.PathLike,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
         **kwargs: Any,
     ) -> PreTrainedTokenizerBase:
         """Load a tokenizer from a directory (or a Hugging Face Hub id, via `huggingface_hub`).
 
         Reads tokenizer_config.json, special_tokens_map.json and added_tokens.json when present, then the
-        vocabulary files; `kwargs` override what the files say (e.g. `pad_token="<|endoftext|>"`).
+        vocabulary files. `revision`, `cache_dir`, `local_files_only` and `token` go to the Hub download
+        (`resolve_file`); other `kwargs` override what the files say (e.g. `pad_token="<|endoftext|>"`).
 
         Raises:
             OSError: the directory does not exist or lacks the vocabulary files.
@@ -1113,9 +1109,8 @@ class PreTrainedTokenizerBase:
         source = os.fspath(pretrained_model_name_or_path)
         names = {**cls.vocab_files_names, "tokenizer_config": TOKENIZER_CONFIG_FILE,
                  "special_tokens_map": SPECIAL_TOKENS_MAP_FILE, "added_tokens": ADDED_TOKENS_FILE}
-        files = {key: resolve_file(source, name, revision=revision, cache_dir=cache_dir,
-                                   local_files_only=local_files_only, token=token, required=False)
-                 for key, name in names.items()}
+        hub = pop_hub_arguments(kwargs)
+        files = {key: resolve_file(source, name, required=False, **hub) for key, name in names.items()}
         init_kwargs = cls._kwargs_from_files(files)
         init_kwargs.update({k: files[k] for k in cls.vocab_files_names if files[k] is not None})
         init_kwargs.update(kwargs)
