@@ -333,11 +333,7 @@ class PretrainedConfig:
 
     @classmethod
     def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        *,
-        return_unused_kwargs: bool = False,
-        **kwargs: Any,
+        cls, pretrained_model_name_or_path: str | os.PathLike, *, return_unused_kwargs: bool = False, **kwargs: Any
     ) -> PretrainedConfig:
         """Load `config.json` from a directory, a file path or a Hugging Face Hub id.
 

@@ -37,11 +37,7 @@ class AutoTokenizer:
 
     @classmethod
     def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        *,
-        use_fast: bool = True,
-        **kwargs: Any,
+        cls, pretrained_model_name_or_path: str | os.PathLike, *, use_fast: bool = True, **kwargs: Any
     ) -> PreTrainedTokenizerBase:
         """Load the tokenizer of a checkpoint folder (or Hub id).
 

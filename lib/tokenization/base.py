@@ -933,33 +933,19 @@ class PreTrainedTokenizerBase:
         return self._wrap(examples, batched, return_tensors, keys, with_words=self.is_fast)
 
     def encode(
-        self,
-        text: str | Sequence[str],
-        text_pair: str | Sequence[str] | None = None,
-        *,
-        add_special_tokens: bool = True,
-        padding: bool | str = False,
-        truncation: bool | str | None = None,
-        max_length: int | None = None,
-        is_split_into_words: bool = False,
-        pad_to_multiple_of: int | None = None,
-        padding_side: str | None = None,
-        return_tensors: str | None = None,
-        add_prefix_space: bool | None = None,
+        self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, **kwargs: Any
     ) -> Any:
         """Ids of one text (or text pair): `tokenizer(text, ...)["input_ids"]` for a single example.
+
+        Takes the keyword arguments of `__call__` (`add_special_tokens`, `padding`, `truncation`, `max_length`,
+        `is_split_into_words`, `return_tensors`, ...).
 
         Raises:
             ValueError: `text` is a batch (use `tokenizer(batch)`).
         """
-        if self._is_batched(text, "text", is_split_into_words):
+        if self._is_batched(text, "text", kwargs.get("is_split_into_words", False)):
             raise ValueError("encode() takes one example; call the tokenizer itself for a batch")
-        return self(
-            text, text_pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
-            max_length=max_length, is_split_into_words=is_split_into_words, pad_to_multiple_of=pad_to_multiple_of,
-            padding_side=padding_side, return_tensors=return_tensors, return_attention_mask=False,
-            add_prefix_space=add_prefix_space,
-        )["input_ids"]
+        return self(text, text_pair, **{**kwargs, "return_attention_mask": False})["input_ids"]
 
     def tokenize(
         self, text: str | Sequence[str], pair: str | Sequence[str] | None = None, add_special_tokens: bool = False,
@@ -1092,9 +1078,7 @@ class PreTrainedTokenizerBase:
 
     @classmethod
     def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        **kwargs: Any,
+        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
     ) -> PreTrainedTokenizerBase:
         """Load a tokenizer from a directory (or a Hugging Face Hub id, via `huggingface_hub`).
 
