@@ -12,7 +12,7 @@ import copy
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .checkpoints.files import atomic_write_text, pop_hub_arguments, resolve_file
@@ -171,6 +171,24 @@ _RULE_WORDS = {
 }
 
 
+class StoredAs:
+    """A public attribute kept as `_<name>` and passed through `convert(value, name)` whenever it is set: the
+    checked settings of configs and tokenizers (`name_or_path`, `padding_side`, ...) written once."""
+
+    def __init__(self, convert: Callable[[Any, str], Any], doc: str) -> None:
+        self.convert = convert
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.stored = name, f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj, self.stored)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj, self.stored, self.convert(value, self.name))
+
+
 class PretrainedConfig:
     """Base class of all configs: attribute storage, aliases and Hugging Face-compatible JSON I/O.
 
@@ -269,13 +287,8 @@ class PretrainedConfig:
     def use_return_dict(self) -> bool:
         return self.return_dict and not self.torchscript
 
-    @property
-    def name_or_path(self) -> str:
-        return self._name_or_path
-
-    @name_or_path.setter
-    def name_or_path(self, value: str) -> None:
-        self._name_or_path = str(value)
+    # Stored as `_name_or_path`, the key Hugging Face writes to config.json.
+    name_or_path = StoredAs(lambda value, name: str(value), "Where the config was loaded from.")
 
     # ----------------------------------------------------------------------------------------- dicts
     def to_dict(self) -> dict[str, Any]:

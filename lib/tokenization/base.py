@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..checkpoints.files import atomic_write_text, pop_hub_arguments, resolve_file, staged_directory
+from ..configuration import StoredAs
 
 __all__ = [
     "AddedToken",
@@ -303,6 +304,10 @@ def _check_choice(value: Any, choices: Sequence[str], what: str) -> str:
     if value not in choices:
         raise ValueError(f"{what} must be one of {list(choices)}; got {value!r}")
     return value
+
+
+def _check_side(value: Any, what: str) -> str:
+    return _check_choice(value, SIDES, what)
 
 
 def _check_int(value: Any, what: str, minimum: int) -> int | None:
@@ -641,23 +646,8 @@ class PreTrainedTokenizerBase:
         return len(self) - before
 
     # ----------------------------------------------------------------------------------- settings
-    @property
-    def padding_side(self) -> str:
-        """'right' (default) or 'left'."""
-        return self._padding_side
-
-    @padding_side.setter
-    def padding_side(self, value: str) -> None:
-        self._padding_side = _check_choice(value, SIDES, "padding_side")
-
-    @property
-    def truncation_side(self) -> str:
-        """'right' (default) or 'left'."""
-        return self._truncation_side
-
-    @truncation_side.setter
-    def truncation_side(self, value: str) -> None:
-        self._truncation_side = _check_choice(value, SIDES, "truncation_side")
+    padding_side = StoredAs(_check_side, "'right' (default) or 'left'.")
+    truncation_side = StoredAs(_check_side, "'right' (default) or 'left'.")
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         """How many special tokens `add_special_tokens=True` inserts (GPT-2: a BOS per sequence if `add_bos_token`)."""
