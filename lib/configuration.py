@@ -12,10 +12,10 @@ import copy
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from .checkpoints.files import atomic_write_text, resolve_file
+from .checkpoints.files import atomic_write_text, pop_hub_arguments, resolve_file
 from .errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -171,6 +171,24 @@ _RULE_WORDS = {
 }
 
 
+class StoredAs:
+    """A public attribute kept as `_<name>` and passed through `convert(value, name)` whenever it is set: the
+    checked settings of configs and tokenizers (`name_or_path`, `padding_side`, ...) written once."""
+
+    def __init__(self, convert: Callable[[Any, str], Any], doc: str) -> None:
+        self.convert = convert
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.stored = name, f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj, self.stored)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj, self.stored, self.convert(value, self.name))
+
+
 class PretrainedConfig:
     """Base class of all configs: attribute storage, aliases and Hugging Face-compatible JSON I/O.
 
@@ -269,13 +287,8 @@ class PretrainedConfig:
     def use_return_dict(self) -> bool:
         return self.return_dict and not self.torchscript
 
-    @property
-    def name_or_path(self) -> str:
-        return self._name_or_path
-
-    @name_or_path.setter
-    def name_or_path(self, value: str) -> None:
-        self._name_or_path = str(value)
+    # Stored as `_name_or_path`, the key Hugging Face writes to config.json.
+    name_or_path = StoredAs(lambda value, name: str(value), "Where the config was loaded from.")
 
     # ----------------------------------------------------------------------------------------- dicts
     def to_dict(self) -> dict[str, Any]:
@@ -333,28 +346,16 @@ class PretrainedConfig:
 
     @classmethod
     def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        return_unused_kwargs: bool = False,
-        **kwargs: Any,
+        cls, pretrained_model_name_or_path: str | os.PathLike, *, return_unused_kwargs: bool = False, **kwargs: Any
     ) -> PretrainedConfig:
         """Load `config.json` from a directory, a file path or a Hugging Face Hub id.
 
-        Keyword arguments that name config attributes override the file's values.
+        `revision`, `cache_dir`, `local_files_only` and `token` go to the Hub download (`resolve_file`); other
+        keyword arguments that name config attributes override the file's values.
         """
         path = str(pretrained_model_name_or_path)
-        if os.path.isfile(path):
-            config_file = path
-        else:
-            config_file = resolve_file(
-                path, CONFIG_NAME, revision=revision, cache_dir=cache_dir,
-                local_files_only=local_files_only, token=token,
-            )
+        hub = pop_hub_arguments(kwargs)
+        config_file = path if os.path.isfile(path) else resolve_file(path, CONFIG_NAME, **hub)
         config_dict = _read_json(config_file)
         model_type = config_dict.get("model_type")
         if cls.model_type and model_type and model_type != cls.model_type:
@@ -691,9 +692,8 @@ class AutoConfig:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> PretrainedConfig:
         path = str(pretrained_model_name_or_path)
-        resolve_keys = ("revision", "cache_dir", "local_files_only", "token")
-        resolve_kwargs = {k: kwargs.pop(k) for k in resolve_keys if k in kwargs}
-        config_file = path if os.path.isfile(path) else resolve_file(path, CONFIG_NAME, **resolve_kwargs)
+        hub = pop_hub_arguments(kwargs)
+        config_file = path if os.path.isfile(path) else resolve_file(path, CONFIG_NAME, **hub)
         model_type = _read_json(config_file).get("model_type")
         return cls.config_class(model_type, config_file).from_pretrained(config_file, **kwargs)
 

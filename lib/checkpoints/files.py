@@ -122,6 +122,16 @@ def resolve_file(
         raise CheckpointError(f"could not fetch {filename} from Hub repository {path_or_repo_id}: {err}") from err
 
 
+# resolve_file's Hub options, as `from_pretrained` methods take them among other keyword arguments.
+HUB_ARGUMENTS = ("revision", "cache_dir", "local_files_only", "token")
+
+
+def pop_hub_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take the Hub options (`revision`, `cache_dir`, `local_files_only`, `token`) out of `kwargs`, for
+    `resolve_file`; what is left are the caller's own keyword arguments."""
+    return {name: kwargs.pop(name) for name in HUB_ARGUMENTS if name in kwargs}
+
+
 # The first Hub look-up's outcome, for the rest of the process: {"reachable": ""} or {"unreachable": why}.
 _HUB_STATE: dict[str, str] = {}
 

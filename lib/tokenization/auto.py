@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from ..checkpoints.files import resolve_file
+from ..checkpoints.files import pop_hub_arguments, resolve_file
 from .base import PreTrainedTokenizerBase, read_json
 from .gpt2 import GPT2Tokenizer
 from .gpt2_fast import GPT2TokenizerFast
@@ -37,29 +37,22 @@ class AutoTokenizer:
 
     @classmethod
     def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        *,
-        use_fast: bool = True,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        **kwargs: Any,
+        cls, pretrained_model_name_or_path: str | os.PathLike, *, use_fast: bool = True, **kwargs: Any
     ) -> PreTrainedTokenizerBase:
         """Load the tokenizer of a checkpoint folder (or Hub id).
 
         Args:
             use_fast: GPT2TokenizerFast (default; falls back to GPT2Tokenizer when `tokenizers` is missing)
                 or GPT2Tokenizer.
-            **kwargs: passed to the tokenizer's `from_pretrained` (e.g. `padding_side="left"`).
+            **kwargs: `revision`, `cache_dir`, `local_files_only`, `token` for the Hub download; the others are
+                passed to the tokenizer's `from_pretrained` (e.g. `padding_side="left"`).
 
         Raises:
             ValueError: the checkpoint names a tokenizer or model type twinformers does not implement, or
                 names none.
         """
         source = os.fspath(pretrained_model_name_or_path)
-        hub = {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
+        hub = pop_hub_arguments(kwargs)
         family = None
         config_path = resolve_file(source, "tokenizer_config.json", required=False, **hub)
         if config_path is not None:

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoints.files import atomic_write_text, resolve_file, staged_directory
+from ..checkpoints.files import atomic_write_text, pop_hub_arguments, resolve_file, staged_directory
+from ..configuration import StoredAs
 
 __all__ = [
     "AddedToken",
@@ -303,6 +304,10 @@ def _check_choice(value: Any, choices: Sequence[str], what: str) -> str:
     if value not in choices:
         raise ValueError(f"{what} must be one of {list(choices)}; got {value!r}")
     return value
+
+
+def _check_side(value: Any, what: str) -> str:
+    return _check_choice(value, SIDES, what)
 
 
 def _check_int(value: Any, what: str, minimum: int) -> int | None:
@@ -641,23 +646,8 @@ class PreTrainedTokenizerBase:
         return len(self) - before
 
     # ----------------------------------------------------------------------------------- settings
-    @property
-    def padding_side(self) -> str:
-        """'right' (default) or 'left'."""
-        return self._padding_side
-
-    @padding_side.setter
-    def padding_side(self, value: str) -> None:
-        self._padding_side = _check_choice(value, SIDES, "padding_side")
-
-    @property
-    def truncation_side(self) -> str:
-        """'right' (default) or 'left'."""
-        return self._truncation_side
-
-    @truncation_side.setter
-    def truncation_side(self, value: str) -> None:
-        self._truncation_side = _check_choice(value, SIDES, "truncation_side")
+    padding_side = StoredAs(_check_side, "'right' (default) or 'left'.")
+    truncation_side = StoredAs(_check_side, "'right' (default) or 'left'.")
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         """How many special tokens `add_special_tokens=True` inserts (GPT-2: a BOS per sequence if `add_bos_token`)."""
@@ -933,33 +923,19 @@ class PreTrainedTokenizerBase:
         return self._wrap(examples, batched, return_tensors, keys, with_words=self.is_fast)
 
     def encode(
-        self,
-        text: str | Sequence[str],
-        text_pair: str | Sequence[str] | None = None,
-        *,
-        add_special_tokens: bool = True,
-        padding: bool | str = False,
-        truncation: bool | str | None = None,
-        max_length: int | None = None,
-        is_split_into_words: bool = False,
-        pad_to_multiple_of: int | None = None,
-        padding_side: str | None = None,
-        return_tensors: str | None = None,
-        add_prefix_space: bool | None = None,
+        self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, **kwargs: Any
     ) -> Any:
         """Ids of one text (or text pair): `tokenizer(text, ...)["input_ids"]` for a single example.
+
+        Takes the keyword arguments of `__call__` (`add_special_tokens`, `padding`, `truncation`, `max_length`,
+        `is_split_into_words`, `return_tensors`, ...).
 
         Raises:
             ValueError: `text` is a batch (use `tokenizer(batch)`).
         """
-        if self._is_batched(text, "text", is_split_into_words):
+        if self._is_batched(text, "text", kwargs.get("is_split_into_words", False)):
             raise ValueError("encode() takes one example; call the tokenizer itself for a batch")
-        return self(
-            text, text_pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
-            max_length=max_length, is_split_into_words=is_split_into_words, pad_to_multiple_of=pad_to_multiple_of,
-            padding_side=padding_side, return_tensors=return_tensors, return_attention_mask=False,
-            add_prefix_space=add_prefix_space,
-        )["input_ids"]
+        return self(text, text_pair, **{**kwargs, "return_attention_mask": False})["input_ids"]
 
     def tokenize(
         self, text: str | Sequence[str], pair: str | Sequence[str] | None = None, add_special_tokens: bool = False,
@@ -1092,19 +1068,13 @@ class PreTrainedTokenizerBase:
 
     @classmethod
     def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        **kwargs: Any,
+        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
     ) -> PreTrainedTokenizerBase:
         """Load a tokenizer from a directory (or a Hugging Face Hub id, via `huggingface_hub`).
 
         Reads tokenizer_config.json, special_tokens_map.json and added_tokens.json when present, then the
-        vocabulary files; `kwargs` override what the files say (e.g. `pad_token="<|endoftext|>"`).
+        vocabulary files. `revision`, `cache_dir`, `local_files_only` and `token` go to the Hub download
+        (`resolve_file`); other `kwargs` override what the files say (e.g. `pad_token="<|endoftext|>"`).
 
         Raises:
             OSError: the directory does not exist or lacks the vocabulary files.
@@ -1113,9 +1083,8 @@ class PreTrainedTokenizerBase:
         source = os.fspath(pretrained_model_name_or_path)
         names = {**cls.vocab_files_names, "tokenizer_config": TOKENIZER_CONFIG_FILE,
                  "special_tokens_map": SPECIAL_TOKENS_MAP_FILE, "added_tokens": ADDED_TOKENS_FILE}
-        files = {key: resolve_file(source, name, revision=revision, cache_dir=cache_dir,
-                                   local_files_only=local_files_only, token=token, required=False)
-                 for key, name in names.items()}
+        hub = pop_hub_arguments(kwargs)
+        files = {key: resolve_file(source, name, required=False, **hub) for key, name in names.items()}
         init_kwargs = cls._kwargs_from_files(files)
         init_kwargs.update({k: files[k] for k in cls.vocab_files_names if files[k] is not None})
         init_kwargs.update(kwargs)
