@@ -37,6 +37,7 @@ from ..generation.utils import (
     prepare_generation,
 )
 from ..model_math import positions_from_mask
+from . import ops
 from .ops import StaticCache, lm_head_logits
 
 __all__ = [
@@ -473,12 +474,26 @@ class GenerationMixin:
         return prefill, step, cond
 
     def _generation_program(self, name: str, key: tuple, build: Any) -> Any:
-        """A jitted function kept on the model per settings `key`; jax.jit itself keys on the input shapes."""
+        """A jitted function kept on the model per settings `key`; jax.jit itself keys on the input shapes.
+
+        It is traced without the model's in-graph id checks (`ops.check_ids`): the prompt's ids and the
+        positions were checked on the host (`prepare_generation`) and every new token indexes the vocabulary's
+        scores, so the check cannot fire here, yet its host callback would cost each call JAX's fast dispatch
+        path and each decoding step a conditional (generate() ran 25% slower; docs/benchmarks-flax.md)."""
         if "_generate_cache" not in self.__dict__:
             self._generate_cache: dict[tuple, Any] = {}
             self.generate_trace_count = 0
         if (name, key) not in self._generate_cache:
-            self._generate_cache[(name, key)] = jax.jit(build())
+            function = build()
+
+            def without_id_checks(*args: Any) -> Any:
+                checks = ops._traced_id_checks.set(False)  # runs while tracing only
+                try:
+                    return function(*args)
+                finally:
+                    ops._traced_id_checks.reset(checks)
+
+            self._generate_cache[(name, key)] = jax.jit(without_id_checks)
         return self._generate_cache[(name, key)]
 
     def _settings_key(self, plan: GenerationPlan, prompt_length: int) -> tuple:
