@@ -257,3 +257,13 @@ def test_killed_conversion_leaves_no_output(tmp_path, signum):
         assert leftovers == []  # a terminated conversion also removes its staging directory
     else:  # SIGKILL cannot be caught: only the hidden staging directory may remain, never `out`
         assert all(name.startswith(".out.") and name.endswith(".partial") for name in leftovers)
+
+
+def test_an_in_process_command_leaves_the_sigterm_handler_as_it_was(tmp_path):
+    # convert and export turn SIGTERM into an exit only while they run (tests, notebooks run them in-process).
+    from twinformers.cli import main as cli
+
+    before = signal.getsignal(signal.SIGTERM)
+    code = cli.main(["convert", fixture("gptj-tf-causal_lm"), str(tmp_path / "out"), "--to", "flax", "--quiet"])
+    assert code == 0
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 from ..conversion.converter import DTYPES, TARGETS
-from . import add_hub_arguments, hub_options
+from . import add_hub_arguments, hub_options, terminate_as_exit
 from .inspect import format_size
 
 
@@ -32,15 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..conversion.converter import convert
 
-    # A terminated conversion unwinds like an exception, so its staging directory is removed.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     log = (lambda message: None) if args.quiet else print
     try:
-        result = convert(
-            args.src, args.dst, to=args.to, fmt=args.fmt, dtype=args.dtype, max_shard_size=args.max_shard_size,
-            force=args.force, verify=args.verify, progress=not args.quiet, log=log,
-            **hub_options(args),
-        )
+        with terminate_as_exit():  # a terminated conversion removes its staging directory
+            result = convert(
+                args.src, args.dst, to=args.to, fmt=args.fmt, dtype=args.dtype, max_shard_size=args.max_shard_size,
+                force=args.force, verify=args.verify, progress=not args.quiet, log=log,
+                **hub_options(args),
+            )
     except FileExistsError:
         print(f"twinformers convert: error: {args.dst} already exists; pass --force to replace it", file=sys.stderr)
         return 1

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
 
 from ..export import FORMATS
-from . import add_hub_arguments, hub_options
+from . import add_hub_arguments, hub_options, terminate_as_exit
 
 HEADS = {
     "causal_lm": "AutoModelForCausalLM",
@@ -40,10 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # A terminated export unwinds like an exception, so its staging directory is removed.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        out = export(args)
+        with terminate_as_exit():  # a terminated export removes its staging directory
+            out = export(args)
     except (OSError, ValueError, ImportError, TypeError) as err:
         print(f"twinformers export: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
