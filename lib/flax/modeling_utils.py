@@ -587,6 +587,8 @@ class PreTrainedModel(GenerationMixin, LoraMixin, QuantizationMixin):
                 `flax_model.msgpack.index.json`) are written.
         """
         parse_size(max_shard_size)  # every argument is checked before anything touches the disk
+        if self.quantization_mode and not safe_serialization:
+            raise ValueError("save_pretrained: an int8 model saves as safetensors only (safe_serialization=True)")
         params = self.params if params is None else params
         self.check_params(params)
         config = copy.deepcopy(self.config)
