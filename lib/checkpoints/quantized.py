@@ -36,6 +36,7 @@ __all__ = [
     "plan_with_scales",
     "quantization_config",
     "quantize_per_channel",
+    "scaled_modules",
     "state_dict_position",
 ]
 
@@ -103,6 +104,13 @@ def plan_with_scales(
             raise ValueError(f"quantized weights: {name!r} has no weight {weight!r} next to it")
         result[name] = (result[weight][0] + SCALE_NAME_SUFFIX, IDENTITY)
     return result
+
+
+def scaled_modules(plan: Iterable[tuple]) -> list[str]:
+    """The canonical (PyTorch) names of the quantized modules in a conversion plan's values (tuples ending in
+    (canonical key, transform)): those with a `<module>.weight_scale`."""
+    suffix = "." + SCALE_SUFFIX
+    return sorted(entry[-2][: -len(suffix)] for entry in plan if entry[-2].endswith(suffix))
 
 
 def state_dict_position(order: dict[str, int], key: str) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from flax import nnx
 from jax import lax
 
 from ..checkpoints.canonical import open_checkpoint
-from ..checkpoints.quantized import check_mode, quantization_config, quantize_per_channel
+from ..checkpoints.quantized import check_mode, quantization_config, quantize_per_channel, scaled_modules
 from .ops import Conv1D
 
 __all__ = ["Int8Linear", "QuantizationMixin", "quantize_projections"]
@@ -117,10 +117,9 @@ class QuantizationMixin:
         module = self.nnx_module
         quantize_projections(module, self.dtype, fill=True)
         params = nnx.to_pure_dict(nnx.state(module, nnx.Param))
-        modules = [".".join(str(p) for p in path) for path, node in nnx.iter_graph(module)
-                   if isinstance(node, Int8Linear)]
-        self.config.quantization_config = quantization_config(mode, modules)  # new programs: see `_compiled`
+        self.config.quantization_config = quantization_config(mode, [])  # new programs: see `_compiled`
         self._params_shape_tree = jax.eval_shape(self._compiled().init, self.key, self.input_shape)
+        self.config.quantization_config["modules"] = scaled_modules(self._canonical_plan().values())
         self.params = params
         return self
 

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..checkpoints.canonical import open_checkpoint
-from ..checkpoints.quantized import check_mode, quantization_config, quantize_per_channel
+from ..checkpoints.quantized import check_mode, quantization_config, quantize_per_channel, scaled_modules
 from .ops import Conv1D, LMHead, shape_list
 
 __all__ = ["Int8Linear", "QuantizationMixin"]
@@ -146,9 +146,7 @@ class QuantizationMixin:
             _replace(parent, name, old, new)
         self.trainable = False
         self.__dict__.pop("_generation_programs", None)  # compiled around the float layers
-        modules = [v.path.split("/", 1)[1].rsplit("/", 1)[0].replace("/", ".") for v in self.weights
-                   if v.path.endswith("_scale")]
-        self.config.quantization_config = quantization_config(mode, modules)
+        self.config.quantization_config = quantization_config(mode, scaled_modules(self._canonical_plan().values()))
         return self
 
     @classmethod
