@@ -10,6 +10,7 @@ see docs/quantization.md for what that costs.)
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -48,10 +49,10 @@ class Int8Linear(nnx.Module):
     def set_weight(self, kernel: Array, bias: Array | None) -> None:
         """Quantize a float `kernel` (this module's layout) per output channel; keep `bias` as it is."""
         q, scale = quantize_per_channel(np.asarray(kernel, np.float32), self.out_axis)
-        self.kernel.value = jnp.asarray(q)
-        self.kernel_scale.value = jnp.asarray(scale)
+        self.kernel[...] = jnp.asarray(q)
+        self.kernel_scale[...] = jnp.asarray(scale)
         if bias is not None:
-            self.bias.value = jnp.asarray(bias)
+            self.bias[...] = jnp.asarray(bias)
 
     def __call__(self, x: Array) -> Array:
         x = jnp.asarray(x, self.dtype)
@@ -117,6 +118,7 @@ class QuantizationMixin:
         module = self.nnx_module
         quantize_projections(module, self.dtype, fill=True)
         params = nnx.to_pure_dict(nnx.state(module, nnx.Param))
+        self.config = copy.deepcopy(self.config)  # another model may share the float config object
         self.config.quantization_config = quantization_config(mode, [])  # new programs: see `_compiled`
         self._params_shape_tree = jax.eval_shape(self._compiled().init, self.key, self.input_shape)
         self.config.quantization_config["modules"] = scaled_modules(self._canonical_plan().values())

@@ -11,6 +11,7 @@ docs/quantization.md for what that costs.)
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from typing import Any
 
@@ -146,6 +147,7 @@ class QuantizationMixin:
             _replace(parent, name, old, new)
         self.trainable = False
         self.__dict__.pop("_generation_programs", None)  # compiled around the float layers
+        self.config = copy.deepcopy(self.config)  # another model may share the float config object
         self.config.quantization_config = quantization_config(mode, scaled_modules(self._canonical_plan().values()))
         return self
 
