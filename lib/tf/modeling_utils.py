@@ -453,7 +453,7 @@ def _dtype_policy(dtype: str | None) -> Iterator[None]:
     if dtype is None:
         yield
         return
-    previous = keras.config._dtype_policy()
+    previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(dtype)
     try:
         yield
