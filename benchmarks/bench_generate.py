@@ -134,7 +134,8 @@ def worker(backend: str, family: str, precision: str, cases: list[str], repeats:
         model.build()
         if precision == "int8":
             model.quantize("int8")
-        sizes = {v.path: int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights}
+        # Paths without the model's own name ("gpt2lm_head_model/..." would read as an LM head weight).
+        sizes = {v.path.split("/", 1)[1]: int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights}
 
         def as_input(ids):
             return ids
