@@ -1,11 +1,12 @@
-"""int8 vs fp32 decoding in the PyTorch twin: greedy tokens/s at batch 1 on a ~124M config, plus the logit gap.
+"""int8 vs fp32 decoding in the PyTorch twin: greedy tokens/s at batch 1 on a ~124M config, plus the logit gap;
+and the quality of int8 and bf16 against fp32 in every twin.
 
     python benchmarks/bench_quantization.py [--family gpt2|gptj|gpt_neo] [--repeats 3] [--threads 1]
-        [--prompt 64] [--new 32] [--quality-only]
+        [--prompt 64] [--new 32] [--quality-only] [--quality-backends pt tf flax] [--blocks N]
 
-Quality first, on the embedded tiny GPT-2 (`twinformers.demo.embedded`, trained on the top-level stdlib
-modules) and held-out text (the sources of the stdlib `email` package): perplexity of fp32 and int8,
-greedy continuations of 16 prompts compared token by token, and the max logit deviation.
+Quality first, per backend, on the embedded tiny GPT-2 (`twinformers.demo.embedded`, trained on the top-level
+stdlib modules) and held-out text (the sources of the stdlib `email` package): perplexity of fp32, int8 and
+bf16, greedy continuations of 16 prompts compared token by token with fp32, and the max logit deviation.
 
 One process, randomly initialized weights (speed does not depend on the values; EOS disabled so every run
 makes all its tokens). The fp32 and int8 models run interleaved, `--repeats` times each, best time kept, so
@@ -45,40 +46,89 @@ def weight_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def quality(threads: int) -> None:
-    """Perplexity, greedy agreement and max logit gap of int8 vs fp32 on the embedded model, held-out text."""
+def load(backend: str, path: str, precision: str):
+    """The embedded model in `backend` at `precision` ("fp32", "bf16", "int8"), and a function ids → float32 logits."""
+    import numpy as np
+
+    if backend == "pt":
+        model = pt.GPT2LMHeadModel.from_pretrained(path).eval()
+        model = model.to(torch.bfloat16) if precision == "bf16" else model.quantize("int8") if precision == "int8" \
+            else model
+
+        def logits(ids: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return model(torch.from_numpy(ids).long()).logits.float().numpy()
+    elif backend == "tf":
+        import twinformers.tf as tft
+
+        model = tft.GPT2LMHeadModel.from_pretrained(path, dtype="bfloat16" if precision == "bf16" else None)
+        if precision == "int8":
+            model.quantize("int8")
+
+        def logits(ids: np.ndarray) -> np.ndarray:
+            return np.asarray(model(ids).logits, np.float32)
+    else:
+        import jax.numpy as jnp
+
+        import twinformers.flax as fx
+
+        bf16 = precision == "bf16"
+        model = fx.GPT2LMHeadModel.from_pretrained(path, dtype=jnp.bfloat16 if bf16 else jnp.float32,
+                                                   param_dtype="bfloat16" if bf16 else None)
+        if precision == "int8":
+            model.quantize("int8")
+
+        def logits(ids: np.ndarray) -> np.ndarray:
+            return np.asarray(model(ids).logits, np.float32)
+    return model, logits
+
+
+def greedy(backend: str, model, prompt) -> list[int]:
+    """32 greedy tokens after `prompt` (1-D NumPy ids)."""
+    import numpy as np
+
+    ids = torch.from_numpy(prompt[None]).long() if backend == "pt" else prompt[None].astype(np.int32)
+    out = model.generate(ids, max_new_tokens=32, min_new_tokens=32, do_sample=False)
+    return np.asarray(out)[0, len(prompt):].tolist()
+
+
+def quality(backend: str, threads: int, max_blocks: int | None) -> None:
+    """Perplexity, greedy agreement and max logit gap of int8 and bf16 vs fp32 on the embedded model."""
+    import numpy as np
+
     from twinformers.demo.embedded import embedded_model_path, stdlib_texts
     from twinformers.tokenization.gpt2_fast import GPT2TokenizerFast
 
     path = embedded_model_path()
-    fp32 = pt.GPT2LMHeadModel.from_pretrained(path).eval()
-    int8 = copy.deepcopy(fp32).quantize("int8")
     tokenizer = GPT2TokenizerFast.from_pretrained(path)
     ids = [i for text in stdlib_texts(200_000, package="email") for i in tokenizer(text)["input_ids"]]
-    block = fp32.config.n_positions
-    blocks = torch.tensor(ids[: len(ids) // block * block]).view(-1, block)
-    losses, gap = {"fp32": 0.0, "int8": 0.0}, 0.0
-    with torch.no_grad():
-        for batch in blocks.split(8):
-            logits = {}
-            for label, model in (("fp32", fp32), ("int8", int8)):
-                out = model(batch, labels=batch)
-                losses[label] += out.loss.item() * len(batch)
-                logits[label] = out.logits
-            gap = max(gap, (logits["fp32"] - logits["int8"]).abs().max().item())
-        prompts = blocks[:16, :32]
-        agree = total = 0
-        for prompt in prompts:
-            runs = [m.generate(prompt[None], max_new_tokens=32, min_new_tokens=32, do_sample=False)[0, 32:]
-                    for m in (fp32, int8)]
-            agree += (runs[0] == runs[1]).sum().item()
-            total += len(runs[0])
-    ppl = {k: float(torch.tensor(v / len(blocks)).exp()) for k, v in losses.items()}
-    print(f"embedded model, held-out text: {blocks.numel()} tokens in {len(blocks)} blocks of {block}; "
-          f"{threads} thread(s)")
-    print(f"perplexity fp32 {ppl['fp32']:.3f}, int8 {ppl['int8']:.3f} ({100 * (ppl['int8'] / ppl['fp32'] - 1):+.2f}%); "
-          f"greedy tokens equal {agree}/{total} ({100 * agree / total:.1f}%); max |logit gap| {gap:.4f}")
-    print()
+    block = 128  # the embedded model's n_positions
+    blocks = np.asarray(ids[: len(ids) // block * block], np.int64).reshape(-1, block)[:max_blocks]
+    models = {precision: load(backend, path, precision) for precision in ("fp32", "int8", "bf16")}
+    nll = {precision: 0.0 for precision in models}
+    gap = {precision: 0.0 for precision in models}
+    for start in range(0, len(blocks), 8):
+        batch = blocks[start: start + 8]
+        reference = None
+        for precision, (_, logits) in models.items():
+            out = logits(batch)
+            shifted = out[:, :-1] - out[:, :-1].max(-1, keepdims=True)
+            log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+            nll[precision] -= np.take_along_axis(log_probs, batch[:, 1:, None], -1).sum()
+            reference = out if reference is None else reference
+            gap[precision] = max(gap[precision], float(np.abs(out - reference).max()))
+    ppl = {precision: float(np.exp(value / (len(blocks) * (block - 1)))) for precision, value in nll.items()}
+    continuations = {precision: [greedy(backend, model, prompt) for prompt in blocks[:16, :32]]
+                     for precision, (model, _) in models.items()}
+    print(f"{backend}: embedded model, held-out text: {blocks.size} tokens in {len(blocks)} blocks of {block}; "
+          f"{threads} thread(s); fp32 perplexity {ppl['fp32']:.3f}")
+    for precision in ("int8", "bf16"):
+        pairs = zip(continuations[precision], continuations["fp32"])
+        agree = sum(a == b for run, ref in pairs for a, b in zip(run, ref))
+        total = sum(len(ref) for ref in continuations["fp32"])
+        print(f"  {precision}: perplexity {ppl[precision]:.3f} ({100 * (ppl[precision] / ppl['fp32'] - 1):+.2f}%); "
+              f"greedy tokens equal {agree}/{total} ({100 * agree / total:.1f}%); max |logit gap| {gap[precision]:.4f}")
+    print(flush=True)
 
 
 def main() -> None:
@@ -89,10 +139,13 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--new", type=int, default=32)
     parser.add_argument("--quality-only", action="store_true", help="skip the speed measurement")
+    parser.add_argument("--quality-backends", nargs="+", default=["pt"], choices=["pt", "tf", "flax"])
+    parser.add_argument("--blocks", type=int, help="held-out blocks of 128 tokens (default: all, 588)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    quality(args.threads)
+    for backend in args.quality_backends:
+        quality(backend, args.threads, args.blocks)
     if args.quality_only:
         return
 

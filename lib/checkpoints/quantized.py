@@ -20,10 +20,12 @@ Embeddings (`wte`, `wpe`) stay float; a tied LM head gets its own int8 copy of t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
+from ..conversion.tables import IDENTITY, Transform
 from ..errors import InputError
 
 __all__ = [
@@ -31,13 +33,19 @@ __all__ = [
     "QUANT_METHOD",
     "SCALE_SUFFIX",
     "check_mode",
+    "plan_with_scales",
     "quantization_config",
     "quantize_per_channel",
+    "scaled_modules",
+    "state_dict_position",
 ]
 
 QUANTIZATION_MODES = ("int8",)
 QUANT_METHOD = "twinformers"
 SCALE_SUFFIX = "weight_scale"
+# TensorFlow and Flax name a weight's scale after the weight's own variable: `<kernel>_scale` (`kernel_scale`,
+# GPT-2 TF's `weight_scale`); its canonical key is `<module>.weight_scale` in every twin.
+SCALE_NAME_SUFFIX = "_scale"
 INT8_MAX = 127
 
 
@@ -77,6 +85,42 @@ def quantize_per_channel(weight: np.ndarray, out_axis: int) -> tuple[np.ndarray,
     return q, scale
 
 
+def plan_with_scales(
+    names: Iterable[str], plan: Callable[[list[str]], dict[str, tuple[str, Transform]]]
+) -> dict[str, tuple[str, Transform]]:
+    """`plan` (backend name → (canonical key, transform), e.g. `conversion.tables.plan_from_backend`) for a
+    quantized model's names: the float names through `plan`, each `<weight>_scale` to its weight's canonical
+    key + "_scale" (`<module>.weight_scale`), kept as is (a (out,) vector in every layout).
+
+    Raises:
+        ValueError: a scale whose weight is not among `names`.
+    """
+    names = list(names)
+    scales = [name for name in names if name.endswith(SCALE_NAME_SUFFIX)]
+    result = plan([name for name in names if not name.endswith(SCALE_NAME_SUFFIX)])
+    for name in scales:
+        weight = name[: -len(SCALE_NAME_SUFFIX)]
+        if weight not in result:
+            raise ValueError(f"quantized weights: {name!r} has no weight {weight!r} next to it")
+        result[name] = (result[weight][0] + SCALE_NAME_SUFFIX, IDENTITY)
+    return result
+
+
+def scaled_modules(plan: Iterable[tuple]) -> list[str]:
+    """The canonical (PyTorch) names of the quantized modules in a conversion plan's values (tuples ending in
+    (canonical key, transform)): those with a `<module>.weight_scale`."""
+    suffix = "." + SCALE_SUFFIX
+    return sorted(entry[-2][: -len(suffix)] for entry in plan if entry[-2].endswith(suffix))
+
+
+def state_dict_position(order: dict[str, int], key: str) -> tuple[int, int]:
+    """Sort key of `key` in PyTorch's state_dict `order` (canonical key → index): a scale right after its
+    weight, keys `order` lacks (a tied head's own int8 copy) last."""
+    if key.endswith(SCALE_NAME_SUFFIX):
+        return order.get(key[: -len(SCALE_NAME_SUFFIX)], len(order)), 1
+    return order.get(key, len(order)), 0
+
+
 def quantization_config(mode: str, modules: list[str]) -> dict[str, Any]:
     """The `quantization_config` entry of config.json for a model quantized in `mode`."""
     return {"quant_method": QUANT_METHOD, "mode": mode, "modules": sorted(modules)}
@@ -85,12 +129,11 @@ def quantization_config(mode: str, modules: list[str]) -> dict[str, Any]:
 def quantized_checkpoint_error(config: Any, path: str, backend: str) -> InputError | None:
     """The error for loading a quantized checkpoint (config has `quantization_config`) with a plain
     `from_pretrained`, which would otherwise read int8 values into float weights and drop the scales silently.
-    Quantized checkpoints load with the PyTorch twin's `from_quantized` (None when `config` is not quantized)."""
+    Quantized checkpoints load with `from_quantized` in every twin (None when `config` is not quantized)."""
     settings = getattr(config, "quantization_config", None)
     if not settings:
         return None
     mode = settings.get("mode") if isinstance(settings, dict) else settings
-    where = ("load it with `from_quantized(path)`" if backend == "pt"
-             else "quantized checkpoints load only in the PyTorch twin (twinformers.pt ... .from_quantized(path))")
     return InputError(f"{path}: config.json has quantization_config (mode {mode!r}): a plain from_pretrained would "
-                      f"read the int8 weights as floats and drop their scales; {where}")
+                      f"read the int8 weights as floats and drop their scales; load it with the {backend} model "
+                      "class's `from_quantized(path)`")

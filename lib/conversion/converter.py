@@ -169,6 +169,9 @@ def convert(
     if source.config is None:
         raise CheckpointError(f"{src} has no config.json; the converter needs it to know the model")
     config = source.config
+    if getattr(config, "quantization_config", None):  # int8 tensors + scales: no Hugging Face layout holds them
+        raise ValueError(f"{src} is an int8 checkpoint (config.json has quantization_config): its safetensors are "
+                         "already in the layout every twin's from_quantized(path) reads; there is nothing to convert")
     family = family_of(config)
     head = infer_head(family, source.keys(), config)
     check_shapes(family, source.shapes(), config)

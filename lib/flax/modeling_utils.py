@@ -31,7 +31,7 @@ from ..checkpoints.canonical import open_checkpoint
 from ..checkpoints.files import FLAX_WEIGHTS_NAME, SAFE_WEIGHTS_NAME, scratch_array
 from ..checkpoints.flax_msgpack import write_flax_msgpack
 from ..checkpoints.loading import plan_load, tied_head_keys
-from ..checkpoints.quantized import quantized_checkpoint_error
+from ..checkpoints.quantized import plan_with_scales, quantized_checkpoint_error, state_dict_position
 from ..checkpoints.safetensors import write_safetensors
 from ..checkpoints.sharding import parse_size, save_sharded, staged_checkpoint
 from ..configuration import PretrainedConfig, resolve_model_config
@@ -42,6 +42,7 @@ from . import ops
 from .generation import GenerationMixin
 from .lora import LoraMixin, attach_lora_dropout
 from .ops import StaticCache
+from .quantization import QuantizationMixin, quantize_projections
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,10 @@ class _Programs:
     def __init__(self, module_class: type[nnx.Module], config: PretrainedConfig, dtype: Any) -> None:
         def build(rng: Array) -> nnx.Module:
             params_rng, dropout_rng = jax.random.split(rng)
-            return module_class(config, dtype=dtype, rngs=nnx.Rngs(params=params_rng, dropout=dropout_rng))
+            module = module_class(config, dtype=dtype, rngs=nnx.Rngs(params=params_rng, dropout=dropout_rng))
+            if getattr(config, "quantization_config", None):  # int8 projections (twinformers.flax.quantization)
+                quantize_projections(module, dtype, fill=False)
+            return module
 
         def init(rng: Array, input_shape: tuple[int, ...] = (1, 1)) -> Params:
             # NNX creates every parameter in __init__, so the dummy input shape no longer matters.
@@ -182,7 +186,7 @@ def _warn_linen_compat() -> None:
 
 
 # --------------------------------------------------------------------------------------------- the wrapper
-class PreTrainedModel(GenerationMixin, LoraMixin):
+class PreTrainedModel(GenerationMixin, LoraMixin, QuantizationMixin):
     """Base of every Flax model wrapper.
 
     Args:
@@ -520,7 +524,9 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
 
     def _canonical_plan(self) -> dict[str, tuple[str, Transform]]:
         """Flax param path → (canonical key, transform), from the conversion table."""
-        return plan_from_backend(family_of(self.config), "flax", flatten_params(self._params_shape_tree))
+        family = family_of(self.config)  # int8 models: each `kernel_scale` next to its kernel
+        return plan_with_scales(flatten_params(self._params_shape_tree),
+                                lambda names: plan_from_backend(family, "flax", names))
 
     def _load_params(self, weights: Any, param_dtype: Any = None) -> tuple[Params, dict[str, list]]:
         """Params read from `weights` (canonical key → NumPy, read lazily), random where missing; floating
@@ -581,6 +587,8 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
                 `flax_model.msgpack.index.json`) are written.
         """
         parse_size(max_shard_size)  # every argument is checked before anything touches the disk
+        if self.quantization_mode and not safe_serialization:
+            raise ValueError("save_pretrained: an int8 model saves as safetensors only (safe_serialization=True)")
         params = self.params if params is None else params
         self.check_params(params)
         config = copy.deepcopy(self.config)
@@ -612,7 +620,8 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
             if safe_serialization:
                 # PyTorch's state_dict order, so shards hold the tensors Hugging Face's would.
                 order = {key: i for i, key in enumerate(expected_shapes(config, head_of(config)))}
-                sizes = [(key, int(flat[canonical[key][0]].nbytes)) for key in sorted(canonical, key=order.get)]
+                keys = sorted(canonical, key=lambda key: state_dict_position(order, key))
+                sizes = [(key, int(flat[canonical[key][0]].nbytes)) for key in keys]
                 save_sharded(staging, sizes, write_shard, weights_name, max_shard_size)
             else:
                 sizes = [(path, int(flat[path].nbytes)) for path in sorted(flat)]

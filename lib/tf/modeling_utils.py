@@ -30,7 +30,7 @@ from ..checkpoints.canonical import open_checkpoint
 from ..checkpoints.files import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME, numpy_dtype, release_free_memory, scratch_array
 from ..checkpoints.keras_h5 import keras_model_name, write_tf_h5
 from ..checkpoints.loading import LoadPlan, plan_load, tied_head_keys
-from ..checkpoints.quantized import quantized_checkpoint_error
+from ..checkpoints.quantized import plan_with_scales, quantized_checkpoint_error
 from ..checkpoints.safetensors import write_safetensors
 from ..checkpoints.sharding import parse_size, plan_shards, save_sharded, staged_checkpoint
 from ..configuration import PretrainedConfig, resolve_model_config
@@ -42,6 +42,7 @@ from ..outputs import OUTPUT_CLASSES, ModelOutput
 from . import ops
 from .generation import GenerationMixin
 from .lora import LoraMixin, keras_adapter_config, restore_adapters
+from .quantization import QuantizationMixin
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def register_keras_pytrees() -> None:
     _registered = True
 
 
-class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
+class PreTrainedModel(QuantizationMixin, keras.Model, GenerationMixin, LoraMixin):  # ours before Keras' quantize
     """Base of every TensorFlow model: holds the config, accepts Hugging Face's TF input formats, builds its
     variables from shapes, trains with its own loss under `fit`, loads and saves Hugging Face checkpoints.
 
@@ -347,7 +348,8 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
             self.build()
         variables = {v.path.split("/", 1)[1]: v for v in self.weights if not is_adapter_name(v.path)}
         head = "base" if self.base_model is self else None
-        plan = plan_from_backend(family_of(self.config), "tf", variables, head=head)
+        family = family_of(self.config)  # int8 models: each `<kernel>_scale` next to its kernel
+        plan = plan_with_scales(variables, lambda names: plan_from_backend(family, "tf", names, head=head))
         return {name: (variables[name], key, transform) for name, (key, transform) in plan.items()}
 
     def _load_weights(self, weights: Any) -> dict[str, list]:
@@ -403,6 +405,8 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
                 `tf_model.h5.index.json`) are written.
         """
         parse_size(max_shard_size)  # every argument is checked before anything touches the disk
+        if self._int8_mode() and not safe_serialization:
+            raise ValueError("save_pretrained: an int8 model saves as safetensors only (safe_serialization=True)")
         plan = self._canonical_plan()
         config = copy.deepcopy(self.config)
         config.architectures = [type(self).__name__]  # the PyTorch class name, as Hugging Face TF writes
@@ -420,7 +424,8 @@ class PreTrainedModel(keras.Model, GenerationMixin, LoraMixin):
             write_safetensors(file, specs=specs, fetch=fetch, metadata={"format": "pt"})
 
         head = "base" if self.base_model is self else None
-        names = plan_to_backend(family_of(self.config), "tf_h5", canonical, head=head, config=self.config)
+        names = {} if safe_serialization else plan_to_backend(  # h5 names: tf_model.h5 only
+            family_of(self.config), "tf_h5", canonical, head=head, config=self.config)
         h5_names = {key: name for key, (name, _) in names.items()}
         model_name = keras_model_name(f"TF{type(self).__name__}")  # Hugging Face's Keras-2 auto name
         sharded = len(plan_shards(sizes, max_shard_size)) > 1

@@ -89,7 +89,7 @@ def test_flax_wrappers_sit_right_after_their_modules():
 
 # The backend trios besides the family files: the same public names (`__all__`) in the same order, apart from
 # the names one framework needs and the others do not, listed here with the backends that have them.
-TRIOS = ("ops", "generation", "modeling_utils", "heads", "auto")
+TRIOS = ("ops", "generation", "modeling_utils", "heads", "auto", "quantization")
 FRAMEWORK_ONLY = {
     "ops": {
         "linear": ("flax",),  # PyTorch and Keras activations take the identity from their own modules
@@ -107,6 +107,9 @@ FRAMEWORK_ONLY = {
         "StaticCache": ("flax",),
         "flatten_params": ("flax",),
         "unflatten_params": ("flax",),
+    },
+    "quantization": {
+        "quantize_projections": ("flax",),  # NNX graph definitions are rebuilt from the config: int8 modules too
     },
 }
 

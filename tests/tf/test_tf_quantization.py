@@ -1,0 +1,118 @@
+"""`model.quantize("int8")` in TensorFlow: one projection within its rounding bound, every projection int8 with the
+shared scales, logits near fp32, generate, the safetensors format and round trip, and the errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from tf_testing import FAMILIES, LM_CLASSES, perturb, random_ids, tiny_config
+
+import twinformers.tf as tft
+from twinformers.checkpoints.quantized import quantize_per_channel
+from twinformers.checkpoints.safetensors import open_safetensors
+from twinformers.tf.quantization import Int8Linear
+
+
+def float_and_int8(family: str):
+    """A perturbed float model and a quantized copy (fresh: quantize changes the model in place)."""
+    models = []
+    for _ in range(2):
+        model = getattr(tft, LM_CLASSES[family])(tiny_config(family, pad_token_id=0))
+        model.build()
+        models.append(perturb(model))
+    return models[0], models[1].quantize("int8")
+
+
+def canonical_weights(model: tft.PreTrainedModel) -> dict[str, np.ndarray]:
+    """Canonical (PyTorch-named, PyTorch-layout) copies of the variables, scales included (the model's own plan)."""
+    return {key: transform.to_canonical(var.numpy()) for var, key, transform in model._canonical_plan().values()}
+
+
+def test_int8_linear_within_its_rounding_bound() -> None:
+    """Each weight is off by at most scale[j] / 2, activations stay float32: output j is off by at most
+    scale[j] / 2 · sum_i |x_i| (plus float32 rounding of the sums, far below 1e-5 here)."""
+    rng = np.random.default_rng(0)
+    kernel, bias = rng.normal(size=(24, 40)).astype(np.float32), rng.normal(size=(40,)).astype(np.float32)
+    x = rng.normal(size=(3, 5, 24)).astype(np.float32)
+    layer = Int8Linear("kernel", 24, 40, True)
+    layer.build()
+    layer.set_weight(kernel, bias)
+    _, scale = quantize_per_channel(kernel, out_axis=1)
+    assert layer.kernel.dtype == "int8" and np.array_equal(layer.kernel_scale.numpy(), scale)
+    error = np.abs(layer(x).numpy() - (x @ kernel + bias))
+    bound = scale * 0.5 * np.abs(x).sum(-1, keepdims=True) + 1e-5
+    assert (error <= bound).all() and error.max() > 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_projection_is_int8_with_the_shared_scales(family: str) -> None:
+    reference, model = float_and_int8(family)
+    floats, ints = canonical_weights(reference), canonical_weights(model)
+    scales = sorted(key for key in ints if key.endswith(".weight_scale"))
+    assert [key[: -len(".weight_scale")] for key in scales] == model.config.quantization_config["modules"]
+    assert "lm_head.weight_scale" in scales
+    for key in scales:
+        weight = key[: -len("_scale")]
+        source = floats.get(weight, floats["transformer.wte.weight"])  # a tied head quantizes the token table
+        conv1d = family == "gpt2" and weight != "lm_head.weight"  # canonical layout: Conv1D (in, out), else (out, in)
+        q, scale = quantize_per_channel(source, out_axis=int(conv1d))
+        assert ints[weight].dtype == np.int8 and np.array_equal(ints[weight], q), weight
+        assert np.array_equal(ints[key], scale), key
+    float_2d = [v.path for v in model.weights if v.dtype == "float32" and len(v.shape) == 2]
+    assert all(("wte" in p or "wpe" in p) for p in float_2d)  # no float projection weight is left
+    assert not model.trainable_weights
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_close_to_float(family: str) -> None:
+    """The per-projection errors compound through the layers: on these tiny perturbed models the int8 logits
+    stay within 3% of the largest float logit (as in the PyTorch test) and pick the same token almost everywhere."""
+    reference, model = float_and_int8(family)
+    ids = random_ids((2, 8))
+    expected, got = reference(ids).logits.numpy(), model(ids).logits.numpy()
+    deviation = np.abs(got - expected).max()
+    assert 0 < deviation <= 0.03 * np.abs(expected).max()
+    assert (got.argmax(-1) == expected.argmax(-1)).mean() >= 0.9
+
+
+def test_generate_matches_forward() -> None:
+    _, model = float_and_int8("gpt2")
+    out = np.asarray(model.generate(random_ids((1, 5)), max_new_tokens=6, do_sample=False))
+    assert out.shape == (1, 11)
+    for t in range(5, 11):  # each greedy token is the argmax of a full forward of the int8 model
+        assert out[0, t] == model(out[:, :t]).logits.numpy()[0, -1].argmax()
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    _, model = float_and_int8("gpt2")
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["quantization_config"]["mode"] == "int8"
+    tensors = open_safetensors(os.fspath(tmp_path / "model.safetensors"))
+    stored = tensors["transformer.h.0.attn.c_attn.weight"]
+    assert stored.dtype == np.int8 and stored.shape == (24, 72)  # Conv1D's (in, out), as the float weight
+    assert tensors["transformer.h.0.attn.c_attn.weight_scale"].shape == (72,)
+    assert tensors["lm_head.weight"].dtype == np.int8 and tensors["lm_head.weight"].shape == (97, 24)
+    loaded = type(model).from_quantized(tmp_path)
+    ids = random_ids((2, 7))
+    np.testing.assert_array_equal(loaded(ids).logits.numpy(), model(ids).logits.numpy())
+    with pytest.raises(ValueError, match="quantization_config.*from_quantized"):
+        type(model).from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="safetensors only"):
+        model.save_pretrained(tmp_path / "h5", safe_serialization=False)
+    float_dir = tmp_path / "float"
+    float_and_int8("gpt2")[0].save_pretrained(float_dir)
+    with pytest.raises(ValueError, match="no quantization_config"):
+        type(model).from_quantized(float_dir)
+
+
+def test_errors() -> None:
+    model = getattr(tft, LM_CLASSES["gpt2"])(tiny_config("gpt2"))
+    with pytest.raises(ValueError, match="unsupported mode 'int4'"):
+        model.quantize("int4")
+    assert model.quantize("int8") is model
+    with pytest.raises(ValueError, match="already quantized"):
+        model.quantize("int8")
