@@ -60,7 +60,7 @@ __all__ = [
     "GPT2ForCausalLM",
 ]
 
-Array = jax.Array
+Tensor = jax.Array  # the twins' name for the framework's array type (torch.Tensor, tf.Tensor)
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
@@ -87,9 +87,7 @@ class GPT2Attention(nnx.Module):
         else:
             self.c_attn = Conv1D(3 * self.embed_dim, self.embed_dim, std, dtype=dtype, rngs=rngs)
         # GPT-2's scaled init of the residual projections: N(0, initializer_range / √(2·n_layer)).
-        self.c_proj = Conv1D(
-            self.embed_dim, self.embed_dim, residual_init_std(config), dtype=dtype, rngs=rngs
-        )
+        self.c_proj = Conv1D(self.embed_dim, self.embed_dim, residual_init_std(config), dtype=dtype, rngs=rngs)
         self.attn_dropout = nnx.Dropout(config.attn_pdrop, rngs=rngs)
         self.resid_dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
 
@@ -100,16 +98,16 @@ class GPT2Attention(nnx.Module):
 
     def __call__(
         self,
-        hidden_states: Array,
-        layer_past: tuple[Array, Array] | None = None,
-        attention_mask: Array | None = None,
-        head_mask: Array | None = None,
-        encoder_hidden_states: Array | None = None,
-        encoder_attention_mask: Array | None = None,
+        hidden_states: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
-        cache_index: Array | None = None,
-    ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
+        cache_index: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool → (B, T, H*D), present, attn_weights."""
         if encoder_hidden_states is not None:
             query = self.q_attn(hidden_states)
@@ -145,13 +143,11 @@ class GPT2MLP(nnx.Module):
                  rngs: nnx.Rngs) -> None:
         std = config.initializer_range
         self.c_fc = Conv1D(intermediate_size, config.n_embd, std, dtype=dtype, rngs=rngs)
-        self.c_proj = Conv1D(
-            config.n_embd, intermediate_size, residual_init_std(config), dtype=dtype, rngs=rngs
-        )
+        self.c_proj = Conv1D(config.n_embd, intermediate_size, residual_init_std(config), dtype=dtype, rngs=rngs)
         self.act = get_activation(config.activation_function)
         self.dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
 
-    def __call__(self, hidden_states: Array) -> Array:
+    def __call__(self, hidden_states: Tensor) -> Tensor:
         hidden_states = self.act(self.c_fc(hidden_states))
         return self.dropout(self.c_proj(hidden_states))
 
@@ -168,23 +164,21 @@ class GPT2Block(nnx.Module):
             self.crossattention = GPT2Attention(
                 config, is_cross_attention=True, layer_idx=layer_idx, dtype=dtype, rngs=rngs
             )
-            self.ln_cross_attn = nnx.LayerNorm(
-                config.n_embd, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs
-            )
+            self.ln_cross_attn = nnx.LayerNorm(config.n_embd, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
         self.mlp = GPT2MLP(inner_dim, config, dtype=dtype, rngs=rngs)
 
     def __call__(
         self,
-        hidden_states: Array,
-        layer_past: tuple[Array, Array] | None = None,
-        attention_mask: Array | None = None,
-        head_mask: Array | None = None,
-        encoder_hidden_states: Array | None = None,
-        encoder_attention_mask: Array | None = None,
+        hidden_states: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
-        cache_index: Array | None = None,
-    ) -> tuple[Array, tuple[Array, Array] | None, Array | None, Array | None]:
+        cache_index: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None, Tensor | None]:
         """Returns hidden_states (B, T, H*D), present, attn_weights, cross_attn_weights."""
         residual = hidden_states
         attn_output, present, attn_weights = self.attn(
@@ -236,7 +230,7 @@ class SequenceSummary(nnx.Module):
         self.first_dropout = nnx.Dropout(first_dropout, rngs=rngs)
         self.last_dropout = nnx.Dropout(last_dropout, rngs=rngs)
 
-    def __call__(self, hidden_states: Array, cls_index: Array | None = None) -> Array:
+    def __call__(self, hidden_states: Tensor, cls_index: Tensor | None = None) -> Tensor:
         """hidden_states (..., T, H*D); cls_index (...) token index → (..., num_classes)."""
         # Pool over the token axis (-2). Hugging Face indexes axis 1 for "last"/"first"/"mean", which for
         # the double-heads input (B, C, T, H*D) is the choice axis; the documented meaning is the token.
@@ -262,14 +256,14 @@ class GPT2PreTrainedModel(PreTrainedModel):
 
     def __call__(
         self,
-        input_ids: Array | None = None,
-        attention_mask: Array | None = None,
-        position_ids: Array | None = None,
-        encoder_hidden_states: Array | None = None,
-        encoder_attention_mask: Array | None = None,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
         params: dict | None = None,
         past_key_values: PastKeyValues | None = None,
-        dropout_rng: Array | None = None,
+        dropout_rng: Tensor | None = None,
         train: bool = False,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -296,15 +290,15 @@ class GPT2ModelModule(DecoderModelModule):
 
     def __call__(
         self,
-        input_ids: Array | None = None,
+        input_ids: Tensor | None = None,
         past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        encoder_hidden_states: Array | None = None,
-        encoder_attention_mask: Array | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -333,16 +327,16 @@ class GPT2LMHeadModelModule(ModelForCausalLMModule):
 
     def __call__(
         self,
-        input_ids: Array | None = None,
+        input_ids: Tensor | None = None,
         past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        encoder_hidden_states: Array | None = None,
-        encoder_attention_mask: Array | None = None,
-        labels: Array | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -380,16 +374,16 @@ class GPT2DoubleHeadsModelModule(nnx.Module):
 
     def __call__(
         self,
-        input_ids: Array | None = None,
+        input_ids: Tensor | None = None,
         past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        mc_token_ids: Array | None = None,
-        labels: Array | None = None,
-        mc_labels: Array | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        mc_token_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+        mc_labels: Tensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,

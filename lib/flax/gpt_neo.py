@@ -45,7 +45,7 @@ __all__ = [
     "GPTNeoForQuestionAnswering",
 ]
 
-Array = jax.Array
+Tensor = jax.Array  # the twins' name for the framework's array type (torch.Tensor, tf.Tensor)
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
@@ -77,14 +77,14 @@ class GPTNeoSelfAttention(nnx.Module):
 
     def __call__(
         self,
-        hidden_states: Array,
-        layer_past: tuple[Array, Array] | None = None,
-        attention_mask: Array | None = None,
-        head_mask: Array | None = None,
+        hidden_states: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
-        cache_index: Array | None = None,
-    ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
+        cache_index: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool → (B, T, H*D), present, attn_weights."""
         query = split_heads(self.q_proj(hidden_states), self.num_heads)  # (B, T, H*D) -> (B, H, T, D)
         key = split_heads(self.k_proj(hidden_states), self.num_heads)
@@ -118,14 +118,14 @@ class GPTNeoAttention(nnx.Module):
 
     def __call__(
         self,
-        hidden_states: Array,
-        layer_past: tuple[Array, Array] | None = None,
-        attention_mask: Array | None = None,
-        head_mask: Array | None = None,
+        hidden_states: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
-        cache_index: Array | None = None,
-    ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
+        cache_index: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         return self.attention(
             hidden_states, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index,
         )
@@ -140,7 +140,7 @@ class GPTNeoMLP(nnx.Module):
         self.act = get_activation(config.activation_function)
         self.dropout = nnx.Dropout(config.resid_dropout, rngs=rngs)
 
-    def __call__(self, hidden_states: Array) -> Array:
+    def __call__(self, hidden_states: Tensor) -> Tensor:
         hidden_states = self.act(self.c_fc(hidden_states))
         return self.dropout(self.c_proj(hidden_states))
 
@@ -158,14 +158,14 @@ class GPTNeoBlock(nnx.Module):
 
     def __call__(
         self,
-        hidden_states: Array,
-        layer_past: tuple[Array, Array] | None = None,
-        attention_mask: Array | None = None,
-        head_mask: Array | None = None,
+        hidden_states: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
-        cache_index: Array | None = None,
-    ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
+        cache_index: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """Returns hidden_states (B, T, H*D), present, attn_weights."""
         residual = hidden_states
         attn_output, present, attn_weights = self.attn(

@@ -45,7 +45,7 @@ __all__ = [
     "GPTJForQuestionAnswering",
 ]
 
-Array = jax.Array
+Tensor = jax.Array  # the twins' name for the framework's array type (torch.Tensor, tf.Tensor)
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
@@ -81,15 +81,15 @@ class GPTJAttention(nnx.Module):
 
     def __call__(
         self,
-        hidden_states: Array,
-        layer_past: tuple[Array, Array] | None = None,
-        attention_mask: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
+        hidden_states: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
-        cache_index: Array | None = None,
-    ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
+        cache_index: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool; position_ids (B or 1, T) →
         (B, T, H*D), present, attn_weights."""
         batch_size, query_len = hidden_states.shape[:2]
@@ -135,7 +135,7 @@ class GPTJMLP(nnx.Module):
         self.act = get_activation(config.activation_function)
         self.dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
 
-    def __call__(self, hidden_states: Array) -> Array:
+    def __call__(self, hidden_states: Tensor) -> Tensor:
         hidden_states = self.act(self.fc_in(hidden_states))
         return self.dropout(self.fc_out(hidden_states))
 
@@ -151,15 +151,15 @@ class GPTJBlock(nnx.Module):
 
     def __call__(
         self,
-        hidden_states: Array,
-        layer_past: tuple[Array, Array] | None = None,
-        attention_mask: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
+        hidden_states: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
-        cache_index: Array | None = None,
-    ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
+        cache_index: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """Returns hidden_states (B, T, H*D), present, attn_weights."""
         residual = hidden_states
         hidden_states = self.ln_1(hidden_states)

@@ -54,7 +54,7 @@ from .ops import (
 __all__ = ["DecoderModel", "ModelWithHead", "ModelForCausalLM", "ModelForSequenceClassification",
            "ModelForTokenClassification", "ModelForQuestionAnswering"]
 
-Tensor = jax.Array
+Tensor = jax.Array  # the twins' name for the framework's array type (torch.Tensor, tf.Tensor)
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
