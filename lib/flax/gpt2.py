@@ -254,26 +254,13 @@ class SequenceSummary(nnx.Module):
 class GPT2PreTrainedModel(PreTrainedModel):
     config_class = GPT2Config
 
-    def __call__(
-        self,
-        input_ids: Tensor | None = None,
-        attention_mask: Tensor | None = None,
-        position_ids: Tensor | None = None,
-        encoder_hidden_states: Tensor | None = None,
-        encoder_attention_mask: Tensor | None = None,
-        params: dict | None = None,
-        past_key_values: PastKeyValues | None = None,
-        dropout_rng: Tensor | None = None,
-        train: bool = False,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """`PreTrainedModel.__call__` with GPT-2's argument order (the encoder inputs come fourth and fifth)."""
+    def __call__(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                 position_ids: Tensor | None = None, encoder_hidden_states: Tensor | None = None,
+                 encoder_attention_mask: Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.__call__` in Hugging Face's GPT-2 argument order: the encoder inputs come fourth and
+        fifth, then `params`, `past_key_values`, `dropout_rng`, `train`, ... as there."""
         return super().__call__(
-            input_ids, attention_mask, position_ids, params, past_key_values, dropout_rng, train,
-            output_attentions, output_hidden_states, return_dict,
+            input_ids, attention_mask, position_ids, *args,
             encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask, **kwargs,
         )
 

@@ -211,11 +211,13 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
     base_model_prefix = "transformer"
     main_input_name = "input_ids"
     _is_generative = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A family's subclass of a model written once (`class GPTJModel(DecoderModel, GPTJPreTrainedModel)` with
         `block_class = GPTJBlock`, `class GPTJForCausalLM(ModelForCausalLM, ...)` with `base_model_class =
         GPTJModel`) that names no `module_class` of its own gets one: a subclass of the inherited nnx module with
-        the module's options (its class attributes) as this class sets them, a wrapper standing for its module."""
+        the module's options (its class attributes) as this class sets them, a wrapper standing for its module.
+        Its qualified name, `GPTJModel.module_class`, is where pickle finds it."""
         super().__init_subclass__(**kwargs)
         module_class = getattr(cls, "module_class", None)
         if module_class is None or "module_class" in vars(cls):
@@ -227,7 +229,7 @@ class PreTrainedModel(GenerationMixin, LoraMixin):
                 value = value.module_class
             if value is not None:
                 options[name] = value
-        namespace = dict(options, __module__=cls.__module__, __qualname__=f"{cls.__qualname__}Module",
+        namespace = dict(options, __module__=cls.__module__, __qualname__=f"{cls.__qualname__}.module_class",
                          __doc__=cls.__doc__)
         cls.module_class = type(f"{cls.__name__}Module", (module_class,), namespace)
 
