@@ -5,7 +5,6 @@ Module and parameter names are Hugging Face's, so `model.params` is exactly the 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -20,35 +19,29 @@ from ..outputs import (
     GPT2DoubleHeadsModelOutput,
 )
 from .heads import (
-    ModelForQuestionAnsweringModule,
-    ModelForSequenceClassificationModule,
-    ModelForTokenClassificationModule,
+    DecoderModel,
+    DecoderModelModule,
+    ModelForCausalLM,
+    ModelForCausalLMModule,
+    ModelForQuestionAnswering,
+    ModelForSequenceClassification,
+    ModelForTokenClassification,
 )
 from .modeling_utils import PreTrainedModel
 from .ops import (
     Conv1D,
-    ModuleList,
     attention,
-    cache_key_length,
     causal_lm_loss,
     causal_rows,
     causal_table,
     check_ids,
-    check_inputs,
     cross_entropy_loss,
-    default_position_ids,
-    expand_head_mask,
     get_activation,
     init_normal,
     linear,
     lm_head_logits,
     merge_heads,
-    pack_presents,
-    padding_mask,
-    past_length,
     split_heads,
-    static_cache_index,
-    static_padding,
     update_cache,
 )
 
@@ -67,7 +60,7 @@ __all__ = [
     "GPT2ForCausalLM",
 ]
 
-Array = jax.Array
+Tensor = jax.Array  # the twins' name for the framework's array type (torch.Tensor, tf.Tensor)
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
@@ -94,9 +87,7 @@ class GPT2Attention(nnx.Module):
         else:
             self.c_attn = Conv1D(3 * self.embed_dim, self.embed_dim, std, dtype=dtype, rngs=rngs)
         # GPT-2's scaled init of the residual projections: N(0, initializer_range / √(2·n_layer)).
-        self.c_proj = Conv1D(
-            self.embed_dim, self.embed_dim, residual_init_std(config), dtype=dtype, rngs=rngs
-        )
+        self.c_proj = Conv1D(self.embed_dim, self.embed_dim, residual_init_std(config), dtype=dtype, rngs=rngs)
         self.attn_dropout = nnx.Dropout(config.attn_pdrop, rngs=rngs)
         self.resid_dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
 
@@ -107,16 +98,16 @@ class GPT2Attention(nnx.Module):
 
     def __call__(
         self,
-        hidden_states: Array,
-        layer_past: tuple[Array, Array] | None = None,
-        attention_mask: Array | None = None,
-        head_mask: Array | None = None,
-        encoder_hidden_states: Array | None = None,
-        encoder_attention_mask: Array | None = None,
+        hidden_states: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
-        cache_index: Array | None = None,
-    ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
+        cache_index: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool → (B, T, H*D), present, attn_weights."""
         if encoder_hidden_states is not None:
             query = self.q_attn(hidden_states)
@@ -152,13 +143,11 @@ class GPT2MLP(nnx.Module):
                  rngs: nnx.Rngs) -> None:
         std = config.initializer_range
         self.c_fc = Conv1D(intermediate_size, config.n_embd, std, dtype=dtype, rngs=rngs)
-        self.c_proj = Conv1D(
-            config.n_embd, intermediate_size, residual_init_std(config), dtype=dtype, rngs=rngs
-        )
+        self.c_proj = Conv1D(config.n_embd, intermediate_size, residual_init_std(config), dtype=dtype, rngs=rngs)
         self.act = get_activation(config.activation_function)
         self.dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
 
-    def __call__(self, hidden_states: Array) -> Array:
+    def __call__(self, hidden_states: Tensor) -> Tensor:
         hidden_states = self.act(self.c_fc(hidden_states))
         return self.dropout(self.c_proj(hidden_states))
 
@@ -175,23 +164,21 @@ class GPT2Block(nnx.Module):
             self.crossattention = GPT2Attention(
                 config, is_cross_attention=True, layer_idx=layer_idx, dtype=dtype, rngs=rngs
             )
-            self.ln_cross_attn = nnx.LayerNorm(
-                config.n_embd, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs
-            )
+            self.ln_cross_attn = nnx.LayerNorm(config.n_embd, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
         self.mlp = GPT2MLP(inner_dim, config, dtype=dtype, rngs=rngs)
 
     def __call__(
         self,
-        hidden_states: Array,
-        layer_past: tuple[Array, Array] | None = None,
-        attention_mask: Array | None = None,
-        head_mask: Array | None = None,
-        encoder_hidden_states: Array | None = None,
-        encoder_attention_mask: Array | None = None,
+        hidden_states: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
-        cache_index: Array | None = None,
-    ) -> tuple[Array, tuple[Array, Array] | None, Array | None, Array | None]:
+        cache_index: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None, Tensor | None]:
         """Returns hidden_states (B, T, H*D), present, attn_weights, cross_attn_weights."""
         residual = hidden_states
         attn_output, present, attn_weights = self.attn(
@@ -243,7 +230,7 @@ class SequenceSummary(nnx.Module):
         self.first_dropout = nnx.Dropout(first_dropout, rngs=rngs)
         self.last_dropout = nnx.Dropout(last_dropout, rngs=rngs)
 
-    def __call__(self, hidden_states: Array, cls_index: Array | None = None) -> Array:
+    def __call__(self, hidden_states: Tensor, cls_index: Tensor | None = None) -> Tensor:
         """hidden_states (..., T, H*D); cls_index (...) token index → (..., num_classes)."""
         # Pool over the token axis (-2). Hugging Face indexes axis 1 for "last"/"first"/"mean", which for
         # the double-heads input (B, C, T, H*D) is the choice axis; the documented meaning is the token.
@@ -267,168 +254,76 @@ class SequenceSummary(nnx.Module):
 class GPT2PreTrainedModel(PreTrainedModel):
     config_class = GPT2Config
 
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        attention_mask: Array | None = None,
-        position_ids: Array | None = None,
-        encoder_hidden_states: Array | None = None,
-        encoder_attention_mask: Array | None = None,
-        params: dict | None = None,
-        past_key_values: PastKeyValues | None = None,
-        dropout_rng: Array | None = None,
-        train: bool = False,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """`PreTrainedModel.__call__` with GPT-2's argument order (the encoder inputs come fourth and fifth)."""
+    def __call__(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                 position_ids: Tensor | None = None, encoder_hidden_states: Tensor | None = None,
+                 encoder_attention_mask: Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.__call__` in Hugging Face's GPT-2 argument order: the encoder inputs come fourth and
+        fifth, then `params`, `past_key_values`, `dropout_rng`, `train`, ... as there."""
         return super().__call__(
-            input_ids, attention_mask, position_ids, params, past_key_values, dropout_rng, train,
-            output_attentions, output_hidden_states, return_dict,
+            input_ids, attention_mask, position_ids, *args,
             encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask, **kwargs,
         )
 
 
-class GPT2ModelModule(nnx.Module):
+class GPT2ModelModule(DecoderModelModule):
     """The bare GPT-2 transformer: token + position embeddings, `n_layer` blocks, final LayerNorm."""
 
-    def __init__(self, config: GPT2Config, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
-        self.config = config
-        self.embed_dim = config.n_embd
-        embedding_init = init_normal(config.initializer_range)
-        self.wte = nnx.Embed(config.vocab_size, self.embed_dim, embedding_init=embedding_init, dtype=dtype, rngs=rngs)
-        self.wpe = nnx.Embed(config.n_positions, self.embed_dim, embedding_init=embedding_init, dtype=dtype, rngs=rngs)
-        self.drop = nnx.Dropout(config.embd_pdrop, rngs=rngs)
-        self.h = ModuleList([GPT2Block(config, layer_idx=i, dtype=dtype, rngs=rngs) for i in range(config.n_layer)])
-        self.ln_f = nnx.LayerNorm(self.embed_dim, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
+    block_class = GPT2Block
+    block_arguments = (
+        "layer_past", "attention_mask", "head_mask", "encoder_hidden_states", "encoder_attention_mask", "use_cache",
+        "output_attentions", "cache_index",
+    )
+    output_class = BaseModelOutputWithPastAndCrossAttentions
 
     def __call__(
         self,
-        input_ids: Array | None = None,
+        input_ids: Tensor | None = None,
         past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        encoder_hidden_states: Array | None = None,
-        encoder_attention_mask: Array | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BaseModelOutputWithPastAndCrossAttentions | tuple:
-        """Args:
-            input_ids: (B, T) int token ids (or (B, C, T) for multiple choice). inputs_embeds: (B, T, H*D)
-                instead of input_ids.
-            past_key_values: per layer (key, value), each (B, H, S - T, D); or a `StaticCache`.
-            attention_mask: (B, S) 1 = attend, 0 = padding, covering past and current tokens (with a static
-                cache: up to its max_length).
-            token_type_ids, position_ids: (B, T); token types are embedded with `wte`, positions default to
-                consecutive ids after the cache.
-            head_mask: (H,) or (L, H), 1 keeps a head.
-            encoder_hidden_states: (B, S_enc, H*D) for cross-attention; encoder_attention_mask (B, S_enc).
-        """
-        config = self.config
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        use_cache = config.use_cache if use_cache is None else use_cache
-        return_dict = config.use_return_dict if return_dict is None else return_dict
-
-        input_shape = check_inputs(input_ids, inputs_embeds, config.vocab_size)
-        seq_len = input_shape[-1]
-        batch_size = math.prod(input_shape[:-1])  # choices are folded into the batch
-        past = past_length(past_key_values, config.n_layer)
-        cache_index = static_cache_index(past_key_values)
-        if position_ids is None:
-            position_ids = default_position_ids(past, seq_len, config.n_positions)
-        else:
-            default_position_ids(past, seq_len, config.n_positions)  # the same length check
-            check_ids(position_ids, config.n_positions, "position_ids", "n_positions")
-            position_ids = position_ids.reshape(-1, seq_len)
-
-        if inputs_embeds is None:
-            inputs_embeds = self.wte(input_ids.reshape(-1, seq_len))
-        inputs_embeds = inputs_embeds.reshape(batch_size, seq_len, self.embed_dim)
-        hidden_states = inputs_embeds + self.wpe(position_ids)
-        if token_type_ids is not None:
-            check_ids(token_type_ids, config.vocab_size, "token_type_ids", "vocab_size")
-            hidden_states = hidden_states + self.wte(token_type_ids.reshape(-1, seq_len))
-        hidden_states = self.drop(hidden_states)
-
-        attention_mask = static_padding(attention_mask, past_key_values)
-        key_len = cache_key_length(past_key_values, past, seq_len)
-        attention_mask = padding_mask(attention_mask, batch_size, key_len, "attention_mask")
-        if encoder_hidden_states is not None and encoder_attention_mask is not None:
-            encoder_attention_mask = padding_mask(
-                encoder_attention_mask, batch_size, encoder_hidden_states.shape[-2], "encoder_attention_mask"
-            )
-        head_masks = expand_head_mask(head_mask, config.n_layer, config.n_head)
-
-        output_shape = (*input_shape, self.embed_dim)
-        presents = () if use_cache else None
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        all_cross_attentions = () if output_attentions and config.add_cross_attention else None
-        for i, block in enumerate(self.h):
-            if output_hidden_states:
-                all_hidden_states += (hidden_states.reshape(output_shape),)
-            layer_past = past_key_values[i] if past_key_values is not None else None
-            hidden_states, present, attn_weights, cross_attn_weights = block(
-                hidden_states, layer_past, attention_mask, head_masks[i], encoder_hidden_states,
-                encoder_attention_mask, use_cache, output_attentions, cache_index,
-            )
-            if use_cache:
-                presents += (present,)
-            if output_attentions:
-                all_attentions += (attn_weights,)
-                if all_cross_attentions is not None:
-                    all_cross_attentions += (cross_attn_weights,)
-
-        hidden_states = self.ln_f(hidden_states).reshape(output_shape)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
-        output = BaseModelOutputWithPastAndCrossAttentions(
-            last_hidden_state=hidden_states,
-            past_key_values=pack_presents(presents, past_key_values, seq_len),
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-            cross_attentions=all_cross_attentions,
+        """As `DecoderModelModule.__call__`, plus encoder_hidden_states (B, S_enc, H*D) for cross-attention and
+        its encoder_attention_mask (B, S_enc)."""
+        return self.decode(
+            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
+            encoder_hidden_states, encoder_attention_mask, use_cache, output_attentions, output_hidden_states,
+            return_dict,
         )
-        return output if return_dict else output.to_tuple()
 
 
-class GPT2Model(GPT2PreTrainedModel):
+class GPT2Model(DecoderModel, GPT2PreTrainedModel):
     """The bare GPT-2 transformer: token + position embeddings, `n_layer` blocks, final LayerNorm."""
 
     module_class = GPT2ModelModule
 
 
-class GPT2LMHeadModelModule(nnx.Module):
+class GPT2LMHeadModelModule(ModelForCausalLMModule):
     """GPT-2 with a language-modeling head tied to the token embedding."""
 
-    def __init__(self, config: GPT2Config, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
-        self.config = config
-        self.transformer = GPT2ModelModule(config, dtype=dtype, rngs=rngs)
-        self.lm_head = None if config.tie_word_embeddings else nnx.Linear(
-            config.n_embd, config.vocab_size, use_bias=False, kernel_init=init_normal(config.initializer_range),
-            dtype=dtype, rngs=rngs,
-        )
+    base_model_class = GPT2ModelModule
+    output_class = CausalLMOutputWithCrossAttentions
 
     def __call__(
         self,
-        input_ids: Array | None = None,
+        input_ids: Tensor | None = None,
         past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        encoder_hidden_states: Array | None = None,
-        encoder_attention_mask: Array | None = None,
-        labels: Array | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -442,24 +337,14 @@ class GPT2LMHeadModelModule(nnx.Module):
             encoder_hidden_states, encoder_attention_mask, use_cache, output_attentions, output_hidden_states,
             return_dict=True,
         )
-        logits = lm_head_logits(self.lm_head, self.transformer.wte, transformer_outputs.last_hidden_state)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        output = CausalLMOutputWithCrossAttentions(
-            loss=loss,
-            logits=logits,
-            past_key_values=transformer_outputs.past_key_values,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-            cross_attentions=transformer_outputs.cross_attentions,
-        )
+        output = self.head_output(transformer_outputs, input_ids, labels)
         return output if return_dict else output.to_tuple()
 
 
-class GPT2LMHeadModel(GPT2PreTrainedModel):
+class GPT2LMHeadModel(ModelForCausalLM, GPT2PreTrainedModel):
     """GPT-2 with a language-modeling head tied to the token embedding."""
 
     module_class = GPT2LMHeadModelModule
-    _is_generative = True
 
 
 class GPT2DoubleHeadsModelModule(nnx.Module):
@@ -476,16 +361,16 @@ class GPT2DoubleHeadsModelModule(nnx.Module):
 
     def __call__(
         self,
-        input_ids: Array | None = None,
+        input_ids: Tensor | None = None,
         past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        mc_token_ids: Array | None = None,
-        labels: Array | None = None,
-        mc_labels: Array | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        mc_token_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+        mc_labels: Tensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -533,40 +418,22 @@ class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
         super().__init__(config, *args, **kwargs)
 
 
-class GPT2ForSequenceClassificationModule(ModelForSequenceClassificationModule):
+class GPT2ForSequenceClassification(ModelForSequenceClassification, GPT2PreTrainedModel):
     """GPT-2 with a bias-free linear `score` head on the last non-padding token."""
 
-    base_model_class = GPT2ModelModule
+    base_model_class = GPT2Model
 
 
-class GPT2ForSequenceClassification(GPT2PreTrainedModel):
-    """GPT-2 with a bias-free linear `score` head on the last non-padding token."""
-
-    module_class = GPT2ForSequenceClassificationModule
-
-
-class GPT2ForTokenClassificationModule(ModelForTokenClassificationModule):
+class GPT2ForTokenClassification(ModelForTokenClassification, GPT2PreTrainedModel):
     """GPT-2 with dropout and a linear `classifier` on every token."""
 
-    base_model_class = GPT2ModelModule
+    base_model_class = GPT2Model
 
 
-class GPT2ForTokenClassification(GPT2PreTrainedModel):
-    """GPT-2 with dropout and a linear `classifier` on every token."""
-
-    module_class = GPT2ForTokenClassificationModule
-
-
-class GPT2ForQuestionAnsweringModule(ModelForQuestionAnsweringModule):
+class GPT2ForQuestionAnswering(ModelForQuestionAnswering, GPT2PreTrainedModel):
     """GPT-2 with a linear `qa_outputs` head giving span start and end scores per token."""
 
-    base_model_class = GPT2ModelModule
-
-
-class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
-    """GPT-2 with a linear `qa_outputs` head giving span start and end scores per token."""
-
-    module_class = GPT2ForQuestionAnsweringModule
+    base_model_class = GPT2Model
 
 
 GPT2ForCausalLM = GPT2LMHeadModel

@@ -5,7 +5,6 @@ Module and parameter names are Hugging Face's, so `model.params` is exactly the 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -14,38 +13,23 @@ import numpy as np
 from flax import nnx
 
 from ..configuration import GPTJConfig
-from ..outputs import (
-    BaseModelOutputWithPast,
-    CausalLMOutputWithPast,
-)
 from .heads import (
-    ModelForQuestionAnsweringModule,
-    ModelForSequenceClassificationModule,
-    ModelForTokenClassificationModule,
+    DecoderModel,
+    ModelForCausalLM,
+    ModelForQuestionAnswering,
+    ModelForSequenceClassification,
+    ModelForTokenClassification,
 )
 from .modeling_utils import PreTrainedModel
 from .ops import (
-    ModuleList,
     apply_rotary,
     attention,
-    cache_key_length,
-    causal_lm_loss,
     causal_rows,
     causal_table,
-    check_ids,
-    check_inputs,
-    default_position_ids,
-    expand_head_mask,
     get_activation,
     init_normal,
-    lm_head_logits,
     merge_heads,
-    pack_presents,
-    padding_mask,
-    past_length,
     rotary_table,
-    static_cache_index,
-    static_padding,
     update_cache,
 )
 
@@ -61,7 +45,7 @@ __all__ = [
     "GPTJForQuestionAnswering",
 ]
 
-Array = jax.Array
+Tensor = jax.Array  # the twins' name for the framework's array type (torch.Tensor, tf.Tensor)
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
@@ -97,15 +81,15 @@ class GPTJAttention(nnx.Module):
 
     def __call__(
         self,
-        hidden_states: Array,
-        layer_past: tuple[Array, Array] | None = None,
-        attention_mask: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
+        hidden_states: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
-        cache_index: Array | None = None,
-    ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
+        cache_index: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """hidden_states (B, T, H*D); attention_mask (B, 1, 1, S) bool; position_ids (B or 1, T) →
         (B, T, H*D), present, attn_weights."""
         batch_size, query_len = hidden_states.shape[:2]
@@ -151,7 +135,7 @@ class GPTJMLP(nnx.Module):
         self.act = get_activation(config.activation_function)
         self.dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
 
-    def __call__(self, hidden_states: Array) -> Array:
+    def __call__(self, hidden_states: Tensor) -> Tensor:
         hidden_states = self.act(self.fc_in(hidden_states))
         return self.dropout(self.fc_out(hidden_states))
 
@@ -167,15 +151,15 @@ class GPTJBlock(nnx.Module):
 
     def __call__(
         self,
-        hidden_states: Array,
-        layer_past: tuple[Array, Array] | None = None,
-        attention_mask: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
+        hidden_states: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
-        cache_index: Array | None = None,
-    ) -> tuple[Array, tuple[Array, Array] | None, Array | None]:
+        cache_index: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         """Returns hidden_states (B, T, H*D), present, attn_weights."""
         residual = hidden_states
         hidden_states = self.ln_1(hidden_states)
@@ -191,193 +175,38 @@ class GPTJPreTrainedModel(PreTrainedModel):
     config_class = GPTJConfig
 
 
-class GPTJModelModule(nnx.Module):
+class GPTJModel(DecoderModel, GPTJPreTrainedModel):
     """The bare GPT-J transformer: token embedding (no position table), `n_layer` blocks, final LayerNorm."""
 
-    def __init__(self, config: GPTJConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
-        self.config = config
-        self.embed_dim = config.n_embd
-        self.wte = nnx.Embed(
-            config.vocab_size, self.embed_dim, embedding_init=init_normal(config.initializer_range), dtype=dtype,
-            rngs=rngs,
-        )
-        self.drop = nnx.Dropout(config.embd_pdrop, rngs=rngs)
-        self.h = ModuleList([GPTJBlock(config, layer_idx=i, dtype=dtype, rngs=rngs) for i in range(config.n_layer)])
-        self.ln_f = nnx.LayerNorm(self.embed_dim, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
-
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> BaseModelOutputWithPast | tuple:
-        """Args:
-            input_ids: (B, T) int token ids. inputs_embeds: (B, T, H*D) instead of input_ids.
-            past_key_values: per layer (key, value), each (B, H, S - T, D); or a `StaticCache`.
-            attention_mask: (B, S) 1 = attend, 0 = padding, covering past and current tokens (with a static
-                cache: up to its max_length).
-            token_type_ids, position_ids: (B, T); token types are embedded with `wte`, positions (which pick
-                the rotary angles) default to consecutive ids after the cache.
-            head_mask: (H,) or (L, H), 1 keeps a head.
-        """
-        config = self.config
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        use_cache = config.use_cache if use_cache is None else use_cache
-        return_dict = config.use_return_dict if return_dict is None else return_dict
-
-        input_shape = check_inputs(input_ids, inputs_embeds, config.vocab_size)
-        seq_len = input_shape[-1]
-        batch_size = math.prod(input_shape[:-1])
-        past = past_length(past_key_values, config.n_layer)
-        cache_index = static_cache_index(past_key_values)
-        if position_ids is None:
-            position_ids = default_position_ids(past, seq_len, config.n_positions)
-        else:
-            default_position_ids(past, seq_len, config.n_positions)  # the same length check
-            check_ids(position_ids, config.n_positions, "position_ids", "n_positions")
-            position_ids = position_ids.reshape(-1, seq_len)
-
-        if inputs_embeds is None:
-            inputs_embeds = self.wte(input_ids.reshape(-1, seq_len))
-        hidden_states = inputs_embeds.reshape(batch_size, seq_len, self.embed_dim)
-        if token_type_ids is not None:
-            check_ids(token_type_ids, config.vocab_size, "token_type_ids", "vocab_size")
-            hidden_states = hidden_states + self.wte(token_type_ids.reshape(-1, seq_len))
-        hidden_states = self.drop(hidden_states)
-
-        attention_mask = static_padding(attention_mask, past_key_values)
-        key_len = cache_key_length(past_key_values, past, seq_len)
-        attention_mask = padding_mask(attention_mask, batch_size, key_len, "attention_mask")
-        head_masks = expand_head_mask(head_mask, config.n_layer, config.n_head)
-
-        output_shape = (*input_shape, self.embed_dim)
-        presents = () if use_cache else None
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        for i, block in enumerate(self.h):
-            if output_hidden_states:
-                all_hidden_states += (hidden_states.reshape(output_shape),)
-            layer_past = past_key_values[i] if past_key_values is not None else None
-            hidden_states, present, attn_weights = block(
-                hidden_states, layer_past, attention_mask, position_ids, head_masks[i], use_cache, output_attentions,
-                cache_index,
-            )
-            if use_cache:
-                presents += (present,)
-            if output_attentions:
-                all_attentions += (attn_weights,)
-
-        hidden_states = self.ln_f(hidden_states).reshape(output_shape)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
-        output = BaseModelOutputWithPast(
-            last_hidden_state=hidden_states,
-            past_key_values=pack_presents(presents, past_key_values, seq_len),
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    block_class = GPTJBlock
+    # The positions pick the rotary angles inside each block.
+    block_arguments = (
+        "layer_past", "attention_mask", "position_ids", "head_mask", "use_cache", "output_attentions", "cache_index",
+    )
+    position_embeddings = False
 
 
-class GPTJModel(GPTJPreTrainedModel):
-    """The bare GPT-J transformer: token embedding (no position table), `n_layer` blocks, final LayerNorm."""
-
-    module_class = GPTJModelModule
-
-
-class GPTJForCausalLMModule(nnx.Module):
+class GPTJForCausalLM(ModelForCausalLM, GPTJPreTrainedModel):
     """GPT-J with a language-modeling head: its own matrix and bias unless `tie_word_embeddings`."""
 
-    def __init__(self, config: GPTJConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
-        self.config = config
-        self.transformer = GPTJModelModule(config, dtype=dtype, rngs=rngs)
-        self.lm_head = None if config.tie_word_embeddings else nnx.Linear(
-            config.n_embd, config.vocab_size, kernel_init=init_normal(config.initializer_range), dtype=dtype,
-            rngs=rngs,
-        )
-
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        labels: Array | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> CausalLMOutputWithPast | tuple:
-        """As `GPTJModelModule.__call__`, plus `labels` (B, T): next-token targets, shifted inside; -100 is
-        ignored. Returns logits (B, T, V)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache, output_attentions, output_hidden_states, return_dict=True,
-        )
-        logits = lm_head_logits(self.lm_head, self.transformer.wte, transformer_outputs.last_hidden_state)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        output = CausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            past_key_values=transformer_outputs.past_key_values,
-            hidden_states=transformer_outputs.hidden_states,
-            attentions=transformer_outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+    base_model_class = GPTJModel
+    lm_head_bias = True
 
 
-class GPTJForCausalLM(GPTJPreTrainedModel):
-    """GPT-J with a language-modeling head: its own matrix and bias unless `tie_word_embeddings`."""
-
-    module_class = GPTJForCausalLMModule
-    _is_generative = True
-
-
-class GPTJForSequenceClassificationModule(ModelForSequenceClassificationModule):
+class GPTJForSequenceClassification(ModelForSequenceClassification, GPTJPreTrainedModel):
     """GPT-J with a bias-free linear `score` head on the last non-padding token."""
 
-    base_model_class = GPTJModelModule
+    base_model_class = GPTJModel
 
 
-class GPTJForSequenceClassification(GPTJPreTrainedModel):
-    """GPT-J with a bias-free linear `score` head on the last non-padding token."""
-
-    module_class = GPTJForSequenceClassificationModule
-
-
-class GPTJForTokenClassificationModule(ModelForTokenClassificationModule):
+class GPTJForTokenClassification(ModelForTokenClassification, GPTJPreTrainedModel):
     """GPT-J with dropout and a linear `classifier` on every token (Hugging Face has no such class)."""
 
-    base_model_class = GPTJModelModule
+    base_model_class = GPTJModel
 
 
-class GPTJForTokenClassification(GPTJPreTrainedModel):
-    """GPT-J with dropout and a linear `classifier` on every token (Hugging Face has no such class)."""
-
-    module_class = GPTJForTokenClassificationModule
-
-
-class GPTJForQuestionAnsweringModule(ModelForQuestionAnsweringModule):
+class GPTJForQuestionAnswering(ModelForQuestionAnswering, GPTJPreTrainedModel):
     """GPT-J with a linear `qa_outputs` head (`num_labels` outputs, as Hugging Face) giving span scores."""
 
-    base_model_class = GPTJModelModule
+    base_model_class = GPTJModel
     qa_outputs_from_num_labels = True
-
-
-class GPTJForQuestionAnswering(GPTJPreTrainedModel):
-    """GPT-J with a linear `qa_outputs` head (`num_labels` outputs, as Hugging Face) giving span scores."""
-
-    module_class = GPTJForQuestionAnsweringModule

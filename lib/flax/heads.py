@@ -1,12 +1,19 @@
-"""The classification, token-classification and question-answering heads, written once over a base model.
+"""The parts of every Flax family written once: the bare transformer (`DecoderModel`) and the task heads over it
+(causal LM, sequence classification, token classification, question answering) held as `transformer`.
 
-Each family file subclasses these with its Hugging Face class name and sets `base_model_class` (the family's
-`*ModelModule`), so the heads read the same for GPT-2, GPT-J and GPT-Neo and their parameters stay at
-`transformer/...` plus the head's own `score` / `classifier` / `qa_outputs`.
+A family file declares its base model under its Hugging Face name as a thin subclass that names its block
+(`block_class = GPT2Block`), and each head as a thin subclass that names the base model
+(`base_model_class = GPT2Model`); both inherit the family's `PreTrainedModel` (config class, call signature):
+`class GPT2ForSequenceClassification(ModelForSequenceClassification, GPT2PreTrainedModel)`.
+
+Each class here is a wrapper (`PreTrainedModel`) over the `flax.nnx` module declared right before it
+(`DecoderModelModule`, ...). A family's subclass gets its own nnx module, a subclass of that one with the options
+the family sets (`block_class`, `base_model_class`, ...): see `PreTrainedModel.__init_subclass__`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -14,29 +21,282 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ..configuration import PretrainedConfig, classifier_dropout
-from ..outputs import QuestionAnsweringModelOutput, SequenceClassifierOutputWithPast, TokenClassifierOutput
+from ..outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    ModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutputWithPast,
+    TokenClassifierOutput,
+)
+from .modeling_utils import PreTrainedModel
 from .ops import (
+    ModuleList,
+    cache_key_length,
+    causal_lm_loss,
+    check_ids,
+    check_inputs,
     cross_entropy_loss,
+    default_position_ids,
+    expand_head_mask,
     init_normal,
+    lm_head_logits,
+    pack_presents,
+    padding_mask,
+    past_length,
     pool_last_token,
     question_answering_loss,
     sequence_classification_loss,
+    static_cache_index,
+    static_padding,
 )
 
-__all__ = [
-    "ModelForSequenceClassificationModule",
-    "ModelForTokenClassificationModule",
-    "ModelForQuestionAnsweringModule",
-]
+__all__ = ["DecoderModel", "ModelWithHead", "ModelForCausalLM", "ModelForSequenceClassification",
+           "ModelForTokenClassification", "ModelForQuestionAnswering"]
 
-Array = jax.Array
+Tensor = jax.Array  # the twins' name for the framework's array type (torch.Tensor, tf.Tensor)
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
-class ModelForSequenceClassificationModule(nnx.Module):
-    """A base model with a bias-free linear `score` head on the last non-padding token."""
+class DecoderModelModule(nnx.Module):
+    """The bare transformer: token (and position) embeddings, `num_hidden_layers` blocks, final LayerNorm.
+
+    A family's base model names its `block_class` and sets what differs from GPT-Neo: `block_arguments` (what
+    its block takes after hidden_states, in order), `position_embeddings` (GPT-J has no position table: the
+    positions pick rotary angles inside each block), `embed_dropout_field` (the config's name for the embedding
+    dropout) and `output_class` (GPT-2 adds cross-attentions).
+    """
+
+    block_class: type[nnx.Module]
+    block_arguments = ("layer_past", "attention_mask", "head_mask", "use_cache", "output_attentions", "cache_index")
+    position_embeddings = True
+    embed_dropout_field = "embd_pdrop"
+    output_class: type[ModelOutput] = BaseModelOutputWithPast
+
+    def __init__(self, config: PretrainedConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
+        self.config = config
+        self.embed_dim = config.hidden_size
+        embedding_init = init_normal(config.initializer_range)
+        self.wte = nnx.Embed(config.vocab_size, self.embed_dim, embedding_init=embedding_init, dtype=dtype, rngs=rngs)
+        if self.position_embeddings:
+            self.wpe = nnx.Embed(
+                config.max_position_embeddings, self.embed_dim, embedding_init=embedding_init, dtype=dtype, rngs=rngs
+            )
+        self.drop = nnx.Dropout(getattr(config, self.embed_dropout_field), rngs=rngs)
+        self.h = ModuleList(
+            [self.block_class(config, i, dtype=dtype, rngs=rngs) for i in range(config.num_hidden_layers)]
+        )
+        self.ln_f = nnx.LayerNorm(self.embed_dim, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
+
+    def __call__(
+        self,
+        input_ids: Tensor | None = None,
+        past_key_values: PastKeyValues | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ModelOutput | tuple:
+        """Args:
+            input_ids: (B, T) int token ids (or (B, C, T) for multiple choice). inputs_embeds: (B, T, H*D)
+                instead of input_ids.
+            past_key_values: per layer (key, value), each (B, H, S - T, D); or a `StaticCache`.
+            attention_mask: (B, S) 1 = attend, 0 = padding, covering past and current tokens (with a static
+                cache: up to its max_length).
+            token_type_ids, position_ids: (B, T); token types are embedded with `wte`, positions (which pick
+                GPT-J's rotary angles) default to consecutive ids after the cache.
+            head_mask: (H,) or (L, H), 1 keeps a head.
+        """
+        return self.decode(
+            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
+            None, None, use_cache, output_attentions, output_hidden_states, return_dict,
+        )
+
+    def decode(
+        self, input_ids: Tensor | None, past_key_values: PastKeyValues | None, attention_mask: Tensor | None,
+        token_type_ids: Tensor | None, position_ids: Tensor | None, head_mask: Tensor | None,
+        inputs_embeds: Tensor | None, encoder_hidden_states: Tensor | None, encoder_attention_mask: Tensor | None,
+        use_cache: bool | None, output_attentions: bool | None, output_hidden_states: bool | None,
+        return_dict: bool | None,
+    ) -> ModelOutput | tuple:
+        """The forward pass of every family (`__call__` gives it the family's Hugging Face signature);
+        encoder_hidden_states (B, S_enc, H*D) and encoder_attention_mask (B, S_enc) are GPT-2's cross-attention."""
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        use_cache = config.use_cache if use_cache is None else use_cache
+        return_dict = config.use_return_dict if return_dict is None else return_dict
+        max_positions = config.max_position_embeddings
+        # The config's own name for the limit ("n_positions" for GPT-2 and GPT-J), as the errors say it.
+        max_positions_name = type(config).attribute_map.get("max_position_embeddings", "max_position_embeddings")
+
+        input_shape = check_inputs(input_ids, inputs_embeds, config.vocab_size)
+        seq_len = input_shape[-1]
+        batch_size = math.prod(input_shape[:-1])  # choices are folded into the batch
+        past = past_length(past_key_values, config.num_hidden_layers)
+        cache_index = static_cache_index(past_key_values)
+        if position_ids is None:
+            position_ids = default_position_ids(past, seq_len, max_positions)
+        else:
+            default_position_ids(past, seq_len, max_positions)  # the same length check
+            check_ids(position_ids, max_positions, "position_ids", max_positions_name)
+            position_ids = position_ids.reshape(-1, seq_len)
+
+        if inputs_embeds is None:
+            inputs_embeds = self.wte(input_ids.reshape(-1, seq_len))
+        hidden_states = inputs_embeds.reshape(batch_size, seq_len, self.embed_dim)
+        if self.position_embeddings:
+            hidden_states = hidden_states + self.wpe(position_ids)
+        if token_type_ids is not None:
+            check_ids(token_type_ids, config.vocab_size, "token_type_ids", "vocab_size")
+            hidden_states = hidden_states + self.wte(token_type_ids.reshape(-1, seq_len))
+        hidden_states = self.drop(hidden_states)
+
+        attention_mask = static_padding(attention_mask, past_key_values)
+        key_len = cache_key_length(past_key_values, past, seq_len)
+        attention_mask = padding_mask(attention_mask, batch_size, key_len, "attention_mask")
+        if encoder_hidden_states is not None and encoder_attention_mask is not None:
+            encoder_attention_mask = padding_mask(
+                encoder_attention_mask, batch_size, encoder_hidden_states.shape[-2], "encoder_attention_mask"
+            )
+        head_masks = expand_head_mask(head_mask, config.num_hidden_layers, config.num_attention_heads)
+
+        output_shape = (*input_shape, self.embed_dim)
+        presents = () if use_cache else None
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        cross_attention = "encoder_hidden_states" in self.block_arguments
+        all_cross_attentions = () if output_attentions and cross_attention and config.add_cross_attention else None
+        # Everything a block may take; each family's block takes the names in `block_arguments`.
+        block_inputs = {
+            "attention_mask": attention_mask, "position_ids": position_ids,
+            "encoder_hidden_states": encoder_hidden_states, "encoder_attention_mask": encoder_attention_mask,
+            "use_cache": use_cache, "output_attentions": output_attentions, "cache_index": cache_index,
+        }
+        for i, block in enumerate(self.h):
+            if output_hidden_states:
+                all_hidden_states += (hidden_states.reshape(output_shape),)
+            block_inputs["layer_past"] = past_key_values[i] if past_key_values is not None else None
+            block_inputs["head_mask"] = head_masks[i]
+            hidden_states, present, attn_weights, *cross_attn_weights = block(
+                hidden_states, *(block_inputs[name] for name in self.block_arguments)
+            )
+            if use_cache:
+                presents += (present,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+                if all_cross_attentions is not None:
+                    all_cross_attentions += tuple(cross_attn_weights)
+
+        hidden_states = self.ln_f(hidden_states).reshape(output_shape)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        output = self.output_class(
+            last_hidden_state=hidden_states,
+            past_key_values=pack_presents(presents, past_key_values, seq_len),
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+            **({"cross_attentions": all_cross_attentions} if cross_attention else {}),
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class DecoderModel(PreTrainedModel):
+    """The bare transformer: token (and position) embeddings, `num_hidden_layers` blocks, final LayerNorm."""
+
+    module_class = DecoderModelModule
+
+
+class ModelWithHeadModule(nnx.Module):
+    """A task head over the base model held as `transformer`: the forward pass is written here once, the
+    head's own part (logits, loss, output) in `head_output`."""
 
     base_model_class: type[nnx.Module]
+
+    def __call__(
+        self,
+        input_ids: Tensor | None = None,
+        past_key_values: PastKeyValues | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ModelOutput | tuple:
+        """As the base model's `__call__`, plus `labels`, the targets of the head's loss (see `head_output`)."""
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        output = self.head_output(transformer_outputs, input_ids, labels)
+        return output if return_dict else output.to_tuple()
+
+    def head_output(self, transformer_outputs: ModelOutput, input_ids: Tensor | None, labels: Tensor | None
+                    ) -> ModelOutput:
+        raise NotImplementedError(f"{type(self).__name__} must define head_output")
+
+
+class ModelWithHead(PreTrainedModel):
+    """A task head over the base model held as `transformer`."""
+
+    module_class = ModelWithHeadModule
+
+
+class ModelForCausalLMModule(ModelWithHeadModule):
+    """The base model with a language-modeling head `lm_head`, tied to the token embedding when
+    `tie_word_embeddings` (GPT-J's has a bias: `lm_head_bias`)."""
+
+    lm_head_bias = False
+    output_class: type[ModelOutput] = CausalLMOutputWithPast
+
+    def __init__(self, config: PretrainedConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
+        self.config = config
+        self.transformer = self.base_model_class(config, dtype=dtype, rngs=rngs)
+        # Tied: no `lm_head` parameter (as in Hugging Face's Flax checkpoints); the logits use `wte.attend`.
+        self.lm_head = None if config.tie_word_embeddings else nnx.Linear(
+            config.hidden_size, config.vocab_size, use_bias=self.lm_head_bias,
+            kernel_init=init_normal(config.initializer_range), dtype=dtype, rngs=rngs,
+        )
+
+    def head_output(self, transformer_outputs: ModelOutput, input_ids: Tensor | None, labels: Tensor | None
+                    ) -> ModelOutput:
+        """`labels` (B, T): next-token targets, shifted inside; -100 is ignored. Returns logits (B, T, V)."""
+        logits = lm_head_logits(self.lm_head, self.transformer.wte, transformer_outputs.last_hidden_state)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        output = self.output_class(
+            loss=loss,
+            logits=logits,
+            past_key_values=transformer_outputs.past_key_values,
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+        )
+        if "cross_attentions" in transformer_outputs:  # GPT-2
+            output.cross_attentions = transformer_outputs.cross_attentions
+        return output
+
+
+class ModelForCausalLM(ModelWithHead):
+    """The base model with a language-modeling head `lm_head`, tied to the token embedding when
+    `tie_word_embeddings` (GPT-J's has a bias: `lm_head_bias`)."""
+
+    module_class = ModelForCausalLMModule
+    _is_generative = True
+
+
+class ModelForSequenceClassificationModule(ModelWithHeadModule):
+    """The base model with a bias-free linear `score` head on the last non-padding token."""
 
     def __init__(self, config: PretrainedConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
         self.config = config
@@ -47,46 +307,30 @@ class ModelForSequenceClassificationModule(nnx.Module):
             dtype=dtype, rngs=rngs,
         )
 
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        labels: Array | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> SequenceClassifierOutputWithPast | tuple:
-        """As the base model's `__call__`, plus `labels`: (B,) class ids, (B,) or (B, num_labels) floats for
-        regression, (B, num_labels) 0/1 for multi-label. Returns logits (B, num_labels)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+    def head_output(self, transformer_outputs: ModelOutput, input_ids: Tensor | None, labels: Tensor | None
+                    ) -> ModelOutput:
+        """`labels`: (B,) class ids, (B,) or (B, num_labels) floats for regression, (B, num_labels) 0/1 for
+        multi-label. Returns logits (B, num_labels)."""
         logits = self.score(transformer_outputs.last_hidden_state)  # (B, T, num_labels)
         pooled_logits = pool_last_token(logits, input_ids, self.config.pad_token_id, type(self).__name__)
         loss = sequence_classification_loss(pooled_logits, labels, self.config) if labels is not None else None
-        output = SequenceClassifierOutputWithPast(
+        return SequenceClassifierOutputWithPast(
             loss=loss,
             logits=pooled_logits,
             past_key_values=transformer_outputs.past_key_values,
             hidden_states=transformer_outputs.hidden_states,
             attentions=transformer_outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
-class ModelForTokenClassificationModule(nnx.Module):
-    """A base model with dropout and a linear `classifier` on every token."""
+class ModelForSequenceClassification(ModelWithHead):
+    """The base model with a bias-free linear `score` head on the last non-padding token."""
 
-    base_model_class: type[nnx.Module]
+    module_class = ModelForSequenceClassificationModule
+
+
+class ModelForTokenClassificationModule(ModelWithHeadModule):
+    """The base model with dropout and a linear `classifier` on every token."""
 
     def __init__(self, config: PretrainedConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
         self.config = config
@@ -98,69 +342,52 @@ class ModelForTokenClassificationModule(nnx.Module):
             rngs=rngs,
         )
 
-    def __call__(
-        self,
-        input_ids: Array | None = None,
-        past_key_values: PastKeyValues | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        labels: Array | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> TokenClassifierOutput | tuple:
-        """As the base model's `__call__`, plus `labels` (B, T) class ids (-100 ignored). Returns logits
-        (B, T, num_labels)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
-            input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+    def head_output(self, transformer_outputs: ModelOutput, input_ids: Tensor | None, labels: Tensor | None
+                    ) -> ModelOutput:
+        """`labels` (B, T) class ids (-100 ignored). Returns logits (B, T, num_labels)."""
         hidden_states = self.dropout(transformer_outputs.last_hidden_state)
         logits = self.classifier(hidden_states)
         loss = cross_entropy_loss(logits, labels) if labels is not None else None
-        output = TokenClassifierOutput(
+        return TokenClassifierOutput(
             loss=loss,
             logits=logits,
             hidden_states=transformer_outputs.hidden_states,
             attentions=transformer_outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
+
+
+class ModelForTokenClassification(ModelWithHead):
+    """The base model with dropout and a linear `classifier` on every token."""
+
+    module_class = ModelForTokenClassificationModule
 
 
 class ModelForQuestionAnsweringModule(nnx.Module):
-    """A base model with a linear `qa_outputs` head giving span start and end scores per token.
-
-    `qa_outputs` has 2 outputs, or `num_labels` where the family's Hugging Face class uses that (GPT-J)."""
+    """The base model with a linear `qa_outputs` head giving span start and end scores per token."""
 
     base_model_class: type[nnx.Module]
+    # Hugging Face's GPT-J head has `num_labels` outputs; GPT-2's and GPT-Neo's have 2 (start, end).
     qa_outputs_from_num_labels = False
 
     def __init__(self, config: PretrainedConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
         self.config = config
         self.num_labels = config.num_labels
         self.transformer = self.base_model_class(config, dtype=dtype, rngs=rngs)
-        num_outputs = config.num_labels if self.qa_outputs_from_num_labels else 2
+        width = config.num_labels if self.qa_outputs_from_num_labels else 2
         self.qa_outputs = nnx.Linear(
-            config.hidden_size, num_outputs, kernel_init=init_normal(config.initializer_range), dtype=dtype,
-            rngs=rngs,
+            config.hidden_size, width, kernel_init=init_normal(config.initializer_range), dtype=dtype, rngs=rngs
         )
 
     def __call__(
         self,
-        input_ids: Array | None = None,
-        attention_mask: Array | None = None,
-        token_type_ids: Array | None = None,
-        position_ids: Array | None = None,
-        head_mask: Array | None = None,
-        inputs_embeds: Array | None = None,
-        start_positions: Array | None = None,
-        end_positions: Array | None = None,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        start_positions: Tensor | None = None,
+        end_positions: Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -186,3 +413,9 @@ class ModelForQuestionAnsweringModule(nnx.Module):
             attentions=transformer_outputs.attentions,
         )
         return output if return_dict else output.to_tuple()
+
+
+class ModelForQuestionAnswering(PreTrainedModel):
+    """The base model with a linear `qa_outputs` head giving span start and end scores per token."""
+
+    module_class = ModelForQuestionAnsweringModule

@@ -185,6 +185,20 @@ def _warn_linen_compat() -> None:
     )
 
 
+def _module_options(module_class: type[nnx.Module]) -> list[str]:
+    """The options of an nnx module class: the public class attributes its classes (below `nnx.Module`) declare
+    or annotate, such as `block_class` or `lm_head_bias`; methods and properties are not options."""
+    names: list[str] = []
+    for klass in reversed(module_class.__mro__[: module_class.__mro__.index(nnx.Module)]):
+        declared = [*inspect.get_annotations(klass), *vars(klass)]
+        for name in declared:
+            value = vars(klass).get(name)
+            if name.startswith("_") or name in names or inspect.isfunction(value) or isinstance(value, property):
+                continue
+            names.append(name)
+    return names
+
+
 # --------------------------------------------------------------------------------------------- the wrapper
 class PreTrainedModel(GenerationMixin, LoraMixin, QuantizationMixin):
     """Base of every Flax model wrapper.
@@ -201,6 +215,27 @@ class PreTrainedModel(GenerationMixin, LoraMixin, QuantizationMixin):
     base_model_prefix = "transformer"
     main_input_name = "input_ids"
     _is_generative = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A family's subclass of a model written once (`class GPTJModel(DecoderModel, GPTJPreTrainedModel)` with
+        `block_class = GPTJBlock`, `class GPTJForCausalLM(ModelForCausalLM, ...)` with `base_model_class =
+        GPTJModel`) that names no `module_class` of its own gets one: a subclass of the inherited nnx module with
+        the module's options (its class attributes) as this class sets them, a wrapper standing for its module.
+        Its qualified name, `GPTJModel.module_class`, is where pickle finds it."""
+        super().__init_subclass__(**kwargs)
+        module_class = getattr(cls, "module_class", None)
+        if module_class is None or "module_class" in vars(cls):
+            return
+        options = {}
+        for name in _module_options(module_class):
+            value = getattr(cls, name, None)
+            if isinstance(value, type) and issubclass(value, PreTrainedModel):
+                value = value.module_class
+            if value is not None:
+                options[name] = value
+        namespace = dict(options, __module__=cls.__module__, __qualname__=f"{cls.__qualname__}.module_class",
+                         __doc__=cls.__doc__)
+        cls.module_class = type(f"{cls.__name__}Module", (module_class,), namespace)
 
     def __init__(
         self,
