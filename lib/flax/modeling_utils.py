@@ -133,7 +133,8 @@ class _Programs:
             module = self.bind(params, rngs.get("dropout"), deterministic)
             if lora:  # an unfolded LoRA adapter, for its dropout (twinformers.flax.lora)
                 attach_lora_dropout(module, lora, rngs["dropout"])
-            return module(**inputs, **static)
+            with ops.host_checked_ids():  # the wrapper checks concrete ids before the call (`_check_values`)
+                return module(**inputs, **static)
 
         self.graphdef = nnx.split(nnx.eval_shape(build, jax.random.PRNGKey(0)), nnx.Param, ...)[0]
         # Plain arrays, not Variables: merging them inside a trace makes fresh Variables there (reseedable).
