@@ -477,6 +477,10 @@ class PreTrainedModel(GenerationMixin, LoraMixin, QuantizationMixin):
         ops.check_ids(
             inputs.get("position_ids"), config.max_position_embeddings, "position_ids", "max_position_embeddings"
         )
+        tokens = inputs.get("input_ids", inputs.get("inputs_embeds"))
+        if "mc_token_ids" in inputs and tokens is not None:  # an index into each choice's T positions
+            seq_len = tokens.shape[-1] if "input_ids" in inputs else tokens.shape[-2]
+            ops.check_ids(inputs["mc_token_ids"], seq_len, "mc_token_ids", "seq_len")
         cache = inputs.get("past_key_values")
         if isinstance(cache, StaticCache) and not isinstance(cache.index, jax.core.Tracer):
             tokens = inputs.get("input_ids", inputs.get("inputs_embeds"))
