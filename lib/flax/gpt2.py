@@ -20,14 +20,12 @@ from ..outputs import (
 )
 from .heads import (
     DecoderModel,
-    DecoderModelModule,
     ModelForCausalLM,
-    ModelForCausalLMModule,
     ModelForQuestionAnswering,
     ModelForSequenceClassification,
     ModelForTokenClassification,
 )
-from .modeling_utils import PreTrainedModel
+from .modeling_utils import CrossAttentionPreTrainedModel
 from .ops import (
     Conv1D,
     attention,
@@ -67,10 +65,8 @@ PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 class GPT2Attention(nnx.Module):
     """Multi-head self-attention (or cross-attention) with Conv1D projections."""
 
-    def __init__(
-        self, config: GPT2Config, is_cross_attention: bool = False, layer_idx: int = 0, *,
-        dtype: Any = jnp.float32, rngs: nnx.Rngs,
-    ) -> None:
+    def __init__(self, config: GPT2Config, is_cross_attention: bool = False, layer_idx: int = 0, *,
+                 dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
         self.config = config
         self.embed_dim = config.n_embd
         self.num_heads = config.n_head
@@ -161,9 +157,8 @@ class GPT2Block(nnx.Module):
         self.attn = GPT2Attention(config, layer_idx=layer_idx, dtype=dtype, rngs=rngs)
         self.ln_2 = nnx.LayerNorm(config.n_embd, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
         if config.add_cross_attention:
-            self.crossattention = GPT2Attention(
-                config, is_cross_attention=True, layer_idx=layer_idx, dtype=dtype, rngs=rngs
-            )
+            self.crossattention = GPT2Attention(config, is_cross_attention=True, layer_idx=layer_idx, dtype=dtype,
+                                                rngs=rngs)
             self.ln_cross_attn = nnx.LayerNorm(config.n_embd, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
         self.mlp = GPT2MLP(inner_dim, config, dtype=dtype, rngs=rngs)
 
@@ -219,10 +214,8 @@ class SequenceSummary(nnx.Module):
         self.summary = nnx.data(linear)  # a module or the identity
         if config.summary_use_proj:
             num_classes = config.num_labels if config.summary_proj_to_labels and config.num_labels > 0 else None
-            self.summary = nnx.Linear(
-                config.n_embd, num_classes or config.n_embd, kernel_init=init_normal(config.initializer_range),
-                dtype=dtype, rngs=rngs,
-            )
+            self.summary = nnx.Linear(config.n_embd, num_classes or config.n_embd,
+                                      kernel_init=init_normal(config.initializer_range), dtype=dtype, rngs=rngs)
         activation = getattr(config, "summary_activation", None)
         self.activation = get_activation(activation) if activation else linear
         first_dropout = getattr(config, "summary_first_dropout", 0.0) or 0.0
@@ -251,21 +244,11 @@ class SequenceSummary(nnx.Module):
         return self.last_dropout(output)
 
 
-class GPT2PreTrainedModel(PreTrainedModel):
+class GPT2PreTrainedModel(CrossAttentionPreTrainedModel):
     config_class = GPT2Config
 
-    def __call__(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
-                 position_ids: Tensor | None = None, encoder_hidden_states: Tensor | None = None,
-                 encoder_attention_mask: Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
-        """`PreTrainedModel.__call__` in Hugging Face's GPT-2 argument order: the encoder inputs come fourth and
-        fifth, then `params`, `past_key_values`, `dropout_rng`, `train`, ... as there."""
-        return super().__call__(
-            input_ids, attention_mask, position_ids, *args,
-            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask, **kwargs,
-        )
 
-
-class GPT2ModelModule(DecoderModelModule):
+class GPT2Model(DecoderModel, GPT2PreTrainedModel):
     """The bare GPT-2 transformer: token + position embeddings, `n_layer` blocks, final LayerNorm."""
 
     block_class = GPT2Block
@@ -275,7 +258,7 @@ class GPT2ModelModule(DecoderModelModule):
     )
     output_class = BaseModelOutputWithPastAndCrossAttentions
 
-    def __call__(
+    def forward(
         self,
         input_ids: Tensor | None = None,
         past_key_values: PastKeyValues | None = None,
@@ -291,8 +274,8 @@ class GPT2ModelModule(DecoderModelModule):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BaseModelOutputWithPastAndCrossAttentions | tuple:
-        """As `DecoderModelModule.__call__`, plus encoder_hidden_states (B, S_enc, H*D) for cross-attention and
-        its encoder_attention_mask (B, S_enc)."""
+        """As `DecoderModelModule.__call__`, plus encoder_hidden_states (B, S_enc, H*D) for cross-attention and its
+        encoder_attention_mask (B, S_enc)."""
         return self.decode(
             input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
             encoder_hidden_states, encoder_attention_mask, use_cache, output_attentions, output_hidden_states,
@@ -300,19 +283,13 @@ class GPT2ModelModule(DecoderModelModule):
         )
 
 
-class GPT2Model(DecoderModel, GPT2PreTrainedModel):
-    """The bare GPT-2 transformer: token + position embeddings, `n_layer` blocks, final LayerNorm."""
-
-    module_class = GPT2ModelModule
-
-
-class GPT2LMHeadModelModule(ModelForCausalLMModule):
+class GPT2LMHeadModel(ModelForCausalLM, GPT2PreTrainedModel):
     """GPT-2 with a language-modeling head tied to the token embedding."""
 
-    base_model_class = GPT2ModelModule
+    base_model_class = GPT2Model
     output_class = CausalLMOutputWithCrossAttentions
 
-    def __call__(
+    def forward(
         self,
         input_ids: Tensor | None = None,
         past_key_values: PastKeyValues | None = None,
@@ -329,8 +306,8 @@ class GPT2LMHeadModelModule(ModelForCausalLMModule):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> CausalLMOutputWithCrossAttentions | tuple:
-        """As `GPT2ModelModule.__call__`, plus `labels` (B, T): next-token targets, shifted inside; -100 is
-        ignored. Returns logits (B, T, V)."""
+        """As `GPT2Model.forward`, plus `labels` (B, T): next-token targets, shifted inside; -100 is ignored.
+        Returns logits (B, T, V)."""
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
         transformer_outputs = self.transformer(
             input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
@@ -341,25 +318,25 @@ class GPT2LMHeadModelModule(ModelForCausalLMModule):
         return output if return_dict else output.to_tuple()
 
 
-class GPT2LMHeadModel(ModelForCausalLM, GPT2PreTrainedModel):
-    """GPT-2 with a language-modeling head tied to the token embedding."""
-
-    module_class = GPT2LMHeadModelModule
-
-
-class GPT2DoubleHeadsModelModule(nnx.Module):
-    """GPT-2 with the tied LM head and a multiple-choice head over (B, C, T) inputs (sets num_labels = 1)."""
+class GPT2DoubleHeadsModelModule(GPT2LMHeadModel.module_class):
+    """`GPT2LMHeadModel`'s sub-modules and `multiple_choice_head`; the forward pass: `GPT2DoubleHeadsModel.forward`."""
 
     def __init__(self, config: GPT2Config, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
-        self.config = config
-        self.transformer = GPT2ModelModule(config, dtype=dtype, rngs=rngs)
-        self.lm_head = None if config.tie_word_embeddings else nnx.Linear(
-            config.n_embd, config.vocab_size, use_bias=False, kernel_init=init_normal(config.initializer_range),
-            dtype=dtype, rngs=rngs,
-        )
+        super().__init__(config, dtype=dtype, rngs=rngs)
         self.multiple_choice_head = SequenceSummary(config, dtype=dtype, rngs=rngs)
 
-    def __call__(
+
+class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
+    """GPT-2 with the tied LM head and a multiple-choice head over (B, C, T) inputs (sets num_labels = 1)."""
+
+    module_class = GPT2DoubleHeadsModelModule
+    _is_generative = True
+
+    def __init__(self, config: GPT2Config, *args: Any, **kwargs: Any) -> None:
+        config.num_labels = 1
+        super().__init__(config, *args, **kwargs)
+
+    def forward(
         self,
         input_ids: Tensor | None = None,
         past_key_values: PastKeyValues | None = None,
@@ -405,17 +382,6 @@ class GPT2DoubleHeadsModelModule(nnx.Module):
             attentions=transformer_outputs.attentions,
         )
         return output if return_dict else output.to_tuple()
-
-
-class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
-    """GPT-2 with the tied LM head and a multiple-choice head over (B, C, T) inputs (sets num_labels = 1)."""
-
-    module_class = GPT2DoubleHeadsModelModule
-    _is_generative = True
-
-    def __init__(self, config: GPT2Config, *args: Any, **kwargs: Any) -> None:
-        config.num_labels = 1
-        super().__init__(config, *args, **kwargs)
 
 
 class GPT2ForSequenceClassification(ModelForSequenceClassification, GPT2PreTrainedModel):

@@ -59,8 +59,7 @@ class GPTNeoSelfAttention(nnx.Module):
         self.embed_dim = config.hidden_size
         self.num_heads = config.num_heads
         self.head_dim = self.embed_dim // self.num_heads
-        init = init_normal(config.initializer_range)
-        layer_args = dict(kernel_init=init, dtype=dtype, rngs=rngs)
+        layer_args = dict(kernel_init=init_normal(config.initializer_range), dtype=dtype, rngs=rngs)
         # Declared k, v, q as in Hugging Face: the params' order decides how checkpoints are sharded.
         self.k_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
         self.v_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
@@ -127,7 +126,7 @@ class GPTNeoAttention(nnx.Module):
         cache_index: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
         return self.attention(
-            hidden_states, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index,
+            hidden_states, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index
         )
 
 
@@ -149,11 +148,10 @@ class GPTNeoBlock(nnx.Module):
     """Pre-LayerNorm block: attention, then MLP, each added to the residual."""
 
     def __init__(self, config: GPTNeoConfig, layer_id: int = 0, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
-        hidden_size = config.hidden_size
-        inner_dim = config.intermediate_size if config.intermediate_size is not None else 4 * hidden_size
-        self.ln_1 = nnx.LayerNorm(hidden_size, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
+        inner_dim = config.intermediate_size if config.intermediate_size is not None else 4 * config.hidden_size
+        self.ln_1 = nnx.LayerNorm(config.hidden_size, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
         self.attn = GPTNeoAttention(config, layer_id, dtype=dtype, rngs=rngs)
-        self.ln_2 = nnx.LayerNorm(hidden_size, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
+        self.ln_2 = nnx.LayerNorm(config.hidden_size, epsilon=config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
         self.mlp = GPTNeoMLP(inner_dim, config, dtype=dtype, rngs=rngs)
 
     def __call__(

@@ -59,8 +59,7 @@ class GPTJAttention(nnx.Module):
         self.head_dim = self.embed_dim // self.num_heads
         self.rotary_dim = config.rotary_dim or self.head_dim
         self.scale = self.head_dim**-0.5
-        init = init_normal(config.initializer_range)
-        layer_args = dict(kernel_init=init, dtype=dtype, rngs=rngs)
+        layer_args = dict(kernel_init=init_normal(config.initializer_range), dtype=dtype, rngs=rngs)
         # Declared k, v, q as in Hugging Face: the params' order decides how checkpoints are sharded.
         self.k_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
         self.v_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
@@ -102,10 +101,8 @@ class GPTJAttention(nnx.Module):
         rotary_sin, rotary_cos = self.rotary_sin_cos
         sin = jnp.asarray(rotary_sin)[position_ids][:, :, None, :]  # (B, T, 1, R/2)
         cos = jnp.asarray(rotary_cos)[position_ids][:, :, None, :]
-        query = jnp.concatenate(
-            (apply_rotary(query[..., : self.rotary_dim], sin, cos), query[..., self.rotary_dim :]), -1
-        )
-        key = jnp.concatenate((apply_rotary(key[..., : self.rotary_dim], sin, cos), key[..., self.rotary_dim :]), -1)
+        query = jnp.concat((apply_rotary(query[..., : self.rotary_dim], sin, cos), query[..., self.rotary_dim :]), -1)
+        key = jnp.concat((apply_rotary(key[..., : self.rotary_dim], sin, cos), key[..., self.rotary_dim :]), -1)
         query, key, value = (x.transpose(0, 2, 1, 3) for x in (query, key, value))  # -> (B, H, T, D)
 
         if layer_past is not None:

@@ -1,6 +1,6 @@
 """The Flax model wrapper base class: parameters, the jitted call, the static cache, checkpoints.
 
-Each user-facing class (`GPT2LMHeadModel`, ...) wraps one `flax.nnx` module (`GPT2LMHeadModelModule`) with
+Each user-facing class (`GPT2LMHeadModel`, ...) wraps one `flax.nnx` module (`GPT2LMHeadModel.module_class`) with
 Hugging Face's Flax API: `Model(config, input_shape=(1, 1), seed=0, dtype=jnp.float32, _do_init=True)`,
 `model.params` (a plain nested dict, exactly the tree of `flax_model.msgpack`), `model(input_ids, ...,
 params=None, dropout_rng=None, train=False)`, `init_cache`, `to_fp16/to_bf16/to_fp32`, `from_pretrained`
@@ -46,7 +46,7 @@ from .quantization import QuantizationMixin, quantize_projections
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PreTrainedModel", "StaticCache", "flatten_params", "unflatten_params"]
+__all__ = ["PreTrainedModel", "CrossAttentionPreTrainedModel", "StaticCache", "flatten_params", "unflatten_params"]
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -222,10 +222,15 @@ class PreTrainedModel(GenerationMixin, LoraMixin, QuantizationMixin):
         `block_class = GPTJBlock`, `class GPTJForCausalLM(ModelForCausalLM, ...)` with `base_model_class =
         GPTJModel`) that names no `module_class` of its own gets one: a subclass of the inherited nnx module with
         the module's options (its class attributes) as this class sets them, a wrapper standing for its module.
-        Its qualified name, `GPTJModel.module_class`, is where pickle finds it."""
+        Its qualified name, `GPTJModel.module_class`, is where pickle finds it.
+
+        A `forward` method in the class body is the forward pass of its module, as in PyTorch (`self` is the nnx
+        module): it becomes the generated module's `__call__` and leaves the wrapper, whose `__call__` stays
+        Hugging Face's. It may not call `super()` (its class is the wrapper's)."""
         super().__init_subclass__(**kwargs)
         module_class = getattr(cls, "module_class", None)
-        if module_class is None or "module_class" in vars(cls):
+        forward = vars(cls).get("forward")
+        if module_class is None or "module_class" in vars(cls) and forward is None:
             return
         options = {}
         for name in _module_options(module_class):
@@ -236,6 +241,9 @@ class PreTrainedModel(GenerationMixin, LoraMixin, QuantizationMixin):
                 options[name] = value
         namespace = dict(options, __module__=cls.__module__, __qualname__=f"{cls.__qualname__}.module_class",
                          __doc__=cls.__doc__)
+        if forward is not None:
+            namespace["__call__"] = forward
+            del cls.forward
         cls.module_class = type(f"{cls.__name__}Module", (module_class,), namespace)
 
     def __init__(
@@ -418,7 +426,7 @@ class PreTrainedModel(GenerationMixin, LoraMixin, QuantizationMixin):
             input_ids, attention_mask, position_ids, past_key_values, token_type_ids, head_mask, inputs_embeds,
                 encoder_hidden_states, encoder_attention_mask, use_cache, labels, mc_token_ids, mc_labels,
                 start_positions, end_positions, output_attentions, output_hidden_states, return_dict: as the
-                module's `__call__` (e.g. `GPT2ModelModule`); an argument this class does not take raises
+                module's `__call__` (e.g. `GPT2Model.forward`); an argument this class does not take raises
                 TypeError. NumPy arrays are accepted.
             params: the params to run with (default `self.params`).
             dropout_rng: PRNG key of the dropout layers; needed with `train=True`, which turns dropout on.
@@ -666,3 +674,17 @@ class PreTrainedModel(GenerationMixin, LoraMixin, QuantizationMixin):
             else:
                 sizes = [(path, int(flat[path].nbytes)) for path in sorted(flat)]
                 save_sharded(staging, sizes, write_msgpack_shard, weights_name, max_shard_size)
+
+
+class CrossAttentionPreTrainedModel(PreTrainedModel):
+    """Base of the wrappers of a family with cross-attention (GPT-2): `__call__` in Hugging Face's Flax GPT-2
+    argument order, the encoder inputs fourth and fifth, then `params`, `past_key_values`, `dropout_rng`,
+    `train`, ... as in `PreTrainedModel.__call__`."""
+
+    def __call__(self, input_ids: Array | None = None, attention_mask: Array | None = None,
+                 position_ids: Array | None = None, encoder_hidden_states: Array | None = None,
+                 encoder_attention_mask: Array | None = None, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(
+            input_ids, attention_mask, position_ids, *args,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask, **kwargs,
+        )

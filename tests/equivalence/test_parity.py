@@ -87,6 +87,24 @@ def test_flax_wrappers_sit_right_after_their_modules():
                 )
 
 
+@pytest.mark.parametrize("family", FAMILY_FILES)
+def test_flax_family_files_are_as_close_to_pytorch_as_tensorflow(family):
+    """Lines a minimal diff removes and adds (`scripts/twin_distance.py`): the Flax file is no farther from the
+    PyTorch one than the TensorFlow file is (docs/design.md records the numbers)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("twin_distance", os.path.join(ROOT, "scripts", "twin_distance.py"))
+    twin_distance = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(twin_distance)
+    pt = twin_distance.read_lines("pt", family)
+    tf_distance = twin_distance.distance(pt, twin_distance.read_lines("tf", family))
+    flax_distance = twin_distance.distance(pt, twin_distance.read_lines("flax", family))
+    assert flax_distance <= tf_distance, (
+        f"lib/flax/{family}.py differs from lib/pt/{family}.py in {flax_distance} lines, lib/tf/{family}.py in "
+        f"{tf_distance}: `python scripts/twin_distance.py --show flax {family}` shows where"
+    )
+
+
 # The backend trios besides the family files: the same public names (`__all__`) in the same order, apart from
 # the names one framework needs and the others do not, listed here with the backends that have them.
 TRIOS = ("ops", "generation", "modeling_utils", "heads", "auto", "quantization")
@@ -104,6 +122,7 @@ FRAMEWORK_ONLY = {
     "modeling_utils": {
         "ATTN_IMPLEMENTATIONS": ("pt",),
         "register_keras_pytrees": ("tf",),
+        "CrossAttentionPreTrainedModel": ("flax",),  # Hugging Face's Flax GPT-2 takes the encoder inputs before params
         "StaticCache": ("flax",),
         "flatten_params": ("flax",),
         "unflatten_params": ("flax",),
