@@ -135,8 +135,7 @@ class GPT2Attention(nnx.Module):
 
 
 class GPT2MLP(nnx.Module):
-    def __init__(self, intermediate_size: int, config: GPT2Config, *, dtype: Any = jnp.float32,
-                 rngs: nnx.Rngs) -> None:
+    def __init__(self, intermediate_size: int, config: GPT2Config, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
         std = config.initializer_range
         self.c_fc = Conv1D(intermediate_size, config.n_embd, std, dtype=dtype, rngs=rngs)
         self.c_proj = Conv1D(config.n_embd, intermediate_size, residual_init_std(config), dtype=dtype, rngs=rngs)

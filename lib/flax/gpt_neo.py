@@ -52,8 +52,7 @@ PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 class GPTNeoSelfAttention(nnx.Module):
     """Multi-head self-attention, global or local (each query sees only the last `window_size` positions)."""
 
-    def __init__(self, config: GPTNeoConfig, attention_type: str, *, dtype: Any = jnp.float32,
-                 rngs: nnx.Rngs) -> None:
+    def __init__(self, config: GPTNeoConfig, attention_type: str, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
         self.config = config
         self.attention_type = attention_type
         self.embed_dim = config.hidden_size

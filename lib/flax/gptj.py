@@ -73,11 +73,6 @@ class GPTJAttention(nnx.Module):
         """Hugging Face's name for the causal table; a constant, not state."""
         return causal_table(self.config.n_positions)
 
-    @property
-    def rotary_sin_cos(self) -> tuple[np.ndarray, np.ndarray]:
-        """NumPy constants, not state: float32 whatever the computation dtype."""
-        return rotary_table(self.config.n_positions, self.rotary_dim)
-
     def __call__(
         self,
         hidden_states: Tensor,
@@ -98,11 +93,14 @@ class GPTJAttention(nnx.Module):
         value = self.v_proj(hidden_states).reshape(batch_size, query_len, self.num_heads, self.head_dim)
 
         # Rotary only on the first `rotary_dim` dims of each head; the rest pass through.
-        rotary_sin, rotary_cos = self.rotary_sin_cos
+        # NumPy constants, not state: float32 whatever the computation dtype.
+        rotary_sin, rotary_cos = rotary_table(self.config.n_positions, self.rotary_dim)
         sin = jnp.asarray(rotary_sin)[position_ids][:, :, None, :]  # (B, T, 1, R/2)
         cos = jnp.asarray(rotary_cos)[position_ids][:, :, None, :]
-        query = jnp.concat((apply_rotary(query[..., : self.rotary_dim], sin, cos), query[..., self.rotary_dim :]), -1)
-        key = jnp.concat((apply_rotary(key[..., : self.rotary_dim], sin, cos), key[..., self.rotary_dim :]), -1)
+        query = jnp.concatenate(
+            (apply_rotary(query[..., : self.rotary_dim], sin, cos), query[..., self.rotary_dim :]), -1
+        )
+        key = jnp.concatenate((apply_rotary(key[..., : self.rotary_dim], sin, cos), key[..., self.rotary_dim :]), -1)
         query, key, value = (x.transpose(0, 2, 1, 3) for x in (query, key, value))  # -> (B, H, T, D)
 
         if layer_past is not None:
@@ -124,8 +122,7 @@ class GPTJAttention(nnx.Module):
 
 
 class GPTJMLP(nnx.Module):
-    def __init__(self, intermediate_size: int, config: GPTJConfig, *, dtype: Any = jnp.float32,
-                 rngs: nnx.Rngs) -> None:
+    def __init__(self, intermediate_size: int, config: GPTJConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
         init = init_normal(config.initializer_range)
         self.fc_in = nnx.Linear(config.n_embd, intermediate_size, kernel_init=init, dtype=dtype, rngs=rngs)
         self.fc_out = nnx.Linear(intermediate_size, config.n_embd, kernel_init=init, dtype=dtype, rngs=rngs)

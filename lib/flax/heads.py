@@ -8,7 +8,8 @@ A family file declares its base model under its Hugging Face name as a thin subc
 
 Each class here is a wrapper (`PreTrainedModel`) over the `flax.nnx` module declared right before it
 (`DecoderModelModule`, ...). A family's subclass gets its own nnx module, a subclass of that one with the options
-the family sets (`block_class`, `base_model_class`, ...): see `PreTrainedModel.__init_subclass__`.
+the family sets (`block_class`, `base_model_class`, ...) and, where the family declares one, its `forward` as the
+module's `__call__` (GPT-2's encoder arguments): see `PreTrainedModel.__init_subclass__`.
 """
 
 from __future__ import annotations
