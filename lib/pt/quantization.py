@@ -24,6 +24,9 @@ __all__ = ["Int8Linear", "QuantizationMixin"]
 # variant of `_weight_int8pack_mm` is 5-10x slower than a float32 matmul on an AVX2 CPU at batch 1, its bfloat16
 # variant ~4x faster (benchmarks/bench_quantization.py, docs/quantization.md).
 MATMUL_DTYPE = torch.bfloat16
+# `_weight_int8pack_mm` on an AVX-512 CPU reads the input features 16 at a time: with other widths it returns
+# garbage or crashes (torch 2.13), so narrower layers (the tests' tiny models) are zero-padded to a multiple.
+KERNEL_K_MULTIPLE = 16
 
 
 class Int8Linear(nn.Module):
@@ -49,7 +52,11 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (..., in) -> (..., out)
         flat = x.reshape(-1, self.in_features).to(MATMUL_DTYPE).contiguous()
-        out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.weight_scale.to(MATMUL_DTYPE)).float()
+        weight = self.weight
+        pad = -self.in_features % KERNEL_K_MULTIPLE
+        if pad:  # zero columns add nothing to the dot products
+            flat, weight = nn.functional.pad(flat, (0, pad)), nn.functional.pad(weight, (0, pad))
+        out = torch.ops.aten._weight_int8pack_mm(flat, weight, self.weight_scale.to(MATMUL_DTYPE)).float()
         if self.bias is not None:
             out = out + self.bias
         return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
