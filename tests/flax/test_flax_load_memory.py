@@ -54,3 +54,17 @@ np.asarray(model(np.arange(1, 9, dtype=np.int32)[None]).logits)"""
     added = peak_rss_added(setup, body)
     params_bytes = sizes["total"] // 2
     assert added <= params_bytes + sizes["largest"] + LOAD_MEMORY_SLACK, (added, sizes)
+
+
+def test_bin_loads_without_importing_torch(tmp_path):
+    """A `pytorch_model.bin` of plain tensors is read without torch (importing it alone is ~230 MB)."""
+    pytest.importorskip("torch")  # to write the file
+    from twinformers.conversion.converter import convert
+
+    sizes = write_random_gpt2(str(tmp_path / "source"), **MEMORY_TEST_CONFIG)
+    convert(str(tmp_path / "source"), str(tmp_path / "bin"), to="pt", fmt="bin", max_shard_size="5GB", progress=False)
+    body = f"""import sys
+GPT2LMHeadModel.from_pretrained({str(tmp_path / "bin")!r})
+assert "torch" not in sys.modules"""
+    added = peak_rss_added(SETUP, body)
+    assert added <= sizes["total"] + sizes["largest"] + LOAD_MEMORY_SLACK, (added, sizes)
