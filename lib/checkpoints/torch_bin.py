@@ -5,9 +5,11 @@ only contiguous tensors (otherwise with `torch.load(weights_only=True)`, memory-
 
 
 import collections
+import io
 import os
 import pickle
 import struct
+import sys
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -211,13 +213,13 @@ def _torch_numpy_dtype(dtype: Any, path: str, key: str) -> np.dtype:
     return numpy_dtype(name)
 
 
-
-
 def write_pytorch_bin(path: str | os.PathLike, specs: Specs, fetch: Fetch, aliases: Mapping[str, str] = {}) -> None:  # noqa: B006
-    """Write `pytorch_model.bin` (`torch.save` of a dict of tensors, as Hugging Face does).
+    """Write `pytorch_model.bin` as `torch.save` of a dict of tensors does (Hugging Face's `.bin`), one tensor in
+    memory at a time.
 
-    Unlike the other writers this holds every tensor of the file at once (torch.save pickles one dict), so
-    write it in shards to bound memory.
+    The zip is written with torch's own record writer: first the pickle, built from `specs` alone over
+    tensors whose storage is never touched (`torch.empty`: pages are only reserved), then each storage's bytes
+    from `fetch`, one tensor at a time. Memory stays at the largest tensor, as for the other writers.
 
     Args:
         aliases: key → key it shares storage with (the tied `lm_head.weight` → `transformer.wte.weight`);
@@ -227,19 +229,45 @@ def write_pytorch_bin(path: str | os.PathLike, specs: Specs, fetch: Fetch, alias
         import torch
     except ImportError as err:
         raise ImportError("writing pytorch_model.bin needs PyTorch: pip install 'twinformers[pt]'") from err
-    tensors: dict[str, Any] = {}
-    for name in specs:
-        if name in aliases:
-            continue
-        array = np.ascontiguousarray(_check_specs(specs, fetch, name))
-        if array.dtype == bfloat16_dtype():
-            tensors[name] = torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
-        else:
-            tensors[name] = torch.from_numpy(array.copy())
-    state_dict = {}
-    for name in specs:  # keep the caller's order, tied copies included
-        state_dict[name] = tensors[aliases[name]] if name in aliases else tensors[name]
-    _write_via(path, lambda f: torch.save(state_dict, f))
+    placeholders = {
+        name: torch.empty(shape, dtype=_numpy_torch_dtype(torch, dtype, name))
+        for name, (dtype, shape) in specs.items() if name not in aliases
+    }
+    state_dict = {name: placeholders[aliases.get(name, name)] for name in specs}  # the caller's order, tied included
+    owners = {tensor.untyped_storage()._cdata: name for name, tensor in placeholders.items()}
+    keys: dict[str, str] = {}  # tensor name -> its storage record's key, in pickling order
+
+    def persistent_id(obj: Any) -> Any:
+        """torch.save's reference to a storage: ("storage", storage class, record key, location, elements)."""
+        if not isinstance(obj, torch.storage.TypedStorage):
+            return None
+        key = keys.setdefault(owners[obj._untyped_storage._cdata], str(len(keys)))
+        return ("storage", getattr(torch, obj._pickle_storage_type()), key, "cpu", obj._size())
+
+    def write(f: Any) -> None:
+        buffer = io.BytesIO()
+        pickler = pickle.Pickler(buffer, protocol=2)
+        pickler.persistent_id = persistent_id
+        pickler.dump(state_dict)
+        writer = torch._C.PyTorchFileWriter(f)
+        writer.write_record("data.pkl", buffer.getvalue(), len(buffer.getvalue()))
+        writer.write_record("byteorder", sys.byteorder, len(sys.byteorder))
+        for name, key in keys.items():
+            data = np.ascontiguousarray(_check_specs(specs, fetch, name)).reshape(-1).view(np.uint8)
+            writer.write_record(f"data/{key}", torch.from_numpy(data).untyped_storage(), data.nbytes)  # no copy
+            del data
+        writer.write_end_of_file()
+
+    _write_via(path, write)
+
+
+def _numpy_torch_dtype(torch: Any, dtype: np.dtype, name: str) -> Any:
+    """The torch dtype of a NumPy one (ml_dtypes' bfloat16 included)."""
+    dtype = np.dtype(dtype)
+    torch_dtype = torch.bfloat16 if dtype == bfloat16_dtype() else getattr(torch, dtype.name, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise CheckpointError(f"tensor {name!r} has dtype {dtype}, which pytorch_model.bin cannot hold")
+    return torch_dtype
 
 
 def _first_line(err: BaseException) -> str:

@@ -93,11 +93,8 @@ def export(model: Any, out: str | os.PathLike, force: bool = False, params_as_ar
 
     from ..flax import ops
 
-    checks = ops._traced_id_checks.set(False)  # the in-graph id check is a host callback, which cannot be serialized
-    try:
+    with ops.host_checked_ids():  # the in-graph id check is a host callback, which cannot be serialized
         _write(out, force, programs, flat, params_as_argument, config, kind, cache_shape, type(model).__name__)
-    finally:
-        ops._traced_id_checks.reset(checks)
 
 
 def _write(out: Any, force: bool, programs: dict, flat: dict, params_as_argument: bool, config: Any, kind: str,

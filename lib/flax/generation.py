@@ -487,11 +487,8 @@ class GenerationMixin:
             function = build()
 
             def without_id_checks(*args: Any) -> Any:
-                checks = ops._traced_id_checks.set(False)  # runs while tracing only
-                try:
+                with ops.host_checked_ids():  # runs while tracing only
                     return function(*args)
-                finally:
-                    ops._traced_id_checks.reset(checks)
 
             self._generate_cache[(name, key)] = jax.jit(without_id_checks)
         return self._generate_cache[(name, key)]

@@ -133,7 +133,8 @@ class _Programs:
             module = self.bind(params, rngs.get("dropout"), deterministic)
             if lora:  # an unfolded LoRA adapter, for its dropout (twinformers.flax.lora)
                 attach_lora_dropout(module, lora, rngs["dropout"])
-            return module(**inputs, **static)
+            with ops.host_checked_ids():  # the wrapper checks concrete ids before the call (`_check_values`)
+                return module(**inputs, **static)
 
         self.graphdef = nnx.split(nnx.eval_shape(build, jax.random.PRNGKey(0)), nnx.Param, ...)[0]
         # Plain arrays, not Variables: merging them inside a trace makes fresh Variables there (reseedable).
@@ -476,6 +477,10 @@ class PreTrainedModel(GenerationMixin, LoraMixin, QuantizationMixin):
         ops.check_ids(
             inputs.get("position_ids"), config.max_position_embeddings, "position_ids", "max_position_embeddings"
         )
+        tokens = inputs.get("input_ids", inputs.get("inputs_embeds"))
+        if "mc_token_ids" in inputs and tokens is not None:  # an index into each choice's T positions
+            seq_len = tokens.shape[-1] if "input_ids" in inputs else tokens.shape[-2]
+            ops.check_ids(inputs["mc_token_ids"], seq_len, "mc_token_ids", "seq_len")
         cache = inputs.get("past_key_values")
         if isinstance(cache, StaticCache) and not isinstance(cache.index, jax.core.Tracer):
             tokens = inputs.get("input_ids", inputs.get("inputs_embeds"))

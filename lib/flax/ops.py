@@ -6,6 +6,7 @@ applies them.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
@@ -396,8 +397,21 @@ def pack_presents(presents: tuple | None, past_key_values: Any, seq_len: int) ->
 
 
 # --------------------------------------------------------------------------------------------- inputs
-# Off while `twinformers.export.jax` traces a program: jax.export cannot serialize host callbacks.
+# Off while the programs that check ids on the host first trace (see `host_checked_ids`).
 _traced_id_checks: contextvars.ContextVar[bool] = contextvars.ContextVar("traced_id_checks", default=True)
+
+
+@contextlib.contextmanager
+def host_checked_ids() -> Iterator[None]:
+    """Trace without `check_ids`'s in-graph check, for programs whose ids were checked on the host before the
+    call (the model wrapper's `__call__`, `generate`) or that are serialized (`jax.export` cannot hold host
+    callbacks). A host callback in a program costs every call JAX's fast C++ dispatch (a decode step with one
+    ran 3× slower in its Python path)."""
+    checks = _traced_id_checks.set(False)
+    try:
+        yield
+    finally:
+        _traced_id_checks.reset(checks)
 
 
 def check_ids(ids: Any, limit: int, name: str, limit_name: str) -> None:

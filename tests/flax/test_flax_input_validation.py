@@ -57,6 +57,8 @@ def test_double_heads_inputs_checked():
         model(ids, mc_token_ids=ZEROS((2,)))
     with pytest.raises(InputError, match="mc_labels has shape"):
         model(ids, mc_token_ids=ZEROS((2, 3)), mc_labels=ZEROS((2, 3)))
+    with pytest.raises(InputError, match="mc_token_ids contains 4, outside \\[0, seq_len=4\\)"):  # on the host
+        model(ids, mc_token_ids=ZEROS((2, 3)) + 4)
 
 
 def test_ids_checked_inside_jax_jit():
