@@ -16,6 +16,7 @@ from helpers import FIXTURES, HF_FIXTURES, tiny_config
 from twinformers.checkpoints.canonical import open_checkpoint
 from twinformers.checkpoints.files import CheckpointError, bfloat16_dtype
 from twinformers.checkpoints.safetensors import SafetensorsFile, write_safetensors
+from twinformers.checkpoints.torch_bin import TorchBinFile
 from twinformers.configuration import AutoConfig
 from twinformers.conversion.tables import (
     BACKENDS,
@@ -210,9 +211,19 @@ def test_corrupt_bin(tmp_path):
         open_checkpoint(tmp_path)
 
 
-def test_bin_without_torch_names_the_extra(tmp_path, monkeypatch):
-    shutil.copy(os.path.join(fixture("gpt2-pt-causal_lm-bin"), "pytorch_model.bin"), tmp_path)
+def test_bin_reads_without_torch_and_names_the_extra_where_it_cannot(tmp_path, monkeypatch):
+    """A plain dict of contiguous tensors is read without torch (importing it is ~230 MB); a file only torch
+    can read (here: not a pickle at all) says which extra to install."""
+    torch = pytest.importorskip("torch")
+    path = os.path.join(fixture("gpt2-pt-causal_lm-bin"), "pytorch_model.bin")
+    expected = {key: tensor.numpy() for key, tensor in torch.load(path, weights_only=True).items()}
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    read = TorchBinFile(path)
+    assert set(read) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(read[key], value)
+    with zipfile.ZipFile(tmp_path / "pytorch_model.bin", "w") as zf:
+        zf.writestr("archive/data.pkl", b"not a pickle")
     with pytest.raises(ImportError, match=r"twinformers\[pt\]"):
         open_checkpoint(tmp_path)
 

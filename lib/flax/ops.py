@@ -39,6 +39,7 @@ __all__ = [
     "get_activation",
     "linear",
     "Conv1D",
+    "dot_general_f32",
     "ModuleList",
     "causal_table",
     "rotary_table",
@@ -134,8 +135,27 @@ class Conv1D(nnx.Module):
     def __call__(self, x: Array) -> Array:
         x, kernel, bias = (jnp.asarray(a, self.dtype) for a in (x, self.kernel[...], self.bias[...]))
         # (..., in) -> (..., out), contracting with the kernel's second axis: no transposed copy of it
-        x = lax.dot_general(x, kernel, (((x.ndim - 1,), (1,)), ((), ())))
+        x = dot_general_f32(x, kernel, (((x.ndim - 1,), (1,)), ((), ())))
         return x + bias
+
+
+def dot_general_f32(lhs: Array, rhs: Array, dimension_numbers: Any, precision: Any = None,
+                    preferred_element_type: Any = None, **kwargs: Any) -> Array:
+    """`lax.dot_general` (and a drop-in `dot_general=` for `nnx.Linear`) that accumulates bfloat16 and float16
+    operands in float32 and returns their dtype; other dtypes go through unchanged.
+
+    XLA on CPU has no half-precision dot with a half-precision result: it converts both operands to float32
+    first, and schedules the converts of all the weights together at the start of the program, so a bfloat16
+    forward held a float32 copy of the whole model (1.76x the float32 checkpoint, GPT-2 124M). A bfloat16 dot
+    with a float32 result runs as it is (no converted copy). The products of two half-precision numbers are
+    exact in float32, so only the summation order can differ from the converted dot.
+    """
+    dtype = jnp.result_type(lhs, rhs)
+    if preferred_element_type is None and dtype in (jnp.bfloat16, jnp.float16):
+        out = lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=jnp.float32, **kwargs)
+        return out.astype(dtype)
+    return lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=preferred_element_type,
+                           **kwargs)
 
 
 class ModuleList(nnx.Module):
@@ -572,8 +592,9 @@ def pool_last_token(logits: Array, input_ids: Array | None, pad_token_id: int | 
 def lm_head_logits(lm_head: nnx.Linear | None, wte: nnx.Embed, hidden_states: Array) -> Array:
     """(..., H*D) → (..., V) logits. With tied word embeddings there is no `lm_head` parameter (as in Hugging
     Face's Flax checkpoints): the logits are `hidden_states @ wte.embedding.T`."""
-    if lm_head is None:
-        return wte.attend(hidden_states)
+    if lm_head is None:  # `wte.attend`, accumulating half precision in float32 (see `dot_general_f32`)
+        query, embedding = wte.promote_dtype((hidden_states, wte.embedding[...]), dtype=wte.dtype)
+        return dot_general_f32(query, embedding, (((query.ndim - 1,), (1,)), ((), ())))
     return lm_head(hidden_states)
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "static_cache_index",
     "update_cache",
     "causal_rows",
+    "traced_dynamic_slice",
     "cache_key_length",
     "static_padding",
     "pack_presents",
@@ -391,7 +392,17 @@ def causal_rows(bias: tf.Tensor, query_len: int, key_len: int, cache_index: tf.T
     query_start = key_len - query_len if cache_index is None else tf.cast(cache_index, tf.int32)
     # XLA's dynamic_slice, not tf.slice: XLA treats tf.slice's `begin` as a compile-time constant where it can,
     # so a compiled step taking the cache index as an argument would recompile for every index value.
-    return dynamic_slice(bias, tf.stack([0, 0, query_start, 0]), tf.stack([1, 1, query_len, key_len]))
+    return traced_dynamic_slice(bias, tf.stack([0, 0, query_start, 0]), tf.stack([1, 1, query_len, key_len]))
+
+
+def traced_dynamic_slice(x: tf.Tensor, begin: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """XLA's `dynamic_slice` in a traced function; `tf.slice` when executing eagerly (same values).
+
+    Run eagerly, the XLA op compiles itself with XLA's CPU JIT, whose first use left ~60 MB resident: a plain
+    eager forward of GPT-2 124M added 0.14x of its checkpoint to the load's peak (benchmarks/bench_load.py)."""
+    if tf.executing_eagerly():
+        return tf.slice(x, begin, size)
+    return dynamic_slice(x, begin, size)
 
 
 def static_cache_index(past_key_values: Any) -> tf.Tensor | None:

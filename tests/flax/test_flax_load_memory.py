@@ -38,3 +38,33 @@ def test_param_dtype_casts_floating_params_only(tmp_path):
         == jnp.bfloat16
     expected = open_checkpoint(tmp_path)["transformer.wte.weight"].astype(jnp.bfloat16)
     np.testing.assert_array_equal(np.asarray(params["wte"]["embedding"]), expected)
+
+
+def test_bfloat16_forward_holds_no_float32_copy_of_the_model(tmp_path):
+    """XLA on CPU converted every bfloat16 weight to float32 for its dots, all at once: the first bfloat16
+    forward held a float32 copy of the whole model (`ops.dot_general_f32` keeps the dots in bfloat16)."""
+    sizes = write_random_gpt2(str(tmp_path), **MEMORY_TEST_CONFIG)
+    setup = SETUP + """
+import numpy as np
+tiny = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=10, n_positions=8), dtype=jnp.bfloat16)
+tiny.params = tiny.to_bf16(tiny.params)
+np.asarray(tiny(np.ones((1, 8), np.int32)).logits)  # the first compilation's one-time costs"""
+    body = f"""model = GPT2LMHeadModel.from_pretrained({str(tmp_path)!r}, dtype=jnp.bfloat16, param_dtype="bfloat16")
+np.asarray(model(np.arange(1, 9, dtype=np.int32)[None]).logits)"""
+    added = peak_rss_added(setup, body)
+    params_bytes = sizes["total"] // 2
+    assert added <= params_bytes + sizes["largest"] + LOAD_MEMORY_SLACK, (added, sizes)
+
+
+def test_bin_loads_without_importing_torch(tmp_path):
+    """A `pytorch_model.bin` of plain tensors is read without torch (importing it alone is ~230 MB)."""
+    pytest.importorskip("torch")  # to write the file
+    from twinformers.conversion.converter import convert
+
+    sizes = write_random_gpt2(str(tmp_path / "source"), **MEMORY_TEST_CONFIG)
+    convert(str(tmp_path / "source"), str(tmp_path / "bin"), to="pt", fmt="bin", max_shard_size="5GB", progress=False)
+    body = f"""import sys
+GPT2LMHeadModel.from_pretrained({str(tmp_path / "bin")!r})
+assert "torch" not in sys.modules"""
+    added = peak_rss_added(SETUP, body)
+    assert added <= sizes["total"] + sizes["largest"] + LOAD_MEMORY_SLACK, (added, sizes)
