@@ -28,6 +28,7 @@ from .heads import (
 from .modeling_utils import CrossAttentionPreTrainedModel
 from .ops import (
     Conv1D,
+    Linear,
     attention,
     causal_lm_loss,
     causal_rows,
@@ -213,7 +214,7 @@ class SequenceSummary(nnx.Module):
         self.summary = nnx.data(linear)  # a module or the identity
         if config.summary_use_proj:
             num_classes = config.num_labels if config.summary_proj_to_labels and config.num_labels > 0 else None
-            self.summary = nnx.Linear(config.n_embd, num_classes or config.n_embd,
+            self.summary = Linear(config.n_embd, num_classes or config.n_embd,
                                       kernel_init=init_normal(config.initializer_range), dtype=dtype, rngs=rngs)
         activation = getattr(config, "summary_activation", None)
         self.activation = get_activation(activation) if activation else linear

@@ -22,6 +22,7 @@ from .heads import (
 )
 from .modeling_utils import PreTrainedModel
 from .ops import (
+    Linear,
     attention,
     causal_rows,
     causal_table,
@@ -60,10 +61,10 @@ class GPTNeoSelfAttention(nnx.Module):
         self.head_dim = self.embed_dim // self.num_heads
         layer_args = dict(kernel_init=init_normal(config.initializer_range), dtype=dtype, rngs=rngs)
         # Declared k, v, q as in Hugging Face: the params' order decides how checkpoints are sharded.
-        self.k_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
-        self.v_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
-        self.q_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
-        self.out_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=True, **layer_args)
+        self.k_proj = Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.v_proj = Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.q_proj = Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.out_proj = Linear(self.embed_dim, self.embed_dim, use_bias=True, **layer_args)
         self.attn_dropout = nnx.Dropout(config.attention_dropout, rngs=rngs)
         self.resid_dropout = nnx.Dropout(config.resid_dropout, rngs=rngs)
 
@@ -133,8 +134,8 @@ class GPTNeoMLP(nnx.Module):
     def __init__(self, intermediate_size: int, config: GPTNeoConfig, *, dtype: Any = jnp.float32,
                  rngs: nnx.Rngs) -> None:
         init = init_normal(config.initializer_range)
-        self.c_fc = nnx.Linear(config.hidden_size, intermediate_size, kernel_init=init, dtype=dtype, rngs=rngs)
-        self.c_proj = nnx.Linear(intermediate_size, config.hidden_size, kernel_init=init, dtype=dtype, rngs=rngs)
+        self.c_fc = Linear(config.hidden_size, intermediate_size, kernel_init=init, dtype=dtype, rngs=rngs)
+        self.c_proj = Linear(intermediate_size, config.hidden_size, kernel_init=init, dtype=dtype, rngs=rngs)
         self.act = get_activation(config.activation_function)
         self.dropout = nnx.Dropout(config.resid_dropout, rngs=rngs)
 

@@ -22,6 +22,7 @@ from .heads import (
 )
 from .modeling_utils import PreTrainedModel
 from .ops import (
+    Linear,
     apply_rotary,
     attention,
     causal_rows,
@@ -61,10 +62,10 @@ class GPTJAttention(nnx.Module):
         self.scale = self.head_dim**-0.5
         layer_args = dict(kernel_init=init_normal(config.initializer_range), dtype=dtype, rngs=rngs)
         # Declared k, v, q as in Hugging Face: the params' order decides how checkpoints are sharded.
-        self.k_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
-        self.v_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
-        self.q_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
-        self.out_proj = nnx.Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.k_proj = Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.v_proj = Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.q_proj = Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
+        self.out_proj = Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
         self.attn_dropout = nnx.Dropout(config.attn_pdrop, rngs=rngs)
         self.resid_dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
 
@@ -124,8 +125,8 @@ class GPTJAttention(nnx.Module):
 class GPTJMLP(nnx.Module):
     def __init__(self, intermediate_size: int, config: GPTJConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
         init = init_normal(config.initializer_range)
-        self.fc_in = nnx.Linear(config.n_embd, intermediate_size, kernel_init=init, dtype=dtype, rngs=rngs)
-        self.fc_out = nnx.Linear(intermediate_size, config.n_embd, kernel_init=init, dtype=dtype, rngs=rngs)
+        self.fc_in = Linear(config.n_embd, intermediate_size, kernel_init=init, dtype=dtype, rngs=rngs)
+        self.fc_out = Linear(intermediate_size, config.n_embd, kernel_init=init, dtype=dtype, rngs=rngs)
         self.act = get_activation(config.activation_function)
         self.dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
 

@@ -32,6 +32,7 @@ from ..outputs import (
 )
 from .modeling_utils import PreTrainedModel
 from .ops import (
+    Linear,
     ModuleList,
     cache_key_length,
     causal_lm_loss,
@@ -266,7 +267,7 @@ class ModelForCausalLMModule(ModelWithHeadModule):
         self.config = config
         self.transformer = self.base_model_class(config, dtype=dtype, rngs=rngs)
         # Tied: no `lm_head` parameter (as in Hugging Face's Flax checkpoints); the logits use `wte.attend`.
-        self.lm_head = None if config.tie_word_embeddings else nnx.Linear(
+        self.lm_head = None if config.tie_word_embeddings else Linear(
             config.hidden_size, config.vocab_size, use_bias=self.lm_head_bias,
             kernel_init=init_normal(config.initializer_range), dtype=dtype, rngs=rngs,
         )
@@ -303,7 +304,7 @@ class ModelForSequenceClassificationModule(ModelWithHeadModule):
         self.config = config
         self.num_labels = config.num_labels
         self.transformer = self.base_model_class(config, dtype=dtype, rngs=rngs)
-        self.score = nnx.Linear(
+        self.score = Linear(
             config.hidden_size, self.num_labels, use_bias=False, kernel_init=init_normal(config.initializer_range),
             dtype=dtype, rngs=rngs,
         )
@@ -338,7 +339,7 @@ class ModelForTokenClassificationModule(ModelWithHeadModule):
         self.num_labels = config.num_labels
         self.transformer = self.base_model_class(config, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(classifier_dropout(config), rngs=rngs)
-        self.classifier = nnx.Linear(
+        self.classifier = Linear(
             config.hidden_size, config.num_labels, kernel_init=init_normal(config.initializer_range), dtype=dtype,
             rngs=rngs,
         )
@@ -375,7 +376,7 @@ class ModelForQuestionAnsweringModule(nnx.Module):
         self.num_labels = config.num_labels
         self.transformer = self.base_model_class(config, dtype=dtype, rngs=rngs)
         width = config.num_labels if self.qa_outputs_from_num_labels else 2
-        self.qa_outputs = nnx.Linear(
+        self.qa_outputs = Linear(
             config.hidden_size, width, kernel_init=init_normal(config.initializer_range), dtype=dtype, rngs=rngs
         )
 

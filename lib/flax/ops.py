@@ -40,6 +40,7 @@ __all__ = [
     "linear",
     "Conv1D",
     "dot_general_f32",
+    "Linear",
     "ModuleList",
     "causal_table",
     "rotary_table",
@@ -157,6 +158,15 @@ def dot_general_f32(lhs: Array, rhs: Array, dimension_numbers: Any, precision: A
     return lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=preferred_element_type,
                            **kwargs)
 
+
+
+class Linear(nnx.Linear):
+    """`nnx.Linear` whose bfloat16/float16 dots accumulate in float32 (`dot_general_f32`), so a half-precision
+    model holds no float32 copy of its weights; float32 is unchanged. Same parameters as `nnx.Linear`."""
+
+    def __init__(self, in_features: int, out_features: int, *, dot_general: Any = dot_general_f32,
+                 **kwargs: Any) -> None:
+        super().__init__(in_features, out_features, dot_general=dot_general, **kwargs)
 
 class ModuleList(nnx.Module):
     """`torch.nn.ModuleList` for NNX: children are attributes "0", "1", ... so parameter paths read

@@ -118,6 +118,9 @@ FRAMEWORK_ONLY = {
         "shape_list": ("tf",),  # static-or-dynamic shapes inside tf.function
         "lm_head_logits": ("flax",),  # linen's tied head: `embedding.attend`
         "init_normal": ("tf", "flax"),  # initializers are passed at construction (PyTorch: `_init_weights`)
+        "dot_general_f32": ("flax",),  # XLA on CPU converts half-precision dots' weights up front otherwise
+        "Linear": ("flax",),  # nnx.Linear with dot_general_f32
+        "traced_dynamic_slice": ("tf",),  # an eager XLA dynamic_slice would start XLA's CPU JIT (~60 MB)
     },
     "modeling_utils": {
         "ATTN_IMPLEMENTATIONS": ("pt",),
