@@ -29,7 +29,7 @@ def _set_threads(threads: int) -> None:
     """XLA's CPU thread pool is sized when jax starts: set it before the first import."""
     flags = os.environ.get("XLA_FLAGS", "")
     if threads == 1:
-        flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        flags += " --xla_cpu_multi_thread_eigen=false"  # XLA has no thread-count flag; this keeps Eigen on one
     os.environ["XLA_FLAGS"] = flags.strip()
 
 

@@ -486,13 +486,13 @@ class PreTrainedModel(GenerationMixin, LoraMixin, QuantizationMixin):
             inputs.get("position_ids"), config.max_position_embeddings, "position_ids", "max_position_embeddings"
         )
         tokens = inputs.get("input_ids", inputs.get("inputs_embeds"))
-        if "mc_token_ids" in inputs and tokens is not None:  # an index into each choice's T positions
-            seq_len = tokens.shape[-1] if "input_ids" in inputs else tokens.shape[-2]
+        if tokens is None:
+            return
+        seq_len = tokens.shape[-1] if "input_ids" in inputs else tokens.shape[-2]
+        if "mc_token_ids" in inputs:  # an index into each choice's T positions
             ops.check_ids(inputs["mc_token_ids"], seq_len, "mc_token_ids", "seq_len")
         cache = inputs.get("past_key_values")
         if isinstance(cache, StaticCache) and not isinstance(cache.index, jax.core.Tracer):
-            tokens = inputs.get("input_ids", inputs.get("inputs_embeds"))
-            seq_len = tokens.shape[-1] if "input_ids" in inputs else tokens.shape[-2]
             if int(cache.index) + seq_len > cache.max_length:
                 raise ValueError(
                     f"the static cache holds {cache.max_length} positions: {int(cache.index)} are filled and "
