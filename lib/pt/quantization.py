@@ -1,5 +1,6 @@
 """Weight-only int8 in PyTorch: `Int8Linear` (one quantized projection) and `QuantizationMixin` (`quantize`,
-`from_quantized`). The scales and the checkpoint format are shared (`twinformers.checkpoints.quantized`).
+`from_quantized`; also the PyTorch-only `pack_for_inference`, `twinformers.pt.packing`). The scales and the
+checkpoint format are shared (`twinformers.checkpoints.quantized`).
 
 The matmul is `torch.ops.aten._weight_int8pack_mm`, PyTorch's CPU kernel for bfloat16 activations times an int8
 (out, in) weight with per-output-channel scales: the int8 weight is read as is, never expanded to a float copy.
@@ -17,6 +18,7 @@ from ..adapters.mixin import ADAPTERS_ATTR
 from ..checkpoints.canonical import open_checkpoint
 from ..checkpoints.quantized import check_mode, quantization_config, quantize_per_channel
 from .ops import Conv1D, from_numpy, numpy_view
+from .packing import pack_for_inference
 
 __all__ = ["Int8Linear", "QuantizationMixin"]
 
@@ -74,7 +76,7 @@ class Int8Linear(nn.Module):
 
 
 class QuantizationMixin:
-    """`quantize(mode)` and `from_quantized(path)` for every PyTorch model."""
+    """`quantize(mode)`, `from_quantized(path)` and `pack_for_inference()` for every PyTorch model."""
 
     @property
     def quantization_mode(self) -> str | None:
@@ -93,9 +95,12 @@ class QuantizationMixin:
             The model (quantized in place).
         Raises:
             ValueError: an unsupported mode, a model already quantized, a model in training mode with trainable
-                parameters (call `model.eval()` first), or one with LoRA adapters (merge or delete them first).
+                parameters (call `model.eval()` first), one with LoRA adapters (merge or delete them first), or
+                one already packed (`pack_for_inference`: quantize first).
         """
         mode = check_mode(mode, self.quantization_mode)
+        if getattr(self, "packed_for_inference", False):
+            raise ValueError("quantize: the model is packed for inference; quantize first, then pack_for_inference()")
         if self.training and any(p.requires_grad for p in self.parameters()):
             raise ValueError("quantize: the model is in training mode with trainable parameters; int8 weights "
                              "cannot be trained — call model.eval() first")
@@ -110,6 +115,37 @@ class QuantizationMixin:
         self.requires_grad_(False)
         self.eval()
         self.config.quantization_config = quantization_config(mode, names)
+        return self
+
+    def pack_for_inference(self) -> QuantizationMixin:
+        """Lay out every projection's weight for fast batch-1 decoding on CPU, in place (PyTorch only).
+
+        float32 weights are stored with the longer side of their (in, out) matrix contiguous (a tied LM head's
+        token table included); bfloat16 projections that are not tied to an embedding are packed into oneDNN's
+        blocked layout (`packing.PackedLinear`) where the CPU runs oneDNN bfloat16. No weight is kept twice, and
+        `state_dict`, `save_pretrained` and the logits (float32: within 1e-5) are as before. Convert the dtype
+        (or `quantize`) first; int8 layers are left as they are. The model is left in eval mode with no
+        trainable parameters: a packed model is for inference.
+
+        Returns:
+            The model (packed in place).
+        Raises:
+            ValueError: the model is already packed, is in training mode with trainable parameters (call
+                `model.eval()` first), or has LoRA adapters (merge or delete them first).
+        """
+        if getattr(self, "packed_for_inference", False):
+            raise ValueError("pack_for_inference: the model is already packed")
+        if self.training and any(p.requires_grad for p in self.parameters()):
+            raise ValueError("pack_for_inference: the model is in training mode with trainable parameters; a "
+                             "packed model is for inference — call model.eval() first")
+        adapted = [name for name, module in self.named_modules() if getattr(module, ADAPTERS_ATTR, None)]
+        if adapted:
+            raise ValueError(f"pack_for_inference: LoRA adapters are attached to {', '.join(adapted[:3])}; merge "
+                             "or delete them first")
+        pack_for_inference(self)
+        self.requires_grad_(False)
+        self.eval()
+        self.packed_for_inference = True
         return self
 
     @classmethod
