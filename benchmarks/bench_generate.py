@@ -7,6 +7,9 @@ tokens). A 64-token prompt, 32 new tokens; cases: greedy batch 1 (the headline),
 batch 1 (top_k 50, top_p 0.9, temperature 0.8) and beam search batch 1 (4 beams). The first call's time
 (TF/Flax: tracing + XLA compilation of the bucket) is reported apart from the steady-state median.
 
+Backends: pt (PyTorch, then `model.pack_for_inference()`: the weights laid out or packed for batch-1 decoding,
+docs/benchmarks.md), pt-plain (PyTorch without it, opt-in), tf, flax.
+
 Precisions: fp32; bf16 (PyTorch `model.to(torch.bfloat16)`, TensorFlow the "bfloat16" Keras policy — what
 `from_pretrained(..., dtype="bfloat16")` sets while it builds —, Flax `dtype=bfloat16` with `to_bf16` params);
 int8 (`model.quantize("int8")`, weight-only).
@@ -19,7 +22,7 @@ token table (a gather reads one row of it). The KV cache and activations are lef
 bound. Cells are interleaved over `--rounds` (each round runs every cell once, in its own process) and the best
 round counts: the machine may be shared.
 
-Usage: python benchmarks/bench_generate.py [--backends pt tf flax] [--families gpt2 gptj gpt_neo]
+Usage: python benchmarks/bench_generate.py [--backends pt tf flax pt-plain] [--families gpt2 gptj gpt_neo]
        [--precisions fp32 bf16 int8] [--cases greedy greedy_b8 sample beam] [--repeats 3] [--rounds 1]
        [--threads N] [--json out.json]
 
@@ -97,7 +100,7 @@ def worker(backend: str, family: str, precision: str, cases: list[str], repeats:
 
     config = CONFIGS[family](configuration)
     start = time.perf_counter()
-    if backend == "pt":
+    if backend in ("pt", "pt-plain"):
         import torch
 
         import twinformers.pt as module
@@ -110,6 +113,8 @@ def worker(backend: str, family: str, precision: str, cases: list[str], repeats:
             model.to(torch.bfloat16)
         elif precision == "int8":
             model.quantize("int8")
+        if backend == "pt":
+            model.pack_for_inference()
         seen, sizes = set(), {}
         for name, tensor in model.state_dict().items():
             if tensor.data_ptr() not in seen:  # a tied head is the token table
@@ -157,15 +162,16 @@ def worker(backend: str, family: str, precision: str, cases: list[str], repeats:
     result = {"backend": backend, "family": family, "precision": precision, "threads": threads, "build_s": build_s,
               "weight_bytes_per_token": weight_bytes_per_token(sizes), "cases": {}}
     rng = np.random.default_rng(0)
+    torch_backend = backend.startswith("pt")
     for case in cases:
         batch, settings = CASES[case]["batch"], CASES[case]["settings"]
-        ids = as_input(rng.integers(0, 50000, (batch, PROMPT)).astype(np.int32 if backend != "pt" else np.int64))
+        ids = as_input(rng.integers(0, 50000, (batch, PROMPT)).astype(np.int64 if torch_backend else np.int32))
         kwargs = dict(max_new_tokens=NEW, pad_token_id=0, eos_token_id=None, seed=0, **settings)
         times = []
         for _ in range(repeats + 1):
             start = time.perf_counter()
             out = model.generate(ids, **kwargs)
-            np.asarray(out if backend != "pt" else out.numpy())  # wait for the result
+            np.asarray(out.numpy() if torch_backend else out)  # wait for the result
             times.append(time.perf_counter() - start)
         steady = statistics.median(times[1:])
         result["cases"][case] = {
@@ -234,7 +240,7 @@ def _better(old: dict | None, new: dict) -> dict:
 def report_row(result: dict) -> None:
     cases = ", ".join(f"{case} {c['new_tok_per_s']:.1f} tok/s (first {c['first_s']:.1f}s)"
                       for case, c in result["cases"].items())
-    print(f"{result['backend']:>4} {result['family']:<8} {result['precision']:<4} {cases}", flush=True)
+    print(f"{result['backend']:>8} {result['family']:<8} {result['precision']:<4} {cases}", flush=True)
 
 
 def print_tables(results: list[dict], bandwidth: float) -> None:
