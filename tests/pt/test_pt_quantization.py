@@ -1,5 +1,6 @@
 """`model.quantize("int8")` in PyTorch: each projection within its rounding bound, logits near fp32, generate,
-the safetensors format and round trip, and the errors."""
+the safetensors format and round trip, and the errors; `model.pack_for_inference()`: the same state_dict and
+logits, no second copy of a weight, save/load, and the errors."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pt_testing import FAMILIES, LM_CLASSES, make_model, random_ids
 from twinformers.checkpoints.quantized import quantize_per_channel
 from twinformers.checkpoints.safetensors import open_safetensors
 from twinformers.pt.ops import Conv1D
+from twinformers.pt.packing import PackedLinear, bf16_packing_available
 from twinformers.pt.quantization import Int8Linear
 
 
@@ -134,3 +136,94 @@ def test_errors() -> None:
     model.eval().quantize("int8")
     with pytest.raises(ValueError, match="already quantized"):
         model.quantize("int8")
+
+
+# --------------------------------------------------------------------------------------------- pack_for_inference
+def packed_pair(family: str, dtype: torch.dtype):
+    model = make_model(LM_CLASSES[family], family).to(dtype)
+    return model, copy.deepcopy(model).pack_for_inference()
+
+
+def assert_same_state_dict(expected: dict, got: dict) -> None:
+    assert list(got) == list(expected)  # names and their order
+    for name, tensor in expected.items():
+        assert got[name].dtype == tensor.dtype and got[name].shape == tensor.shape, name
+        assert torch.equal(got[name], tensor), name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pack_for_inference_float32(family: str) -> None:
+    """The weights change layout, not values or size: the (in, out) matrix of every projection has its longer
+    side contiguous and owns no more storage than itself; a tied head still is the token table."""
+    model, packed = packed_pair(family, torch.float32)
+    assert_same_state_dict(model.state_dict(), packed.state_dict())
+    relaid = 0
+    for name, module in packed.named_modules():
+        if isinstance(module, (Conv1D, torch.nn.Linear)):
+            matrix = module.weight if isinstance(module, Conv1D) else module.weight.T  # (in, out)
+            fan_in, fan_out = matrix.shape
+            assert (matrix if fan_in <= fan_out else matrix.T).is_contiguous(), name
+            assert module.weight.untyped_storage().nbytes() == module.weight.numel() * 4, name
+            relaid += module.weight.stride() != model.get_submodule(name).weight.stride()
+    assert relaid > 0  # the tiny configs do exercise the relayout
+    if model.config.tie_word_embeddings:
+        assert packed.lm_head.weight is packed.get_input_embeddings().weight
+    ids = random_ids((2, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(packed(ids).logits, model(ids).logits, rtol=0, atol=1e-5)
+        assert torch.equal(packed.generate(ids[:1], max_new_tokens=5, do_sample=False),
+                           model.generate(ids[:1], max_new_tokens=5, do_sample=False))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pack_for_inference_bfloat16(family: str) -> None:
+    """Untied bf16 projections become PackedLinear (where oneDNN runs bf16) and give the plain path's bits."""
+    model, packed = packed_pair(family, torch.bfloat16)
+    assert_same_state_dict(model.state_dict(), packed.state_dict())
+    projections = [n for n, m in model.named_modules() if isinstance(m, (Conv1D, torch.nn.Linear))]
+    tied = ["lm_head"] if model.config.tie_word_embeddings else []
+    for name in projections:  # a tied head stays plain: the token table keeps its rows
+        kept = name in tied or not bf16_packing_available()
+        assert type(packed.get_submodule(name)) is (type(model.get_submodule(name)) if kept else PackedLinear), name
+    ids = random_ids((2, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(packed(ids).logits, model(ids).logits, rtol=0, atol=0)
+
+
+def test_packed_save_load_round_trip(tmp_path) -> None:
+    model, packed = packed_pair("gptj", torch.bfloat16)  # GPT-J: an untied head with a bias, packed too
+    packed.save_pretrained(tmp_path / "packed")
+    model.save_pretrained(tmp_path / "plain")
+    stored = open_safetensors(os.fspath(tmp_path / "packed" / "model.safetensors"))
+    reference = open_safetensors(os.fspath(tmp_path / "plain" / "model.safetensors"))
+    assert sorted(stored) == sorted(reference)
+    assert all((stored[k] == reference[k]).all() for k in reference)
+    other = make_model(LM_CLASSES["gptj"], "gptj", seed=5).to(torch.bfloat16)
+    packed.load_state_dict(other.state_dict())  # a packed model takes new weights (repacked)
+    ids = random_ids((2, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(packed(ids).logits, other(ids).logits, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="size mismatch for lm_head.weight"):
+        packed.load_state_dict({**other.state_dict(), "lm_head.weight": torch.zeros(3, 3, dtype=torch.bfloat16)})
+
+
+def test_pack_for_inference_errors() -> None:
+    model = make_model(LM_CLASSES["gptj"], "gptj").to(torch.bfloat16)
+    model.train()
+    with pytest.raises(ValueError, match="training mode"):
+        model.pack_for_inference()
+    model.eval().pack_for_inference()
+    with pytest.raises(ValueError, match="already packed"):
+        model.pack_for_inference()
+    with pytest.raises(ValueError, match="quantize first"):
+        model.quantize("int8")
+    layer = PackedLinear(torch.randn(4, 3, dtype=torch.bfloat16), None, fan_in_fan_out=False)
+    with pytest.raises(RuntimeError, match="no gradients"):
+        layer(torch.randn(2, 3, dtype=torch.bfloat16, requires_grad=True))
+    with pytest.raises(TypeError, match="input is torch.float32"):
+        layer(torch.randn(2, 3))
+    quantized = make_model(LM_CLASSES["gpt2"], "gpt2").quantize("int8")
+    ids = random_ids((1, 5))
+    with torch.no_grad():
+        expected = quantized(ids).logits
+        torch.testing.assert_close(quantized.pack_for_inference()(ids).logits, expected, rtol=0, atol=0)
