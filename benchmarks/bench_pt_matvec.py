@@ -1,6 +1,7 @@
 """Batch-1 projections of PyTorch GPT-2 124M on CPU: GB/s of weights read by each projection kind, plain (as the
 model holds them after loading) and after `pack_for_inference`, in fp32, bf16 and int8, against NumPy's read
-bandwidth measured in the same rounds.
+bandwidth measured in the same rounds. fp32 "laid out" is `packing.lay_out` alone (PyTorch's MKL kernels);
+fp32 "packed" adds `MatvecConv1D` (NumPy's matmul for one-row Conv1D inputs), as `pack_for_inference` does.
 
 Each projection kind runs over 12 separate weights (one per layer; the LM head once), so the weights come from
 memory, not cache, as in a decode step. Rounds are interleaved (every variant once per round); the best round
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from twinformers.pt.ops import Conv1D
-from twinformers.pt.packing import PackedLinear, bf16_packing_available, lay_out
+from twinformers.pt.packing import MatvecConv1D, PackedLinear, bf16_packing_available, lay_out
 from twinformers.pt.quantization import Int8Linear
 
 # name: (in, out, module kind, copies read per token)
@@ -55,12 +56,14 @@ def variants(fan_in: int, fan_out: int, kind: str, copies: int) -> dict[str, tup
         return nn.Linear(fan_in, fan_out, bias=False)
 
     fp32 = [plain().eval().requires_grad_(False) for _ in range(copies)]
-    fp32_packed = copy.deepcopy(fp32)
-    for module in fp32_packed:
+    fp32_laid_out = copy.deepcopy(fp32)
+    for module in fp32_laid_out:
         lay_out(module.weight, kind == "conv1d")
+    # pack_for_inference: laid out, and Conv1D's one-row products through NumPy (nn.Linear keeps PyTorch's)
+    fp32_packed = [MatvecConv1D(m) for m in fp32_laid_out] if kind == "conv1d" else fp32_laid_out
     bf16 = [copy.deepcopy(m).to(torch.bfloat16) for m in fp32]
-    out = {"fp32 plain": (fp32, torch.float32), "fp32 packed": (fp32_packed, torch.float32),
-           "bf16 plain": (bf16, torch.bfloat16)}
+    out = {"fp32 plain": (fp32, torch.float32), "fp32 laid out": (fp32_laid_out, torch.float32),
+           "fp32 packed": (fp32_packed, torch.float32), "bf16 plain": (bf16, torch.bfloat16)}
     if bf16_packing_available():
         out["bf16 packed"] = ([PackedLinear(m.weight, m.bias, kind == "conv1d") for m in bf16], torch.bfloat16)
     out["int8"] = ([Int8Linear(m.weight, m.bias, kind == "conv1d") for m in fp32], torch.float32)

@@ -121,11 +121,12 @@ class QuantizationMixin:
         """Lay out every projection's weight for fast batch-1 decoding on CPU, in place (PyTorch only).
 
         float32 weights are stored with the longer side of their (in, out) matrix contiguous (a tied LM head's
-        token table included); bfloat16 projections that are not tied to an embedding are packed into oneDNN's
-        blocked layout (`packing.PackedLinear`) where the CPU runs oneDNN bfloat16. No weight is kept twice, and
-        `state_dict`, `save_pretrained` and the logits (float32: within 1e-5) are as before. Convert the dtype
-        (or `quantize`) first; int8 layers are left as they are. The model is left in eval mode with no
-        trainable parameters: a packed model is for inference.
+        token table included) and GPT-2's Conv1D layers become `packing.MatvecConv1D` (one-row products through
+        NumPy's BLAS, faster than MKL's here; the same parameters). bfloat16 projections that are not tied to an
+        embedding are packed into oneDNN's blocked layout (`packing.PackedLinear`) where the CPU runs oneDNN
+        bfloat16. No weight is kept twice, and `state_dict`, `save_pretrained` and the logits (float32: within
+        1e-5) are as before. Convert the dtype (or `quantize`) first; int8 layers are left as they are. The model
+        is left in eval mode with no trainable parameters: a packed model is for inference.
 
         Returns:
             The model (packed in place).
