@@ -16,7 +16,7 @@ from pt_testing import FAMILIES, LM_CLASSES, make_model, random_ids
 from twinformers.checkpoints.quantized import quantize_per_channel
 from twinformers.checkpoints.safetensors import open_safetensors
 from twinformers.pt.ops import Conv1D
-from twinformers.pt.packing import PackedLinear, bf16_packing_available
+from twinformers.pt.packing import MatvecConv1D, PackedLinear, bf16_packing_available
 from twinformers.pt.quantization import Int8Linear
 
 
@@ -154,7 +154,8 @@ def assert_same_state_dict(expected: dict, got: dict) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_pack_for_inference_float32(family: str) -> None:
     """The weights change layout, not values or size: the (in, out) matrix of every projection has its longer
-    side contiguous and owns no more storage than itself; a tied head still is the token table."""
+    side contiguous and owns no more storage than itself; a tied head still is the token table. One-row inputs
+    (decode steps) take MatvecConv1D's NumPy path."""
     model, packed = packed_pair(family, torch.float32)
     assert_same_state_dict(model.state_dict(), packed.state_dict())
     relaid = 0
@@ -166,11 +167,14 @@ def test_pack_for_inference_float32(family: str) -> None:
             assert module.weight.untyped_storage().nbytes() == module.weight.numel() * 4, name
             relaid += module.weight.stride() != model.get_submodule(name).weight.stride()
     assert relaid > 0  # the tiny configs do exercise the relayout
+    convs = [name for name, module in model.named_modules() if isinstance(module, Conv1D)]
+    assert all(type(packed.get_submodule(name)) is MatvecConv1D for name in convs)  # GPT-2's, through NumPy
     if model.config.tie_word_embeddings:
         assert packed.lm_head.weight is packed.get_input_embeddings().weight
     ids = random_ids((2, 8))
     with torch.no_grad():
         torch.testing.assert_close(packed(ids).logits, model(ids).logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(packed(ids[:1, :1]).logits, model(ids[:1, :1]).logits, rtol=0, atol=1e-5)
         assert torch.equal(packed.generate(ids[:1], max_new_tokens=5, do_sample=False),
                            model.generate(ids[:1], max_new_tokens=5, do_sample=False))
 
