@@ -92,6 +92,20 @@ def test_family_files_declare_and_export_the_table_classes(family, backend):
         assert not set(wanted) - set(found), f"lib/{backend}/{family}.py {what} {sorted(set(wanted) - set(found))}"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("family", list(TABLES))
+def test_family_attention_is_a_heads_attention(family, backend):
+    """The cache, the causal mask and the merged heads are written once (`heads.Attention.attend`), as step 5 says."""
+    source = _read("lib", backend, f"{family}.py")
+    attentions = [
+        node.name for node in ast.parse(source).body
+        if isinstance(node, ast.ClassDef) and any(getattr(base, "id", None) == "Attention" for base in node.bases)
+    ]
+    assert attentions, f"lib/{backend}/{family}.py has no attention class over heads.Attention"
+    for written_once in ("update_cache(", "causal_rows(", "merge_heads("):
+        assert written_once not in source, f"lib/{backend}/{family}.py calls {written_once}) itself: use attend"
+
+
 def test_registries_follow_the_tables():
     heads = [head for head in HEADS if head in TABLES["gpt2"].classes]
     assert set(AUTO_CLASSES.values()) <= set(heads)

@@ -9,7 +9,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from ..configuration import GPT2Config, residual_init_std
@@ -19,6 +18,7 @@ from ..outputs import (
     GPT2DoubleHeadsModelOutput,
 )
 from .heads import (
+    Attention,
     DecoderModel,
     ModelForCausalLM,
     ModelForQuestionAnswering,
@@ -29,19 +29,14 @@ from .modeling_utils import CrossAttentionPreTrainedModel
 from .ops import (
     Conv1D,
     Linear,
-    attention,
     causal_lm_loss,
-    causal_rows,
-    causal_table,
     check_ids,
     cross_entropy_loss,
     get_activation,
     init_normal,
     linear,
     lm_head_logits,
-    merge_heads,
     split_heads,
-    update_cache,
 )
 
 __all__ = [
@@ -63,7 +58,7 @@ Tensor = jax.Array  # the twins' name for the framework's array type (torch.Tens
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
-class GPT2Attention(nnx.Module):
+class GPT2Attention(Attention):
     """Multi-head self-attention (or cross-attention) with Conv1D projections."""
 
     def __init__(self, config: GPT2Config, is_cross_attention: bool = False, layer_idx: int = 0, *,
@@ -87,11 +82,7 @@ class GPT2Attention(nnx.Module):
         self.c_proj = Conv1D(self.embed_dim, self.embed_dim, residual_init_std(config), dtype=dtype, rngs=rngs)
         self.attn_dropout = nnx.Dropout(config.attn_pdrop, rngs=rngs)
         self.resid_dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
-
-    @property
-    def bias(self) -> np.ndarray:
-        """Hugging Face's name for the causal table; a constant, not state."""
-        return causal_table(self.config.n_positions)
+        self.register_causal_table(config.n_positions)
 
     def __call__(
         self,
@@ -115,22 +106,12 @@ class GPT2Attention(nnx.Module):
         key = split_heads(key, self.num_heads)  # (B, S, H*D) -> (B, H, S, D)
         value = split_heads(value, self.num_heads)
 
-        if encoder_hidden_states is not None:
-            mask = encoder_attention_mask
-        else:
-            if layer_past is not None:
-                key, value = update_cache(layer_past, key, value, cache_index)
-            query_len, key_len = query.shape[-2], key.shape[-2]
-            mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
-            if attention_mask is not None:
-                mask = mask & attention_mask
-        present = (key, value) if use_cache else None
-
-        attn_output, attn_weights = attention(
-            query, key, value, mask, self.scale, self.attn_dropout, self.config._attn_implementation,
-            head_mask, output_attentions, upcast=self.reorder_and_upcast_attn,
+        if encoder_hidden_states is not None:  # cross-attention: no cache, every encoder position is visible
+            layer_past, attention_mask = None, encoder_attention_mask
+        attn_output, present, attn_weights = self.attend(
+            query, key, value, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index,
+            upcast=self.reorder_and_upcast_attn, causal=encoder_hidden_states is None,
         )
-        attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
         attn_output = self.resid_dropout(self.c_proj(attn_output))
         return attn_output, present, attn_weights
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from ..configuration import GPTNeoConfig
 from .heads import (
+    Attention,
     DecoderModel,
     ModelForCausalLM,
     ModelForQuestionAnswering,
@@ -23,14 +23,9 @@ from .heads import (
 from .modeling_utils import PreTrainedModel
 from .ops import (
     Linear,
-    attention,
-    causal_rows,
-    causal_table,
     get_activation,
     init_normal,
-    merge_heads,
     split_heads,
-    update_cache,
 )
 
 __all__ = [
@@ -50,15 +45,15 @@ Tensor = jax.Array  # the twins' name for the framework's array type (torch.Tens
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
-class GPTNeoSelfAttention(nnx.Module):
+class GPTNeoSelfAttention(Attention):
     """Multi-head self-attention, global or local (each query sees only the last `window_size` positions)."""
 
     def __init__(self, config: GPTNeoConfig, attention_type: str, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
         self.config = config
-        self.attention_type = attention_type
         self.embed_dim = config.hidden_size
         self.num_heads = config.num_heads
         self.head_dim = self.embed_dim // self.num_heads
+        self.scale = 1.0  # GPT-Neo has no 1/sqrt(D) scale
         layer_args = dict(kernel_init=init_normal(config.initializer_range), dtype=dtype, rngs=rngs)
         # Declared k, v, q as in Hugging Face: the params' order decides how checkpoints are sharded.
         self.k_proj = Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
@@ -67,12 +62,8 @@ class GPTNeoSelfAttention(nnx.Module):
         self.out_proj = Linear(self.embed_dim, self.embed_dim, use_bias=True, **layer_args)
         self.attn_dropout = nnx.Dropout(config.attention_dropout, rngs=rngs)
         self.resid_dropout = nnx.Dropout(config.resid_dropout, rngs=rngs)
-
-    @property
-    def bias(self) -> np.ndarray:
-        """Hugging Face's name for the causal table (with the local window); a constant, not state."""
-        window = self.config.window_size if self.attention_type == "local" else None
-        return causal_table(self.config.max_position_embeddings, window)
+        window = config.window_size if attention_type == "local" else None
+        self.register_causal_table(config.max_position_embeddings, window)
 
     def __call__(
         self,
@@ -89,21 +80,11 @@ class GPTNeoSelfAttention(nnx.Module):
         key = split_heads(self.k_proj(hidden_states), self.num_heads)
         value = split_heads(self.v_proj(hidden_states), self.num_heads)
 
-        if layer_past is not None:
-            key, value = update_cache(layer_past, key, value, cache_index)
-        present = (key, value) if use_cache else None
-        query_len, key_len = query.shape[-2], key.shape[-2]
-        # The local window is part of the table, so it holds in the eager and the sdpa path alike.
-        mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
-        if attention_mask is not None:
-            mask = mask & attention_mask
-
-        # GPT-Neo has no 1/sqrt(D) scale; scores in float32, as the checkpoints were trained.
-        attn_output, attn_weights = attention(
-            query, key, value, mask, 1.0, self.attn_dropout, self.config._attn_implementation,
-            head_mask, output_attentions, upcast=True,
+        # Scores in float32, as the checkpoints were trained.
+        attn_output, present, attn_weights = self.attend(
+            query, key, value, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index,
+            upcast=True,
         )
-        attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
         attn_output = self.resid_dropout(self.out_proj(attn_output))
         return attn_output, present, attn_weights
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from ..configuration import GPTJConfig
 from .heads import (
+    Attention,
     DecoderModel,
     ModelForCausalLM,
     ModelForQuestionAnswering,
@@ -24,14 +24,9 @@ from .modeling_utils import PreTrainedModel
 from .ops import (
     Linear,
     apply_rotary,
-    attention,
-    causal_rows,
-    causal_table,
     get_activation,
     init_normal,
-    merge_heads,
     rotary_table,
-    update_cache,
 )
 
 __all__ = [
@@ -50,7 +45,7 @@ Tensor = jax.Array  # the twins' name for the framework's array type (torch.Tens
 PastKeyValues = Any  # tuple of one (key, value) per layer, or a StaticCache
 
 
-class GPTJAttention(nnx.Module):
+class GPTJAttention(Attention):
     """Multi-head self-attention with rotary position embeddings on the first `rotary_dim` dims of each head."""
 
     def __init__(self, config: GPTJConfig, layer_idx: int = 0, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
@@ -68,11 +63,7 @@ class GPTJAttention(nnx.Module):
         self.out_proj = Linear(self.embed_dim, self.embed_dim, use_bias=False, **layer_args)
         self.attn_dropout = nnx.Dropout(config.attn_pdrop, rngs=rngs)
         self.resid_dropout = nnx.Dropout(config.resid_pdrop, rngs=rngs)
-
-    @property
-    def bias(self) -> np.ndarray:
-        """Hugging Face's name for the causal table; a constant, not state."""
-        return causal_table(self.config.n_positions)
+        self.register_causal_table(config.n_positions)
 
     def __call__(
         self,
@@ -104,20 +95,11 @@ class GPTJAttention(nnx.Module):
         key = jnp.concatenate((apply_rotary(key[..., : self.rotary_dim], sin, cos), key[..., self.rotary_dim :]), -1)
         query, key, value = (x.transpose(0, 2, 1, 3) for x in (query, key, value))  # -> (B, H, T, D)
 
-        if layer_past is not None:
-            key, value = update_cache(layer_past, key, value, cache_index)
-        present = (key, value) if use_cache else None
-        key_len = key.shape[-2]
-        mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
-        if attention_mask is not None:
-            mask = mask & attention_mask
-
         # Scores in float32, as the checkpoints were trained.
-        attn_output, attn_weights = attention(
-            query, key, value, mask, self.scale, self.attn_dropout, self.config._attn_implementation,
-            head_mask, output_attentions, upcast=True,
+        attn_output, present, attn_weights = self.attend(
+            query, key, value, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index,
+            upcast=True,
         )
-        attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
         attn_output = self.resid_dropout(self.out_proj(attn_output))
         return attn_output, present, attn_weights
 

@@ -15,6 +15,7 @@ from ..outputs import (
     GPT2DoubleHeadsModelOutput,
 )
 from .heads import (
+    Attention,
     DecoderModel,
     ModelForCausalLM,
     ModelForQuestionAnswering,
@@ -24,16 +25,11 @@ from .heads import (
 from .modeling_utils import PreTrainedModel
 from .ops import (
     Conv1D,
-    attention,
     causal_lm_loss,
-    causal_rows,
-    causal_table,
     check_ids,
     cross_entropy_loss,
     get_activation,
-    merge_heads,
     split_heads,
-    update_cache,
 )
 
 __all__ = [
@@ -55,7 +51,7 @@ Tensor = torch.Tensor
 PastKeyValues = tuple[tuple[Tensor, Tensor], ...]
 
 
-class GPT2Attention(nn.Module):
+class GPT2Attention(Attention):
     """Multi-head self-attention (or cross-attention) with Conv1D projections."""
 
     def __init__(self, config: GPT2Config, is_cross_attention: bool = False, layer_idx: int = 0) -> None:
@@ -77,8 +73,7 @@ class GPT2Attention(nn.Module):
         self.c_proj = Conv1D(self.embed_dim, self.embed_dim)
         self.attn_dropout = nn.Dropout(config.attn_pdrop)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
-        # Hugging Face's name for the causal table; non-persistent, so it is not in state_dict.
-        self.register_buffer("bias", causal_table(config.n_positions), persistent=False)
+        self.register_causal_table(config.n_positions)
 
     def forward(
         self,
@@ -102,22 +97,12 @@ class GPT2Attention(nn.Module):
         key = split_heads(key, self.num_heads)  # (B, S, H*D) -> (B, H, S, D)
         value = split_heads(value, self.num_heads)
 
-        if encoder_hidden_states is not None:
-            mask = encoder_attention_mask
-        else:
-            if layer_past is not None:
-                key, value = update_cache(layer_past, key, value, cache_index)
-            query_len, key_len = query.shape[-2], key.shape[-2]
-            mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
-            if attention_mask is not None:
-                mask = mask & attention_mask
-        present = (key, value) if use_cache else None
-
-        attn_output, attn_weights = attention(
-            query, key, value, mask, self.scale, self.attn_dropout, self.config._attn_implementation,
-            head_mask, output_attentions, upcast=self.reorder_and_upcast_attn,
+        if encoder_hidden_states is not None:  # cross-attention: no cache, every encoder position is visible
+            layer_past, attention_mask = None, encoder_attention_mask
+        attn_output, present, attn_weights = self.attend(
+            query, key, value, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index,
+            upcast=self.reorder_and_upcast_attn, causal=encoder_hidden_states is None,
         )
-        attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
         attn_output = self.resid_dropout(self.c_proj(attn_output))
         return attn_output, present, attn_weights
 

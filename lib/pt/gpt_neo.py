@@ -10,6 +10,7 @@ from torch import nn
 
 from ..configuration import GPTNeoConfig
 from .heads import (
+    Attention,
     DecoderModel,
     ModelForCausalLM,
     ModelForQuestionAnswering,
@@ -18,13 +19,8 @@ from .heads import (
 )
 from .modeling_utils import PreTrainedModel
 from .ops import (
-    attention,
-    causal_rows,
-    causal_table,
     get_activation,
-    merge_heads,
     split_heads,
-    update_cache,
 )
 
 __all__ = [
@@ -44,7 +40,7 @@ Tensor = torch.Tensor
 PastKeyValues = tuple[tuple[Tensor, Tensor], ...]
 
 
-class GPTNeoSelfAttention(nn.Module):
+class GPTNeoSelfAttention(Attention):
     """Multi-head self-attention, global or local (each query sees only the last `window_size` positions)."""
 
     def __init__(self, config: GPTNeoConfig, attention_type: str) -> None:
@@ -53,6 +49,7 @@ class GPTNeoSelfAttention(nn.Module):
         self.embed_dim = config.hidden_size
         self.num_heads = config.num_heads
         self.head_dim = self.embed_dim // self.num_heads
+        self.scale = 1.0  # GPT-Neo has no 1/sqrt(D) scale
         # Declared k, v, q as in Hugging Face: state_dict order decides how checkpoints are sharded.
         self.k_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=False)
         self.v_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=False)
@@ -61,7 +58,7 @@ class GPTNeoSelfAttention(nn.Module):
         self.attn_dropout = nn.Dropout(config.attention_dropout)
         self.resid_dropout = nn.Dropout(config.resid_dropout)
         window = config.window_size if attention_type == "local" else None
-        self.register_buffer("bias", causal_table(config.max_position_embeddings, window), persistent=False)
+        self.register_causal_table(config.max_position_embeddings, window)
 
     def forward(
         self,
@@ -78,21 +75,11 @@ class GPTNeoSelfAttention(nn.Module):
         key = split_heads(self.k_proj(hidden_states), self.num_heads)
         value = split_heads(self.v_proj(hidden_states), self.num_heads)
 
-        if layer_past is not None:
-            key, value = update_cache(layer_past, key, value, cache_index)
-        present = (key, value) if use_cache else None
-        query_len, key_len = query.shape[-2], key.shape[-2]
-        # The local window is part of the table, so it holds in the eager and the sdpa path alike.
-        mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
-        if attention_mask is not None:
-            mask = mask & attention_mask
-
-        # GPT-Neo has no 1/sqrt(D) scale; scores in float32, as the checkpoints were trained.
-        attn_output, attn_weights = attention(
-            query, key, value, mask, 1.0, self.attn_dropout, self.config._attn_implementation,
-            head_mask, output_attentions, upcast=True,
+        # Scores in float32, as the checkpoints were trained.
+        attn_output, present, attn_weights = self.attend(
+            query, key, value, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index,
+            upcast=True,
         )
-        attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
         attn_output = self.resid_dropout(self.out_proj(attn_output))
         return attn_output, present, attn_weights
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..configuration import GPTJConfig
 from .heads import (
+    Attention,
     DecoderModel,
     ModelForCausalLM,
     ModelForQuestionAnswering,
@@ -19,13 +20,8 @@ from .heads import (
 from .modeling_utils import PreTrainedModel
 from .ops import (
     apply_rotary,
-    attention,
-    causal_rows,
-    causal_table,
     get_activation,
-    merge_heads,
     rotary_table,
-    update_cache,
 )
 
 __all__ = [
@@ -44,7 +40,7 @@ Tensor = torch.Tensor
 PastKeyValues = tuple[tuple[Tensor, Tensor], ...]
 
 
-class GPTJAttention(nn.Module):
+class GPTJAttention(Attention):
     """Multi-head self-attention with rotary position embeddings on the first `rotary_dim` dims of each head."""
 
     def __init__(self, config: GPTJConfig, layer_idx: int = 0) -> None:
@@ -62,7 +58,7 @@ class GPTJAttention(nn.Module):
         self.out_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=False)
         self.attn_dropout = nn.Dropout(config.attn_pdrop)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
-        self.register_buffer("bias", causal_table(config.n_positions), persistent=False)
+        self.register_causal_table(config.n_positions)
         # Plain attributes, not buffers: `.half()` must not round the float32 tables.
         self.rotary_sin, self.rotary_cos = rotary_table(config.n_positions, self.rotary_dim)
 
@@ -92,20 +88,11 @@ class GPTJAttention(nn.Module):
         key = torch.cat((apply_rotary(key[..., : self.rotary_dim], sin, cos), key[..., self.rotary_dim :]), -1)
         query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)  # -> (B, H, T, D)
 
-        if layer_past is not None:
-            key, value = update_cache(layer_past, key, value, cache_index)
-        present = (key, value) if use_cache else None
-        key_len = key.shape[-2]
-        mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
-        if attention_mask is not None:
-            mask = mask & attention_mask
-
         # Scores in float32, as the checkpoints were trained.
-        attn_output, attn_weights = attention(
-            query, key, value, mask, self.scale, self.attn_dropout, self.config._attn_implementation,
-            head_mask, output_attentions, upcast=True,
+        attn_output, present, attn_weights = self.attend(
+            query, key, value, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index,
+            upcast=True,
         )
-        attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
         attn_output = self.resid_dropout(self.out_proj(attn_output))
         return attn_output, present, attn_weights
 

@@ -1,5 +1,6 @@
-"""The parts of every PyTorch family written once: the bare transformer (`DecoderModel`) and the task heads
-over it (causal LM, sequence classification, token classification, question answering) held as `transformer`.
+"""The parts of every PyTorch family written once: the attention after its projections (`Attention`), the bare
+transformer (`DecoderModel`) and the task heads over it (causal LM, sequence classification, token
+classification, question answering) held as `transformer`.
 
 A family file declares its base model under its Hugging Face name as a thin subclass that names its block
 (`block_class = GPT2Block`), and each head as a thin subclass that names the base model
@@ -25,13 +26,17 @@ from ..outputs import (
 )
 from .modeling_utils import PreTrainedModel
 from .ops import (
+    attention,
     cache_key_length,
     causal_lm_loss,
+    causal_rows,
+    causal_table,
     check_ids,
     check_inputs,
     cross_entropy_loss,
     default_position_ids,
     expand_head_mask,
+    merge_heads,
     pack_presents,
     padding_mask,
     past_length,
@@ -40,13 +45,52 @@ from .ops import (
     sequence_classification_loss,
     static_cache_index,
     static_padding,
+    update_cache,
 )
 
-__all__ = ["DecoderModel", "ModelWithHead", "ModelForCausalLM", "ModelForSequenceClassification",
+__all__ = ["Attention", "DecoderModel", "ModelWithHead", "ModelForCausalLM", "ModelForSequenceClassification",
            "ModelForTokenClassification", "ModelForQuestionAnswering"]
 
 Tensor = torch.Tensor
 PastKeyValues = tuple[tuple[Tensor, Tensor], ...]
+
+
+class Attention(nn.Module):
+    """What every family's attention does once its queries, keys and values are projected: the cache, the causal
+    (and local) mask from the table `bias` (`register_causal_table`), `attention` at `scale` with `attn_dropout`,
+    the heads merged back. A family's attention sets those attributes, projects, calls `attend` and applies its
+    output projection."""
+
+    def register_causal_table(self, max_positions: int, window: int | None = None) -> None:
+        """Hugging Face's `bias`: the (1, 1, P, P) bool causal table (with GPT-Neo's local `window`), a buffer
+        that is not persistent, so it is not in state_dict."""
+        self.register_buffer("bias", causal_table(max_positions, window), persistent=False)
+
+    def attend(
+        self, query: Tensor, key: Tensor, value: Tensor, layer_past: tuple[Tensor, Tensor] | None,
+        attention_mask: Tensor | None, head_mask: Tensor | None, use_cache: bool, output_attentions: bool,
+        cache_index: int | None, upcast: bool, causal: bool = True,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
+        """query (B, H, T, D); key, value (B, H, S - past, D); attention_mask (B, 1, 1, S) bool, ANDed with the
+        causal rows (`causal` off, GPT-2's cross-attention: the encoder's mask alone); upcast: scores in float32.
+        Returns attn_output (B, T, H*D) before the output projection, present, attn_weights."""
+        if layer_past is not None:
+            key, value = update_cache(layer_past, key, value, cache_index)
+        present = (key, value) if use_cache else None
+        mask = attention_mask
+        if causal:
+            query_len, key_len = query.shape[-2], key.shape[-2]
+            # A local window is part of the table, so it holds in the eager and the sdpa path alike.
+            mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
+            if attention_mask is not None:
+                mask = mask & attention_mask
+
+        attn_output, attn_weights = attention(
+            query, key, value, mask, self.scale, self.attn_dropout, self.config._attn_implementation,
+            head_mask, output_attentions, upcast=upcast,
+        )
+        attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
+        return attn_output, present, attn_weights
 
 
 class DecoderModel(PreTrainedModel):

@@ -16,6 +16,7 @@ from ..outputs import (
     GPT2DoubleHeadsModelOutput,
 )
 from .heads import (
+    Attention,
     DecoderModel,
     ModelForCausalLM,
     ModelForQuestionAnswering,
@@ -26,18 +27,13 @@ from .modeling_utils import PreTrainedModel
 from .ops import (
     Conv1D,
     LMHead,
-    attention,
     causal_lm_loss,
-    causal_rows,
-    causal_table,
     check_ids,
     cross_entropy_loss,
     get_activation,
     init_normal,
-    merge_heads,
     shape_list,
     split_heads,
-    update_cache,
 )
 
 __all__ = [
@@ -59,7 +55,7 @@ Tensor = tf.Tensor
 PastKeyValues = tuple[tuple[Tensor, Tensor], ...]
 
 
-class GPT2Attention(keras.layers.Layer):
+class GPT2Attention(Attention):
     """Multi-head self-attention (or cross-attention) with Conv1D projections."""
 
     def __init__(self, config: GPT2Config, is_cross_attention: bool = False, layer_idx: int = 0, **kwargs) -> None:
@@ -83,8 +79,7 @@ class GPT2Attention(keras.layers.Layer):
         self.c_proj = Conv1D(self.embed_dim, self.embed_dim, residual_init_std(config), name="c_proj")
         self.attn_dropout = keras.layers.Dropout(config.attn_pdrop, name="attn_dropout")
         self.resid_dropout = keras.layers.Dropout(config.resid_pdrop, name="resid_dropout")
-        # Hugging Face's name for the causal table; a constant, not a variable, so it is not in the weights.
-        self.bias = causal_table(config.n_positions)
+        self.register_causal_table(config.n_positions)
 
     def call(
         self,
@@ -108,22 +103,12 @@ class GPT2Attention(keras.layers.Layer):
         key = split_heads(key, self.num_heads)  # (B, S, H*D) -> (B, H, S, D)
         value = split_heads(value, self.num_heads)
 
-        if encoder_hidden_states is not None:
-            mask = encoder_attention_mask
-        else:
-            if layer_past is not None:
-                key, value = update_cache(layer_past, key, value, cache_index)
-            query_len, key_len = shape_list(query)[-2], shape_list(key)[-2]
-            mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
-            if attention_mask is not None:
-                mask = mask & attention_mask
-        present = (key, value) if use_cache else None
-
-        attn_output, attn_weights = attention(
-            query, key, value, mask, self.scale, self.attn_dropout, "eager",
-            head_mask, output_attentions, upcast=self.reorder_and_upcast_attn,
+        if encoder_hidden_states is not None:  # cross-attention: no cache, every encoder position is visible
+            layer_past, attention_mask = None, encoder_attention_mask
+        attn_output, present, attn_weights = self.attend(
+            query, key, value, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index,
+            upcast=self.reorder_and_upcast_attn, causal=encoder_hidden_states is None,
         )
-        attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
         attn_output = self.resid_dropout(self.c_proj(attn_output))
         return attn_output, present, attn_weights
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from ..configuration import GPTNeoConfig
 from .heads import (
+    Attention,
     DecoderModel,
     ModelForCausalLM,
     ModelForQuestionAnswering,
@@ -19,15 +20,9 @@ from .heads import (
 )
 from .modeling_utils import PreTrainedModel
 from .ops import (
-    attention,
-    causal_rows,
-    causal_table,
     get_activation,
     init_normal,
-    merge_heads,
-    shape_list,
     split_heads,
-    update_cache,
 )
 
 __all__ = [
@@ -47,7 +42,7 @@ Tensor = tf.Tensor
 PastKeyValues = tuple[tuple[Tensor, Tensor], ...]
 
 
-class GPTNeoSelfAttention(keras.layers.Layer):
+class GPTNeoSelfAttention(Attention):
     """Multi-head self-attention, global or local (each query sees only the last `window_size` positions)."""
 
     def __init__(self, config: GPTNeoConfig, attention_type: str, **kwargs) -> None:
@@ -56,6 +51,7 @@ class GPTNeoSelfAttention(keras.layers.Layer):
         self.embed_dim = config.hidden_size
         self.num_heads = config.num_heads
         self.head_dim = self.embed_dim // self.num_heads
+        self.scale = 1.0  # GPT-Neo has no 1/sqrt(D) scale
         initializer = init_normal(config.initializer_range)
         dense = dict(use_bias=False, kernel_initializer=initializer)
         self.q_proj = keras.layers.Dense(self.embed_dim, **dense, name="q_proj")
@@ -65,8 +61,7 @@ class GPTNeoSelfAttention(keras.layers.Layer):
         self.attn_dropout = keras.layers.Dropout(config.attention_dropout, name="attn_dropout")
         self.resid_dropout = keras.layers.Dropout(config.resid_dropout, name="resid_dropout")
         window = config.window_size if attention_type == "local" else None
-        # Hugging Face's name for the causal table; a constant, not a variable, so it is not in the weights.
-        self.bias = causal_table(config.max_position_embeddings, window)
+        self.register_causal_table(config.max_position_embeddings, window)
 
     def call(
         self,
@@ -83,21 +78,11 @@ class GPTNeoSelfAttention(keras.layers.Layer):
         key = split_heads(self.k_proj(hidden_states), self.num_heads)
         value = split_heads(self.v_proj(hidden_states), self.num_heads)
 
-        if layer_past is not None:
-            key, value = update_cache(layer_past, key, value, cache_index)
-        present = (key, value) if use_cache else None
-        query_len, key_len = shape_list(query)[-2], shape_list(key)[-2]
-        # The local window is part of the table, so it holds in the eager and the sdpa path alike.
-        mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
-        if attention_mask is not None:
-            mask = mask & attention_mask
-
-        # GPT-Neo has no 1/sqrt(D) scale; scores in float32, as the checkpoints were trained.
-        attn_output, attn_weights = attention(
-            query, key, value, mask, 1.0, self.attn_dropout, "eager",
-            head_mask, output_attentions, upcast=True,
+        # Scores in float32, as the checkpoints were trained.
+        attn_output, present, attn_weights = self.attend(
+            query, key, value, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index,
+            upcast=True,
         )
-        attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
         attn_output = self.resid_dropout(self.out_proj(attn_output))
         return attn_output, present, attn_weights
 

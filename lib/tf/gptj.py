@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from ..configuration import GPTJConfig
 from .heads import (
+    Attention,
     DecoderModel,
     ModelForCausalLM,
     ModelForQuestionAnswering,
@@ -20,15 +21,10 @@ from .heads import (
 from .modeling_utils import PreTrainedModel
 from .ops import (
     apply_rotary,
-    attention,
-    causal_rows,
-    causal_table,
     get_activation,
     init_normal,
-    merge_heads,
     rotary_table,
     shape_list,
-    update_cache,
 )
 
 __all__ = [
@@ -47,7 +43,7 @@ Tensor = tf.Tensor
 PastKeyValues = tuple[tuple[Tensor, Tensor], ...]
 
 
-class GPTJAttention(keras.layers.Layer):
+class GPTJAttention(Attention):
     """Multi-head self-attention with rotary position embeddings on the first `rotary_dim` dims of each head."""
 
     def __init__(self, config: GPTJConfig, layer_idx: int = 0, **kwargs) -> None:
@@ -66,8 +62,7 @@ class GPTJAttention(keras.layers.Layer):
         self.out_proj = keras.layers.Dense(self.embed_dim, **dense, name="out_proj")
         self.attn_dropout = keras.layers.Dropout(config.attn_pdrop, name="attn_dropout")
         self.resid_dropout = keras.layers.Dropout(config.resid_pdrop, name="resid_dropout")
-        # Hugging Face's name for the causal table; a constant, not a variable, so it is not in the weights.
-        self.bias = causal_table(config.n_positions)
+        self.register_causal_table(config.n_positions)
         # Constants, not variables: a mixed-precision policy must not round the float32 tables.
         self.rotary_sin, self.rotary_cos = rotary_table(config.n_positions, self.rotary_dim)
 
@@ -98,20 +93,11 @@ class GPTJAttention(keras.layers.Layer):
         key = tf.concat((apply_rotary(key[..., : self.rotary_dim], sin, cos), key[..., self.rotary_dim :]), -1)
         query, key, value = (tf.transpose(x, (0, 2, 1, 3)) for x in (query, key, value))  # -> (B, H, T, D)
 
-        if layer_past is not None:
-            key, value = update_cache(layer_past, key, value, cache_index)
-        present = (key, value) if use_cache else None
-        key_len = shape_list(key)[-2]
-        mask = causal_rows(self.bias, query_len, key_len, cache_index)  # (1, 1, T, S)
-        if attention_mask is not None:
-            mask = mask & attention_mask
-
         # Scores in float32, as the checkpoints were trained.
-        attn_output, attn_weights = attention(
-            query, key, value, mask, self.scale, self.attn_dropout, "eager",
-            head_mask, output_attentions, upcast=True,
+        attn_output, present, attn_weights = self.attend(
+            query, key, value, layer_past, attention_mask, head_mask, use_cache, output_attentions, cache_index,
+            upcast=True,
         )
-        attn_output = merge_heads(attn_output)  # (B, H, T, D) -> (B, T, H*D)
         attn_output = self.resid_dropout(self.out_proj(attn_output))
         return attn_output, present, attn_weights
 
