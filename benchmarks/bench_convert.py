@@ -56,12 +56,12 @@ CASES = [  # (label, source directory name, --to, --format)
     ("Flax msgpack → PT safetensors", "flax", "pt", "safetensors"),
 ]
 
-SOURCE_CASES = [  # (label of the target, --to, --format, --max-shard-size, --dtype): source → it, then it → back
-    ("PT bin (5 GB shards)", "pt", "bin", "5GB", ""),
-    ("TF h5 (5 GB shards, float16: h5 holds no bfloat16)", "tf", "h5", "5GB", "float16"),
-    ("Flax msgpack (5 GB shards)", "flax", "msgpack", "5GB", ""),
-    ("one PT safetensors file", "pt", "safetensors", "100GB", ""),
-]
+SOURCE_CASES = {  # --targets name → (label, --to, --format, --max-shard-size, --dtype): source → it, then it → back
+    "bin": ("PT bin (5 GB shards)", "pt", "bin", "5GB", ""),
+    "h5": ("TF h5 (5 GB shards, float16: h5 holds no bfloat16)", "tf", "h5", "5GB", "float16"),
+    "msgpack": ("Flax msgpack (5 GB shards)", "flax", "msgpack", "5GB", ""),
+    "single": ("one PT safetensors file", "pt", "safetensors", "100GB", ""),
+}
 
 
 def make_checkpoint(directory: str, layers: int, hidden: int) -> int:
@@ -101,7 +101,7 @@ def print_row(label: str, numbers: dict, size: int) -> None:
 DISK_MARGIN = 10**9  # left free for the machine's other users beyond each output
 
 
-def run_source(source: str, work: str) -> None:
+def run_source(source: str, work: str, targets: list[str]) -> None:
     """`--source`: the existing sharded safetensors checkpoint → each other format → back."""
     from twinformers.checkpoints.canonical import open_checkpoint
 
@@ -111,7 +111,7 @@ def run_source(source: str, work: str) -> None:
           f"tensors, {size / 1e9:.2f} GB\n")
     print("| conversion | time (s) | baseline RSS (MB) | peak RSS (MB) | peak − baseline | ÷ checkpoint |")
     print("|---|---|---|---|---|---|")
-    for label, to, fmt, max_shard_size, dtype in SOURCE_CASES:
+    for label, to, fmt, max_shard_size, dtype in (SOURCE_CASES[name] for name in targets):
         there, back = os.path.join(work, "there"), os.path.join(work, "back")
         try:
             steps = [(f"sharded safetensors → {label}", source, there, (to, fmt, max_shard_size, dtype)),
@@ -134,11 +134,12 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--source", default=None, help="an existing sharded safetensors checkpoint to convert")
+    parser.add_argument("--targets", default=",".join(SOURCE_CASES), help="with --source: formats to convert to")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="bench-convert-", dir=args.workdir)
     try:
         if args.source:
-            run_source(args.source, work)
+            run_source(args.source, work, args.targets.split(","))
             return
         sources = {"pt": os.path.join(work, "pt")}
         size = make_checkpoint(sources["pt"], args.layers, args.hidden)
