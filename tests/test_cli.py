@@ -267,3 +267,30 @@ def test_an_in_process_command_leaves_the_sigterm_handler_as_it_was(tmp_path):
     code = cli.main(["convert", fixture("gptj-tf-causal_lm"), str(tmp_path / "out"), "--to", "flax", "--quiet"])
     assert code == 0
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+# torch is not installed (simulated in a fresh interpreter): `.bin` files are read without it.
+HIDE_TORCH = """
+import importlib.abc, importlib.util, sys
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Hide())
+_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, package=None: (
+    None if name.partition(".")[0] == "torch" else _find_spec(name, package))
+from twinformers.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_inspect_bin_without_torch_says_the_other_twins_load_it():
+    result = subprocess.run([sys.executable, "-c", HIDE_TORCH, "inspect", fixture("gpt2-pt-causal_lm-sharded-bin")],
+                            capture_output=True, text=True, timeout=300, env=ENV)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "format: pytorch_model.bin.index.json (pt layout)" in lines
+    assert "weights match config: yes" in lines
+    assert any(line.startswith("loads in twinformers.pt: no (") and "torch" in line for line in lines), lines
+    assert "loads in twinformers.tf: yes" in lines and "loads in twinformers.flax: yes" in lines

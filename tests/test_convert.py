@@ -375,3 +375,55 @@ def test_streaming_in_row_blocks(source, to, fmt, tmp_path, monkeypatch):
         file = "model.safetensors" if fmt == "safetensors" else "flax_model.msgpack"
         assert (tmp_path / "out" / file).read_bytes() == open(os.path.join(fixture(reference[(to, fmt)]), file),
                                                               "rb").read()
+
+
+# --------------------------------------------------------------------------------------------- memory
+# One fresh process converts a float32 GPT-J whose two 50400 x 128 tables (25.8 MB each) dominate its 52 MB: into
+# each format and back, each conversion's peak resident set growth printed (baseline: after the imports).
+MEMORY_CONVERSIONS = """
+import json, os, sys
+from twinformers.conversion import converter
+import h5py, msgpack, torch, tqdm  # every writer's imports, in the baseline
+converter.STREAM_BLOCK_BYTES = 2**20  # blocks well under the tables
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+root = sys.argv[1]
+for name, src, to, fmt in [("bin", "src", "pt", "bin"), ("h5", "src", "tf", "h5"),
+                           ("msgpack", "src", "flax", "msgpack"), ("bin-back", "bin", "pt", "safetensors"),
+                           ("h5-back", "h5", "pt", "safetensors"), ("msgpack-back", "msgpack", "pt", "safetensors")]:
+    open("/proc/self/clear_refs", "w").write("5")
+    baseline = status("VmRSS")
+    converter.convert(os.path.join(root, src), os.path.join(root, name), to=to, fmt=fmt, progress=True,
+                      log=lambda message: None)
+    print(json.dumps([name, status("VmHWM") - baseline]))
+"""
+
+
+def test_conversion_memory_is_one_tensor_at_most(tmp_path):
+    """Every writer streams row blocks, except `.bin` (one torch record per tensor: the tensor, filled block by
+    block); a transposed table (GPT-J's lm_head for TF and Flax) is held once, its layout written in blocks."""
+    pytest.importorskip("torch")
+    from twinformers.configuration import GPTJConfig
+    from twinformers.conversion.tables import expected_shapes
+
+    config = GPTJConfig(n_layer=1, n_embd=128, n_head=4, rotary_dim=8, vocab_size=50400, n_positions=32,
+                        architectures=["GPTJForCausalLM"])
+    config.save_pretrained(tmp_path / "src")
+    shapes = expected_shapes(config, "causal_lm")
+    rng = np.random.default_rng(0)
+    write_safetensors(tmp_path / "src" / "model.safetensors", metadata={"format": "pt"},
+                      specs={k: (np.dtype(np.float32), s) for k, s in shapes.items()},
+                      fetch=lambda k: rng.standard_normal(shapes[k], dtype=np.float32))
+    table = 50400 * 128 * 4
+    result = subprocess.run([sys.executable, "-c", MEMORY_CONVERSIONS, str(tmp_path)], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "converting" in result.stderr  # the progress bars
+    added = dict(json.loads(line) for line in result.stdout.splitlines())
+    print(added)
+    assert set(added) == {"bin", "h5", "msgpack", "bin-back", "h5-back", "msgpack-back"}
+    slack = 20 * 2**20  # blocks, the writers' buffers, torch's pickling machinery (~8 MB for `.bin`)
+    for name in ("bin", "h5", "msgpack", "h5-back", "msgpack-back"):  # one table whole, never two
+        assert added[name] <= table + slack, (name, added)
+    assert added["bin-back"] <= slack, added  # nothing to transpose: row blocks only

@@ -24,6 +24,7 @@ from .files import (
     TF_WEIGHTS_NAME,
     CheckpointError,
     resolve_file,
+    scratch_array,
 )
 from .flax_msgpack import MsgpackFile
 from .keras_h5 import H5File
@@ -139,6 +140,17 @@ class CanonicalCheckpoint(Mapping):
             np.copyto(out, transform.to_canonical(raw))
         else:
             np.copyto(out, self[key])
+
+    def read_view(self, key: str) -> np.ndarray:
+        """Tensor `key` in the canonical shape, as the file's layout read into pages of its own (given back to
+        the OS once dropped) and seen through the transform: a transposed view where the file stores the
+        transpose. For streaming writers that lay out a block at a time (`read` lays out a whole copy)."""
+        source, raw_key, transform = self._entry(key)
+        if not hasattr(source, "read_into"):
+            return self[key]
+        raw = scratch_array(source.shape(raw_key), source.dtype(raw_key))
+        source.read_into(raw_key, raw)
+        return transform.to_canonical(raw)
 
     def can_read_rows(self, key: str) -> bool:
         """Whether `read_rows` works for `key`: its stored layout is PyTorch's and the file allows row reads."""

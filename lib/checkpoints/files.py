@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import itertools
 import mmap
 import os
 import re
@@ -447,6 +448,20 @@ def _write_via(path: str | os.PathLike, write: Callable[[Any], None], mode: str 
 
 
 def _check_specs(specs: Specs, fetch: Fetch, name: str) -> np.ndarray:
-    """The whole tensor (blocks are joined: for writers that need it at once)."""
-    blocks = list(iter_blocks(specs, fetch, name))
-    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    """The whole tensor, for writers that need it at once: blocks are copied into it as they come, so memory
+    is the tensor plus one block (joining a list of blocks held the tensor twice)."""
+    dtype, shape = specs[name]
+    blocks = iter_blocks(specs, fetch, name)
+    first = next(blocks)
+    if first.shape == tuple(shape):  # one block: the tensor itself
+        for _ in blocks:  # none left; runs iter_blocks' row count check
+            pass
+        return first
+    whole = scratch_array(shape, dtype)  # its own pages (the C heap would keep a freed one up to 32 MB)
+    row = 0
+    for block in itertools.chain([first], blocks):
+        if row + block.shape[0] > shape[0]:
+            raise ValueError(f"tensor {name!r} got more than the {shape[0]} rows expected")
+        whole[row:row + block.shape[0]] = block
+        row += block.shape[0]
+    return whole

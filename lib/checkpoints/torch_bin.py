@@ -106,7 +106,7 @@ class TorchBinFile(TensorFile):
         return tensor.numpy()
 
 
-_STORAGE_DTYPES = {  # torch's typed-storage class names, as torch.save still pickles them
+_STORAGE_DTYPES = {  # torch's typed-storage class names, as torch.save still pickles them: the dtypes a .bin may hold
     "FloatStorage": "float32", "HalfStorage": "float16", "BFloat16Storage": "bfloat16", "DoubleStorage": "float64",
     "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16", "CharStorage": "int8",
     "ByteStorage": "uint8", "BoolStorage": "bool",
@@ -208,7 +208,7 @@ def _file_offsets(torch: Any, path: str, state_dict: Mapping[str, Any]) -> dict[
 
 def _torch_numpy_dtype(dtype: Any, path: str, key: str) -> np.dtype:
     name = str(dtype).removeprefix("torch.")
-    if name not in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"):
+    if name not in _STORAGE_DTYPES.values():  # the same dtypes as the torch-free reader
         raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {name}")
     return numpy_dtype(name)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import os
 import sys
 
@@ -71,14 +70,13 @@ def describe(path: str, **hub: object) -> list[str]:
         except ValueError as err:
             lines.append(f"weights match config: NO: {' '.join(str(err).split())}")
     for backend in BACKENDS:
+        # No format needs a backend other than the one loading it: a `.bin` of contiguous tensors is read
+        # without torch, and one that needs torch already failed in `open_checkpoint` with an ImportError.
         missing = missing_modules(backend)
-        needs_torch = checkpoint.weights_name.startswith("pytorch_model") and importlib.util.find_spec("torch") is None
         if config is None:
             verdict = "no (no config.json: the twins build the model from it)"
         elif missing:
             verdict = f"no ({install_hint(backend, missing)})"
-        elif needs_torch:
-            verdict = "no (reading pytorch_model.bin needs torch; convert it to safetensors first)"
         else:
             verdict = "yes"
         lines.append(f"loads in twinformers.{backend}: {verdict}")

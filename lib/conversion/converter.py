@@ -191,7 +191,9 @@ def convert(
         target_dtype = specs[name][0]
         if transform is IDENTITY and source.can_read_rows(key) and source.nbytes(key) > STREAM_BLOCK_BYTES:
             return _row_blocks(source, key, shape, target_dtype, bar)
-        array = transform.to_backend(source.read(key))
+        array = transform.to_backend(source.read_view(key))  # transposes are views of the one tensor read
+        if array.ndim and array.nbytes > STREAM_BLOCK_BYTES:
+            return _view_blocks(array, target_dtype, bar)
         if array.dtype != target_dtype:
             array = array.astype(target_dtype)
         bar.update(array.nbytes)
@@ -254,6 +256,16 @@ def _row_blocks(
     for start in range(0, shape[0], step):
         block = source.read_rows(key, start, min(start + step, shape[0]))
         block = block.astype(dtype) if block.dtype != dtype else block
+        bar.update(block.nbytes)
+        yield block
+
+
+def _view_blocks(array: np.ndarray, dtype: np.dtype, bar: Any) -> Iterator[np.ndarray]:
+    """A big transposed (or otherwise non-contiguous) tensor as contiguous blocks of rows of about
+    `STREAM_BLOCK_BYTES`: memory is the tensor read plus one block, not the tensor twice (a laid-out copy)."""
+    step = max(1, STREAM_BLOCK_BYTES // max(1, array[:1].nbytes))
+    for start in range(0, array.shape[0], step):
+        block = np.ascontiguousarray(array[start:start + step], dtype=dtype)
         bar.update(block.nbytes)
         yield block
 
