@@ -159,15 +159,24 @@ def dot_general_f32(lhs: Array, rhs: Array, dimension_numbers: Any, precision: A
     dtype = jnp.result_type(lhs, rhs)
     if preferred_element_type is None and dtype in (jnp.bfloat16, jnp.float16):
         rows_axis = _single_row_axis(lhs, dimension_numbers)
-        if rows_axis is not None:
-            lhs = jnp.concatenate([lhs, jnp.zeros_like(lhs)], axis=rows_axis)  # (..., 1, ...) -> (..., 2, ...)
-        out = lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=jnp.float32, **kwargs)
-        if rows_axis is not None:
-            # the output's axes: lhs's free axes, then rhs's; keep the real row
-            (lhs_contract, _), _ = dimension_numbers
-            out_axis = sum(1 for a in range(rows_axis) if a not in lhs_contract)
-            out = lax.slice_in_dim(out, 0, 1, axis=out_axis)
-        return out.astype(dtype)
+        if rows_axis is None:
+            out = lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=jnp.float32,
+                                  **kwargs)
+            return out.astype(dtype)
+        lhs = jnp.concatenate([lhs, jnp.zeros_like(lhs)], axis=rows_axis)  # (..., 1, ...) -> (..., 2, ...)
+        (lhs_contract, rhs_contract), _ = dimension_numbers
+        if tuple(rhs_contract) == (rhs.ndim - 1,):
+            # The weight contracts its last axis ((out, in): GPT-2's Conv1D, the tied LM head): as the dot's
+            # left operand it is read as it is stored; as the right one, XLA kept a transposed copy of it.
+            out = lax.dot_general(rhs, lhs, ((rhs_contract, lhs_contract), ((), ())), precision,
+                                  preferred_element_type=jnp.float32, **kwargs)
+            rhs_free = rhs.ndim - 1
+            out = jnp.transpose(out, (*range(rhs_free, out.ndim), *range(rhs_free)))  # lhs's axes first
+        else:
+            out = lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=jnp.float32,
+                                  **kwargs)
+        out_axis = sum(1 for a in range(rows_axis) if a not in lhs_contract)  # lhs's free axes come first
+        return lax.slice_in_dim(out, 0, 1, axis=out_axis).astype(dtype)  # the real row
     return lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=preferred_element_type,
                            **kwargs)
 
