@@ -317,6 +317,20 @@ class DecodeState(NamedTuple):
     scores: Array | None
 
 
+def token_embeddings(wte: Any, input_ids: Array) -> Array:
+    """`wte(input_ids)` (B, T) -> (B, T, D) as the decoding loop needs it: no float32 copy of a half-precision table.
+
+    XLA on CPU has no bfloat16/float16 gather: it gathers from a float32 convert of the table, and in
+    `generate`'s while loop it hoists that convert out of the loop, so a float32 copy of the token table stayed
+    live (0.5x of a 2-layer GPT-J-6B-width checkpoint). Inside a conditional the convert is no longer loop
+    invariant: it stays fused into the gather, which converts only the rows it reads. Both branches are the
+    same lookup, so the result is `wte(input_ids)` whichever is taken.
+    """
+    if wte.embedding[...].dtype not in (jnp.bfloat16, jnp.float16):
+        return wte(input_ids)
+    return jax.lax.cond(input_ids[0, 0] >= 0, wte, wte, input_ids)
+
+
 class GenerationMixin:
     """`generate()` for causal LM heads (classes whose `can_generate()` is True)."""
 
@@ -398,8 +412,8 @@ class GenerationMixin:
 
         def last_logits(module: Any) -> tuple[Array, StaticCache]:
             outputs = module.transformer(
-                input_ids, past_key_values=cache, attention_mask=attention_mask, position_ids=position_ids,
-                use_cache=True, return_dict=True,
+                inputs_embeds=token_embeddings(module.transformer.wte, input_ids), past_key_values=cache,
+                attention_mask=attention_mask, position_ids=position_ids, use_cache=True, return_dict=True,
             )
             logits = lm_head_logits(module.lm_head, module.transformer.wte, outputs.last_hidden_state[:, -1])
             return logits.astype(jnp.float32), outputs.past_key_values

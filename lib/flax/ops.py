@@ -150,14 +150,45 @@ def dot_general_f32(lhs: Array, rhs: Array, dimension_numbers: Any, precision: A
     forward held a float32 copy of the whole model (1.76x the float32 checkpoint, GPT-2 124M). A bfloat16 dot
     with a float32 result runs as it is (no converted copy). The products of two half-precision numbers are
     exact in float32, so only the summation order can differ from the converted dot.
+
+    One row (batch-1 decoding) is the exception: XLA rewrites a one-row half-precision dot into a float32 dot
+    of converted operands, and in `generate`'s while loop it hoists the weight's convert out of the loop, so a
+    float32 copy of every weight stayed live (3.15x the checkpoint). A second, zero row keeps the dot a
+    half-precision one (XLA's library dot reads the bfloat16 weight as it is); the row is dropped after.
     """
     dtype = jnp.result_type(lhs, rhs)
     if preferred_element_type is None and dtype in (jnp.bfloat16, jnp.float16):
-        out = lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=jnp.float32, **kwargs)
-        return out.astype(dtype)
+        rows_axis = _single_row_axis(lhs, dimension_numbers)
+        if rows_axis is None:
+            out = lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=jnp.float32,
+                                  **kwargs)
+            return out.astype(dtype)
+        lhs = jnp.concatenate([lhs, jnp.zeros_like(lhs)], axis=rows_axis)  # (..., 1, ...) -> (..., 2, ...)
+        (lhs_contract, rhs_contract), _ = dimension_numbers
+        if tuple(rhs_contract) == (rhs.ndim - 1,):
+            # The weight contracts its last axis ((out, in): GPT-2's Conv1D, the tied LM head): as the dot's
+            # left operand it is read as it is stored; as the right one, XLA kept a transposed copy of it.
+            out = lax.dot_general(rhs, lhs, ((rhs_contract, lhs_contract), ((), ())), precision,
+                                  preferred_element_type=jnp.float32, **kwargs)
+            rhs_free = rhs.ndim - 1
+            out = jnp.transpose(out, (*range(rhs_free, out.ndim), *range(rhs_free)))  # lhs's axes first
+        else:
+            out = lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=jnp.float32,
+                                  **kwargs)
+        out_axis = sum(1 for a in range(rows_axis) if a not in lhs_contract)  # lhs's free axes come first
+        return lax.slice_in_dim(out, 0, 1, axis=out_axis).astype(dtype)  # the real row
     return lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=preferred_element_type,
                            **kwargs)
 
+
+def _single_row_axis(lhs: Array, dimension_numbers: Any) -> int | None:
+    """The axis to pad when `lhs` has exactly one row (its free axes multiply to 1, no batch axes), else None.
+    A static shape check: it decides at trace time, so each compiled program takes one path."""
+    (lhs_contract, _), (lhs_batch, _) = dimension_numbers
+    free = [a for a in range(lhs.ndim) if a not in lhs_contract]
+    if lhs_batch or not free or any(lhs.shape[a] != 1 for a in free):
+        return None
+    return free[-1]
 
 
 class Linear(nnx.Linear):

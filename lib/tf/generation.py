@@ -325,6 +325,21 @@ class DecodeState(NamedTuple):
     scores: Tensor
 
 
+def token_embeddings(wte: Any, input_ids: Tensor) -> Tensor:
+    """`wte(input_ids)` (B, T) -> (B, T, D) as the decoding loop needs it: no float32 copy of a half-precision table.
+
+    XLA on CPU has no bfloat16/float16 gather: it gathers from a float32 convert of the table, and in
+    `generate`'s while loop it hoists that convert out of the loop, so a float32 copy of the token table stayed
+    live (0.5x of a 2-layer GPT-J-6B-width checkpoint). Inside a conditional the convert is no longer loop
+    invariant: it stays fused into the gather, which converts only the rows it reads. Both branches are the
+    same lookup, so the result is `wte(input_ids)` whichever is taken.
+    """
+    if tf.as_dtype(wte.embeddings.dtype) not in (tf.bfloat16, tf.float16):
+        return wte(input_ids)
+    branch = tf.cast(input_ids[0, 0] < 0, tf.int32)  # an index, not a predicate: XLA turns a cheap two-way
+    return tf.switch_case(branch, [lambda: wte(input_ids)] * 2)  # `cond` into a select of both branches
+
+
 class GenerationMixin:
     """`generate()` for causal LM heads (classes whose `can_generate()` is True)."""
 
@@ -423,8 +438,8 @@ class GenerationMixin:
         """Run the new tokens (B, T) through the model into the cache; float32 logits (B, V) of the last one.
         Only the last position goes through the LM head (the prompt's other logits are never used)."""
         outputs = self.base_model(
-            input_ids, past_key_values=cache, attention_mask=attention_mask, position_ids=position_ids,
-            use_cache=True, return_dict=True,
+            inputs_embeds=token_embeddings(self.get_input_embeddings(), input_ids), past_key_values=cache,
+            attention_mask=attention_mask, position_ids=position_ids, use_cache=True, return_dict=True,
         )
         logits = self.get_output_embeddings()(outputs.last_hidden_state[:, -1])
         return tf.cast(logits, tf.float32), outputs.past_key_values

@@ -20,6 +20,7 @@ from .heads import (
 )
 from .modeling_utils import PreTrainedModel
 from .ops import (
+    Linear,
     get_activation,
     init_normal,
     split_heads,
@@ -54,10 +55,10 @@ class GPTNeoSelfAttention(Attention):
         self.scale = 1.0  # GPT-Neo has no 1/sqrt(D) scale
         initializer = init_normal(config.initializer_range)
         dense = dict(use_bias=False, kernel_initializer=initializer)
-        self.q_proj = keras.layers.Dense(self.embed_dim, **dense, name="q_proj")
-        self.k_proj = keras.layers.Dense(self.embed_dim, **dense, name="k_proj")
-        self.v_proj = keras.layers.Dense(self.embed_dim, **dense, name="v_proj")
-        self.out_proj = keras.layers.Dense(self.embed_dim, kernel_initializer=initializer, name="out_proj")
+        self.q_proj = Linear(self.embed_dim, **dense, name="q_proj")
+        self.k_proj = Linear(self.embed_dim, **dense, name="k_proj")
+        self.v_proj = Linear(self.embed_dim, **dense, name="v_proj")
+        self.out_proj = Linear(self.embed_dim, kernel_initializer=initializer, name="out_proj")
         self.attn_dropout = keras.layers.Dropout(config.attention_dropout, name="attn_dropout")
         self.resid_dropout = keras.layers.Dropout(config.resid_dropout, name="resid_dropout")
         window = config.window_size if attention_type == "local" else None
@@ -115,8 +116,8 @@ class GPTNeoMLP(keras.layers.Layer):
     def __init__(self, intermediate_size: int, config: GPTNeoConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         initializer = init_normal(config.initializer_range)
-        self.c_fc = keras.layers.Dense(intermediate_size, kernel_initializer=initializer, name="c_fc")
-        self.c_proj = keras.layers.Dense(config.hidden_size, kernel_initializer=initializer, name="c_proj")
+        self.c_fc = Linear(intermediate_size, kernel_initializer=initializer, name="c_fc")
+        self.c_proj = Linear(config.hidden_size, kernel_initializer=initializer, name="c_proj")
         self.act = get_activation(config.activation_function)
         self.dropout = keras.layers.Dropout(config.resid_dropout, name="dropout")
 

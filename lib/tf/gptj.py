@@ -20,6 +20,7 @@ from .heads import (
 )
 from .modeling_utils import PreTrainedModel
 from .ops import (
+    Linear,
     apply_rotary,
     get_activation,
     init_normal,
@@ -56,10 +57,10 @@ class GPTJAttention(Attention):
         self.scale = self.head_dim**-0.5
         dense = dict(use_bias=False, kernel_initializer=init_normal(config.initializer_range))
         # Declared q, k, v as in Hugging Face's TF GPT-J: variable order decides the order in tf_model.h5.
-        self.q_proj = keras.layers.Dense(self.embed_dim, **dense, name="q_proj")
-        self.k_proj = keras.layers.Dense(self.embed_dim, **dense, name="k_proj")
-        self.v_proj = keras.layers.Dense(self.embed_dim, **dense, name="v_proj")
-        self.out_proj = keras.layers.Dense(self.embed_dim, **dense, name="out_proj")
+        self.q_proj = Linear(self.embed_dim, **dense, name="q_proj")
+        self.k_proj = Linear(self.embed_dim, **dense, name="k_proj")
+        self.v_proj = Linear(self.embed_dim, **dense, name="v_proj")
+        self.out_proj = Linear(self.embed_dim, **dense, name="out_proj")
         self.attn_dropout = keras.layers.Dropout(config.attn_pdrop, name="attn_dropout")
         self.resid_dropout = keras.layers.Dropout(config.resid_pdrop, name="resid_dropout")
         self.register_causal_table(config.n_positions)
@@ -106,8 +107,8 @@ class GPTJMLP(keras.layers.Layer):
     def __init__(self, intermediate_size: int, config: GPTJConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         initializer = init_normal(config.initializer_range)
-        self.fc_in = keras.layers.Dense(intermediate_size, kernel_initializer=initializer, name="fc_in")
-        self.fc_out = keras.layers.Dense(config.n_embd, kernel_initializer=initializer, name="fc_out")
+        self.fc_in = Linear(intermediate_size, kernel_initializer=initializer, name="fc_in")
+        self.fc_out = Linear(config.n_embd, kernel_initializer=initializer, name="fc_out")
         self.act = get_activation(config.activation_function)
         self.dropout = keras.layers.Dropout(config.resid_pdrop, name="dropout")
 

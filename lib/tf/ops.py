@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_slice, dynamic_update_slice
+from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
 
 from ..configuration import ACTIVATIONS, PretrainedConfig
 from ..errors import InputError
@@ -36,6 +37,8 @@ __all__ = [
     "ACT_FNS",
     "get_activation",
     "Conv1D",
+    "matmul_f32",
+    "Linear",
     "Embedding",
     "LMHead",
     "causal_table",
@@ -137,7 +140,45 @@ class Conv1D(keras.layers.Layer):
     def call(self, x: tf.Tensor) -> tf.Tensor:
         # (..., in) -> (..., out)
         size_out = shape_list(x)[:-1] + [self.nf]
-        x = tf.matmul(tf.reshape(x, [-1, self.nx]), self.weight) + self.bias
+        x = matmul_f32(tf.reshape(x, [-1, self.nx]), self.weight) + self.bias
+        return tf.reshape(x, size_out)
+
+
+def matmul_f32(a: tf.Tensor, b: tf.Tensor, transpose_b: bool = False) -> tf.Tensor:
+    """`tf.matmul(a, b)` of (N, in) rows that, under XLA, accumulates bfloat16 and float16 in float32 and returns
+    their dtype; float32, and any matmul outside XLA, go through `tf.matmul` unchanged.
+
+    XLA on CPU has no half-precision dot with a half-precision result: it converts both operands to float32
+    first, and in `generate`'s while loop it hoists the weights' converts out of the loop, so a float32 copy of
+    every weight stayed live (3.2x the checkpoint). `BatchMatMulV3` with a float32 `Tout` (XLA only: TF's CPU
+    kernels lack it) is a half-precision dot with a float32 result, which XLA runs as it is, except for one row
+    (batch-1 decoding), which it still rewrites into a converted float32 dot: one row gets a second, zero row,
+    dropped after. The products of two half-precision numbers are exact in float32, so only the summation
+    order can differ from the converted dot.
+    """
+    if a.dtype not in (tf.bfloat16, tf.float16) or not GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        return tf.matmul(a, b, transpose_b=transpose_b)
+    one_row = a.shape[0] == 1  # static: decided while tracing
+    if one_row:
+        a = tf.concat([a, tf.zeros_like(a)], 0)  # (1, in) -> (2, in)
+    out = tf.raw_ops.BatchMatMulV3(x=a, y=b, Tout=tf.float32, adj_y=transpose_b)
+    if one_row:
+        out = out[:1]
+    return tf.cast(out, a.dtype)
+
+
+class Linear(keras.layers.Dense):
+    """`keras.layers.Dense` whose bfloat16/float16 matmuls under XLA accumulate in float32 (`matmul_f32`), so
+    `generate` holds no float32 copy of the weights; float32 is unchanged. Same arguments as `Dense`."""
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        # (..., in) -> (..., out)
+        size_out = shape_list(inputs)[:-1] + [self.units]
+        x = matmul_f32(tf.reshape(inputs, [-1, shape_list(inputs)[-1]]), self.kernel)
+        if self.bias is not None:
+            x = x + self.bias
+        if self.activation is not None:
+            x = self.activation(x)
         return tf.reshape(x, size_out)
 
 
@@ -208,9 +249,9 @@ class LMHead(keras.layers.Layer):
         output_shape = shape_list(hidden_states)[:-1] + [self.vocab_size]
         hidden_states = tf.reshape(hidden_states, (-1, self.hidden_size))
         if self.embedding is not None:
-            logits = tf.matmul(hidden_states, self.embedding.embeddings, transpose_b=True)
+            logits = matmul_f32(hidden_states, self.embedding.embeddings, transpose_b=True)
         else:
-            logits = tf.matmul(hidden_states, self.kernel)
+            logits = matmul_f32(hidden_states, self.kernel)
         if self.use_bias:
             logits = logits + self.bias
         return tf.reshape(logits, output_shape)

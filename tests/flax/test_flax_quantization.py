@@ -118,3 +118,66 @@ def test_errors() -> None:
     fresh = fx.GPT2LMHeadModel(model.config.__class__(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_positions=8))
     with pytest.raises(ValueError, match="unsupported mode 'int4'"):
         fresh.quantize("int4")
+
+
+# ------------------------------------------------------------------------- bfloat16 under XLA on CPU
+def _half_precision_lm(family: str, width: int = 512):
+    """A one-layer bfloat16 model whose weights dominate its activations (every weight >= width² elements)."""
+    from twinformers.configuration import GPT2Config, GPTJConfig
+
+    shape = dict(n_layer=1, n_embd=width, n_head=4, vocab_size=1000, n_positions=16)
+    config = GPTJConfig(rotary_dim=16, **shape) if family == "gptj" else GPT2Config(**shape)
+    model = getattr(fx, LM_CLASSES[family])(config, dtype=jnp.bfloat16)
+    model.params = model.to_bf16(model.params)
+    return model
+
+
+@pytest.mark.parametrize("layout", ["in_out", "out_in", "batch_time"])
+def test_bf16_one_row_dot_equals_the_converted_dot(layout: str) -> None:
+    """One row (batch-1 decoding) takes the padded path; its result is the float32 product of the same bfloat16
+    values rounded once to bfloat16 (products are exact in float32; only the summation order can move a result
+    by one bfloat16 step), and float32 operands go through `lax.dot_general` unchanged."""
+    import jax
+    from jax import lax
+
+    from twinformers.flax.ops import dot_general_f32
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(1, 1, 384) if layout == "batch_time" else (1, 384)), jnp.bfloat16)
+    w = jnp.asarray(rng.normal(size=(384, 640)), jnp.bfloat16)
+    if layout == "out_in":  # GPT-2's Conv1D and the tied LM head contract the weight's second axis
+        w, numbers = w.T, (((1,), (1,)), ((), ()))
+    else:
+        numbers = (((x.ndim - 1,), (0,)), ((), ()))
+    out = jax.jit(dot_general_f32, static_argnums=2)(x, w, numbers)
+    exact = np.asarray(lax.dot_general(x.astype(jnp.float32), w.astype(jnp.float32), numbers))
+    assert out.dtype == jnp.bfloat16 and out.shape == exact.shape
+    step = np.abs(exact) * 2.0**-7  # one bfloat16 step (8 significant bits) at most
+    assert (np.abs(np.asarray(out, np.float32) - exact) <= step).all()
+    x32, w32 = x.astype(jnp.float32), w.astype(jnp.float32)
+    assert np.array_equal(dot_general_f32(x32, w32, numbers), lax.dot_general(x32, w32, numbers))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gptj"])
+def test_bf16_generate_holds_no_float32_weight_copy(family: str) -> None:
+    """`generate`'s compiled loop keeps no float32 copy of a weight: XLA on CPU rewrote each one-row bfloat16 dot
+    and each bfloat16 token lookup into a float32 one and hoisted the weights' converts out of the loop (a
+    float32 copy of every weight, 3.15x a 2-layer GPT-J-6B-width checkpoint). The program's temporaries stay
+    below the float32 bytes of its smallest weight; the tokens are the greedy choices of the full forward."""
+    model = _half_precision_lm(family)
+    programs = []
+    original = model._generation_program
+
+    def recording(name, key, build):
+        program = original(name, key, build)
+        return lambda *args: programs.append((program, args)) or program(*args)
+
+    model._generation_program = recording
+    ids = random_ids((1, 4))
+    out = np.asarray(model.generate(ids, max_new_tokens=3, do_sample=False))
+    (program, args), = programs
+    temp = program.lower(*args).compile().memory_analysis().temp_size_in_bytes
+    assert temp < 512 * 512 * 4, temp
+    for length in range(4, out.shape[1]):
+        logits = model(out[:, :length]).logits[:, -1]
+        assert out[0, length] == int(np.argmax(np.asarray(logits, np.float32))), length

@@ -116,3 +116,79 @@ def test_errors() -> None:
     assert model.quantize("int8") is model
     with pytest.raises(ValueError, match="already quantized"):
         model.quantize("int8")
+
+
+# ------------------------------------------------------------------------- bfloat16 under XLA on CPU
+def _half_precision_lm(family: str, width: int = 256):
+    """A one-layer bfloat16 model whose weights dominate its activations (every weight >= width² elements)."""
+    from twinformers.configuration import GPT2Config, GPTJConfig
+
+    shape = dict(n_layer=1, n_embd=width, n_head=4, vocab_size=1000, n_positions=16)
+    config = GPTJConfig(rotary_dim=16, **shape) if family == "gptj" else GPT2Config(**shape)
+    model = getattr(tft, LM_CLASSES[family])(config, dtype="bfloat16")
+    model.build()
+    return model
+
+
+def _unfused_buffers(hlo: str, min_elements: int) -> list[str]:
+    """Instructions of an optimized HLO module that write a 2-D float32/bfloat16 buffer of at least
+    `min_elements`, outside fused computations (a convert inside a fusion computes only what its fusion reads)."""
+    import re
+
+    fused = set(re.findall(r"calls=%([\w.\-]+)", hlo))
+    found, computation = [], None
+    for line in hlo.splitlines():
+        if match := re.match(r"^(?:ENTRY )?%([\w.\-]+) ", line):
+            computation = match.group(1)
+        elif computation not in fused and any(op in line for op in ("convert", "copy", "fusion", "transpose")):
+            sizes = re.findall(r"= (?:f32|bf16)\[(\d+),(\d+)\]", line)
+            found += [line.strip()[:160] for a, b in sizes if int(a) * int(b) >= min_elements]
+    return found
+
+
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_bf16_one_row_matmul_equals_the_converted_matmul(transpose_b: bool) -> None:
+    """One row (batch-1 decoding) under XLA takes the padded float32-accumulating path; its result is the float32
+    product of the same bfloat16 values rounded once to bfloat16 (products are exact in float32; only the
+    summation order can move a result by one bfloat16 step). Outside XLA, and for float32, it is `tf.matmul`."""
+    import tensorflow as tf
+
+    from twinformers.tf.ops import matmul_f32
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(1, 384)), tf.bfloat16)
+    w = tf.constant(rng.normal(size=(640, 384) if transpose_b else (384, 640)), tf.bfloat16)
+    out = tf.function(lambda x, w: matmul_f32(x, w, transpose_b), jit_compile=True)(x, w)
+    exact = tf.matmul(tf.cast(x, tf.float32), tf.cast(w, tf.float32), transpose_b=transpose_b).numpy()
+    assert out.dtype == tf.bfloat16 and out.shape == exact.shape
+    step = np.abs(exact) * 2.0**-7  # one bfloat16 step (8 significant bits) at most
+    assert (np.abs(tf.cast(out, tf.float32).numpy() - exact) <= step).all()
+    eager = matmul_f32(x, w, transpose_b)
+    assert np.array_equal(eager.numpy(), tf.matmul(x, w, transpose_b=transpose_b).numpy())
+    x32, w32 = tf.cast(x, tf.float32), tf.cast(w, tf.float32)
+    assert np.array_equal(matmul_f32(x32, w32, transpose_b).numpy(), tf.matmul(x32, w32, transpose_b=transpose_b))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gptj"])
+def test_bf16_generate_holds_no_float32_weight_copy(family: str) -> None:
+    """`generate`'s XLA program keeps no float32 (or transposed) copy of a weight: XLA on CPU rewrote each
+    bfloat16 matmul and token lookup into a float32 one and hoisted the weights' converts out of the decoding
+    loop (3.2x the checkpoint). No buffer outside a fusion is as large as the smallest weight; the tokens are the
+    greedy choices of the full forward."""
+    model = _half_precision_lm(family)
+    programs = []
+    original = model._generation_program
+
+    def recording(name, key, build):
+        program = original(name, key, build)
+        return lambda *args: programs.append((program, args)) or program(*args)
+
+    model._generation_program = recording
+    ids = random_ids((1, 4))
+    out = np.asarray(model.generate(ids, max_new_tokens=3, do_sample=False))
+    (program, args), = programs
+    hlo = program.experimental_get_compiler_ir(*args)(stage="optimized_hlo")
+    assert _unfused_buffers(hlo, 256 * 256) == []
+    for length in range(4, out.shape[1]):
+        logits = np.asarray(model(out[:, :length]).logits[:, -1], np.float32)
+        assert out[0, length] == int(np.argmax(logits)), length
