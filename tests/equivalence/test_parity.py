@@ -119,7 +119,8 @@ FRAMEWORK_ONLY = {
         "lm_head_logits": ("flax",),  # linen's tied head: `embedding.attend`
         "init_normal": ("tf", "flax"),  # initializers are passed at construction (PyTorch: `_init_weights`)
         "dot_general_f32": ("flax",),  # XLA on CPU converts half-precision dots' weights up front otherwise
-        "Linear": ("flax",),  # nnx.Linear with dot_general_f32
+        "matmul_f32": ("tf",),  # TF's twin of dot_general_f32 (BatchMatMulV3 with a float32 result under XLA)
+        "Linear": ("tf", "flax"),  # Dense / nnx.Linear whose half-precision dots accumulate in float32
         "traced_dynamic_slice": ("tf",),  # an eager XLA dynamic_slice would start XLA's CPU JIT (~60 MB)
     },
     "modeling_utils": {
