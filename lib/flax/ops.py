@@ -199,6 +199,7 @@ class Linear(nnx.Linear):
                  **kwargs: Any) -> None:
         super().__init__(in_features, out_features, dot_general=dot_general, **kwargs)
 
+
 class ModuleList(nnx.Module):
     """`torch.nn.ModuleList` for NNX: children are attributes "0", "1", ... so parameter paths read
     `h/0/attn/...` as in Hugging Face's checkpoints."""
