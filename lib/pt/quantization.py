@@ -101,13 +101,7 @@ class QuantizationMixin:
         mode = check_mode(mode, self.quantization_mode)
         if getattr(self, "packed_for_inference", False):
             raise ValueError("quantize: the model is packed for inference; quantize first, then pack_for_inference()")
-        if self.training and any(p.requires_grad for p in self.parameters()):
-            raise ValueError("quantize: the model is in training mode with trainable parameters; int8 weights "
-                             "cannot be trained — call model.eval() first")
-        adapted = [name for name, module in self.named_modules() if getattr(module, ADAPTERS_ATTR, None)]
-        if adapted:
-            raise ValueError(f"quantize: LoRA adapters are attached to {', '.join(adapted[:3])}; merge or delete "
-                             "them first")
+        self._check_inference_ready("quantize", "int8 weights cannot be trained")
         names = [name for name, module in self.named_modules() if isinstance(module, (Conv1D, nn.Linear))]
         for name in names:
             module = self.get_submodule(name)
@@ -136,18 +130,22 @@ class QuantizationMixin:
         """
         if getattr(self, "packed_for_inference", False):
             raise ValueError("pack_for_inference: the model is already packed")
-        if self.training and any(p.requires_grad for p in self.parameters()):
-            raise ValueError("pack_for_inference: the model is in training mode with trainable parameters; a "
-                             "packed model is for inference — call model.eval() first")
-        adapted = [name for name, module in self.named_modules() if getattr(module, ADAPTERS_ATTR, None)]
-        if adapted:
-            raise ValueError(f"pack_for_inference: LoRA adapters are attached to {', '.join(adapted[:3])}; merge "
-                             "or delete them first")
+        self._check_inference_ready("pack_for_inference", "a packed model is for inference")
         pack_for_inference(self)
         self.requires_grad_(False)
         self.eval()
         self.packed_for_inference = True
         return self
+
+    def _check_inference_ready(self, caller: str, why: str) -> None:
+        """Refuse a model in training mode with trainable parameters, or one with LoRA adapters attached."""
+        if self.training and any(p.requires_grad for p in self.parameters()):
+            raise ValueError(f"{caller}: the model is in training mode with trainable parameters; {why} — call "
+                             "model.eval() first")
+        adapted = [name for name, module in self.named_modules() if getattr(module, ADAPTERS_ATTR, None)]
+        if adapted:
+            raise ValueError(f"{caller}: LoRA adapters are attached to {', '.join(adapted[:3])}; merge or delete "
+                             "them first")
 
     @classmethod
     def from_quantized(cls, path: str | os.PathLike, **hub: Any) -> QuantizationMixin:
