@@ -99,3 +99,29 @@ def test_linen_compat_adapter_applies_and_inits_with_a_deprecation_warning():
     with pytest.warns(DeprecationWarning):
         variables = model.module.init(jax.random.PRNGKey(0), jnp.asarray(IDS))
     assert jax.tree_util.tree_structure(variables["params"]) == jax.tree_util.tree_structure(model.params)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gptj", "gpt_neo"])
+def test_the_dropout_streams_state_is_the_one_a_full_build_gives(family):
+    # The wrapper computes the dropout streams' keys from a pruned trace of the module's build (no parameter
+    # initializer compiled); they must be exactly the keys and counts of the module a full build makes.
+    from twinformers.flax.modeling_utils import _graph_and_rng_state
+
+    model = _lm(family, attn_pdrop=0.1, resid_pdrop=0.1, embd_pdrop=0.1)
+
+    def build(rng):
+        params_rng, dropout_rng = jax.random.split(rng)
+        return type(model).module_class(model.config, dtype=jnp.float32,
+                                        rngs=nnx.Rngs(params=params_rng, dropout=dropout_rng))
+
+    graphdef, rng_state = _graph_and_rng_state(build)
+    full = nnx.to_pure_dict(jax.jit(lambda: nnx.split(build(jax.random.PRNGKey(0)), nnx.Param, ...)[2])())
+    assert graphdef == nnx.split(nnx.eval_shape(build, jax.random.PRNGKey(0)), nnx.Param, ...)[0]
+    assert jax.tree_util.tree_structure(rng_state) == jax.tree_util.tree_structure(full)
+    leaves = jax.tree_util.tree_leaves(full)
+    assert any(jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key) for leaf in leaves)  # the streams' keys are here
+    for got, want in zip(jax.tree_util.tree_leaves(rng_state), leaves, strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        if jnp.issubdtype(want.dtype, jax.dtypes.prng_key):
+            got, want = jax.random.key_data(got), jax.random.key_data(want)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
