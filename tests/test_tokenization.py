@@ -621,3 +621,77 @@ def test_fast_path_without_offsets_gives_the_same_ids_and_word_ids(twins) -> Non
     assert spaced["input_ids"] == spaced_full["input_ids"]
     assert [spaced.word_ids(i) for i in (0, 1)] == [spaced_full.word_ids(i) for i in (0, 1)]
     assert set(spaced.word_ids(1)) == {0, 1, 2}
+
+
+# --------------------------------------------------------------------------------------------- tiktoken (bench)
+# benchmarks/bench_tokenizers.py builds a `tiktoken.Encoding` from the same vocab.json / merges.txt and times it
+# next to ours. tiktoken is a bench-only extra, so these tests run only where it is installed.
+BENCH_TOKENIZERS = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "bench_tokenizers.py")
+VARIED_TEXT = (
+    "Don't stop: they're here, I'll go, we've won, she'd say, I'm in, it's 'quoted' and DON'T SHOUT.\n"
+    "Numbers 3.14159, 1,000,000, 2024-12-04, ２０２４, ٣٤٥, ½ and Ⅻ.\n"
+    "Whitespace:   three,\t\ttabs,  \n\n  blank lines, trailing   \n\u00a0nbsp\u3000ideographic \r\n"
+    "Unicode: Ünïcödé, naïve café, e\u0301, 的一是不了, あいうえお, ابتثج, अआइई, αβγ, 👍🏽🇫🇷❤️, \u200d\ufeff.\n"
+    f"{EOS}Special{EOS} in the middle {EOS}{EOS}, half <|endoftext and |> alone.{EOS}"
+)
+
+
+@pytest.fixture(scope="module")
+def bench_tokenizers():
+    import importlib.util
+
+    pytest.importorskip("tiktoken", reason="tiktoken is a bench-only extra (pip install tiktoken)")
+    spec = importlib.util.spec_from_file_location("bench_tokenizers", BENCH_TOKENIZERS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("source", ["hf", "trained"])
+def test_tiktoken_built_offline_gives_our_ids(bench_tokenizers, trained_dir: str, source: str) -> None:
+    directory = HF_FAST if source == "hf" else trained_dir
+    encoding = bench_tokenizers.tiktoken_encoding(directory)
+    slow, fast = GPT2Tokenizer.from_pretrained(directory), GPT2TokenizerFast.from_pretrained(directory)
+    eos_id = fast.convert_tokens_to_ids(EOS)
+    # `<|endoftext|>` in the text is the special token for our tokenizers; for tiktoken only when allowed.
+    ids = encoding.encode(VARIED_TEXT, allowed_special="all")
+    assert ids == fast(VARIED_TEXT)["input_ids"] == slow(VARIED_TEXT)["input_ids"]
+    assert ids.count(eos_id) == 5 and len(ids) > 300
+    assert encoding.decode(ids) == VARIED_TEXT
+    # encode_ordinary (what the bench times) spells it out as text, and equals ours on text without it.
+    assert eos_id not in encoding.encode_ordinary(VARIED_TEXT)
+    text = VARIED_TEXT.replace(EOS, "") + "\n" + stdlib_text(CORPUS_FILES[:1]) + "\n" + multilingual_text()
+    lines = text.split("\n")
+    ours = fast(lines)["input_ids"]
+    assert encoding.encode_ordinary_batch(lines, num_threads=2) == ours == slow(lines)["input_ids"]
+    assert sum(map(len, ours)) > 5_000
+    if source == "hf":  # the ids transformers 4.47.1 recorded for this vocabulary
+        assert encoding.encode(HF_CORPUS[0]) == HF_EXAMPLE_IDS
+    else:  # a vocabulary with real merges: most words are one or two tokens, not bytes
+        assert sum(map(len, ours)) < 0.6 * sum(len(line.encode("utf-8")) for line in lines)
+
+
+def test_tiktoken_builder_refuses_ids_out_of_merge_order(bench_tokenizers, tmp_path) -> None:
+    import shutil
+
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(HF_FAST, name), tmp_path / name)
+    with open(os.path.join(HF_FAST, "vocab.json"), encoding="utf-8") as f:
+        vocab = json.load(f)
+    swapped = dict(vocab, **{"Ġt": vocab["es"], "es": vocab["Ġt"]})  # merges 0 and 1 make ids 257, 256
+    (tmp_path / "vocab.json").write_text(json.dumps(swapped), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"rule 1 \('e' 's'\) makes id 256, not above the previous rule's id 257"):
+        bench_tokenizers.tiktoken_encoding(str(tmp_path))
+    unmade = dict(vocab, zzz=len(vocab))  # a token no merge makes: tiktoken would emit it for "zzz"
+    (tmp_path / "vocab.json").write_text(json.dumps(unmade), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"1 multi-byte tokens are made by no rule .* \(e.g. 'zzz'\)"):
+        bench_tokenizers.tiktoken_encoding(str(tmp_path))
+    # `<|endoftext|>` is spelled with byte-table characters: only special_tokens keeps it out of the ranks.
+    with pytest.raises(ValueError, match="'<|endoftext|>'"):
+        bench_tokenizers.tiktoken_encoding(HF_FAST, special_tokens=())
+
+
+def test_bench_id_check_names_the_first_difference(bench_tokenizers) -> None:
+    with pytest.raises(AssertionError, match=r"on line 1 \('b'\) at token 1: \[9\] != \[4\] \(2 vs 2 tokens\)"):
+        bench_tokenizers.check_same_ids("tiktoken", [[1, 2], [3, 9]], [[1, 2], [3, 4]], ["a", "b"])
+    bench_tokenizers.check_same_ids("tiktoken", [[1, 2]], [[1, 2]], ["a"])
