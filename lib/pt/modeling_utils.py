@@ -221,6 +221,15 @@ class PreTrainedModel(nn.Module, GenerationMixin, LoraMixin, QuantizationMixin):
         )
 
     # ----------------------------------------------------------------------------------------- training
+    def train(self, mode: bool = True) -> PreTrainedModel:
+        """`nn.Module.train`, refused for a model quantized or packed for inference: its weights are frozen, and
+        a training loop would otherwise fail later, in `backward()`, with PyTorch's "does not require grad"."""
+        frozen = self._frozen_for_inference()
+        if mode and frozen:
+            raise ValueError(f"train: this model was {frozen}, which froze its weights for inference; to train, "
+                             "load it again (from_pretrained) and train it before quantizing or packing")
+        return super().train(mode)
+
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         """Recompute each block's activations in the backward pass (torch.utils.checkpoint); while training
         this turns `use_cache` off."""

@@ -45,6 +45,9 @@ class PackedLinear(nn.Module):
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, fan_in_fan_out: bool) -> None:
+        if not bf16_packing_available():  # oneDNN's own message names CPU flags, not the cause
+            raise RuntimeError("PackedLinear: oneDNN does not run bfloat16 matmuls on this CPU (it needs AVX512-BF16 "
+                               "or AMX); pack_for_inference() keeps such layers plain here")
         super().__init__()
         self.fan_in_fan_out = fan_in_fan_out
         self.register_buffer("weight", self._pack(weight.detach()))

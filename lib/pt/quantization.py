@@ -137,6 +137,14 @@ class QuantizationMixin:
         self.packed_for_inference = True
         return self
 
+    def _frozen_for_inference(self) -> str | None:
+        """How the weights were frozen for inference (`PreTrainedModel.train` refuses such a model), or None."""
+        if self.quantization_mode:
+            return "quantized to int8 (quantize)"
+        if getattr(self, "packed_for_inference", False):
+            return "packed for inference (pack_for_inference)"
+        return None
+
     def _check_inference_ready(self, caller: str, why: str) -> None:
         """Refuse a model in training mode with trainable parameters, or one with LoRA adapters attached."""
         if self.training and any(p.requires_grad for p in self.parameters()):

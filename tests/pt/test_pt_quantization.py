@@ -136,6 +136,9 @@ def test_errors() -> None:
     model.eval().quantize("int8")
     with pytest.raises(ValueError, match="already quantized"):
         model.quantize("int8")
+    with pytest.raises(ValueError, match=r"quantized to int8 \(quantize\), which froze its weights"):
+        model.train()
+    assert not model.training and model.eval() is model
 
 
 # --------------------------------------------------------------------------------------------- pack_for_inference
@@ -221,11 +224,19 @@ def test_pack_for_inference_errors() -> None:
         model.pack_for_inference()
     with pytest.raises(ValueError, match="quantize first"):
         model.quantize("int8")
-    layer = PackedLinear(torch.randn(4, 3, dtype=torch.bfloat16), None, fan_in_fan_out=False)
-    with pytest.raises(RuntimeError, match="no gradients"):
-        layer(torch.randn(2, 3, dtype=torch.bfloat16, requires_grad=True))
-    with pytest.raises(TypeError, match="input is torch.float32"):
-        layer(torch.randn(2, 3))
+    with pytest.raises(ValueError, match=r"packed for inference \(pack_for_inference\), which froze"):
+        model.train()
+    assert not model.training and model.train(False) is model
+    weight = torch.randn(4, 3, dtype=torch.bfloat16)
+    if bf16_packing_available():
+        layer = PackedLinear(weight, None, fan_in_fan_out=False)
+        with pytest.raises(RuntimeError, match="no gradients"):
+            layer(torch.randn(2, 3, dtype=torch.bfloat16, requires_grad=True))
+        with pytest.raises(TypeError, match="input is torch.float32"):
+            layer(torch.randn(2, 3))
+    else:  # an AVX2-only CPU: our message, not oneDNN's list of CPU flags
+        with pytest.raises(RuntimeError, match="oneDNN does not run bfloat16 matmuls on this CPU"):
+            PackedLinear(weight, None, fan_in_fan_out=False)
     quantized = make_model(LM_CLASSES["gpt2"], "gpt2").quantize("int8")
     ids = random_ids((1, 5))
     with torch.no_grad():
