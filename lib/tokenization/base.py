@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -206,6 +207,14 @@ class _SingleWordRecipes(Sequence):
         return self._made[index]
 
 
+def _check_rectangular(lengths: set[int], name: str) -> None:
+    if len(lengths) > 1:
+        raise ValueError(
+            f"cannot make a tensor of {name!r}: the sequences have different lengths {sorted(lengths)}; "
+            "pass padding=True (and truncation=True) to batch them"
+        )
+
+
 def to_tensor(values: Any, return_tensors: str, name: str = "input_ids") -> Any:
     """Rectangular nested lists → a tensor of `return_tensors` ('np', 'pt', 'tf', 'jax'), imported lazily.
 
@@ -215,15 +224,19 @@ def to_tensor(values: Any, return_tensors: str, name: str = "input_ids") -> Any:
     """
     if return_tensors not in TENSOR_BACKENDS:
         raise ValueError(f"return_tensors must be one of {sorted(TENSOR_BACKENDS)} or None; got {return_tensors!r}")
-    lengths = {len(row) for row in values} if values and isinstance(values[0], (list, tuple)) else set()
-    if len(lengths) > 1:
-        raise ValueError(
-            f"cannot make a tensor of {name!r}: the sequences have different lengths {sorted(lengths)}; "
-            "pass padding=True (and truncation=True) to batch them"
-        )
+    _check_rectangular({len(row) for row in values} if values and isinstance(values[0], (list, tuple)) else set(), name)
     array = np.asarray(values, dtype=np.int64)
     if name == "offset_mapping" and array.ndim == 2:  # a batch of empty sequences: (B, 0) -> (B, 0, 2)
         array = array.reshape(array.shape[0], 0, 2)
+    return array_to_tensor(array, return_tensors)
+
+
+def array_to_tensor(array: np.ndarray, return_tensors: str) -> Any:
+    """An int64 NumPy array → a tensor of `return_tensors` ('np', 'pt', 'tf', 'jax'), importing only that framework.
+
+    Raises:
+        ImportError: the framework is not installed (the message names the pip extra).
+    """
     module, extra, framework = TENSOR_BACKENDS[return_tensors]
     try:
         lib = importlib.import_module(module)
@@ -835,15 +848,16 @@ class PreTrainedTokenizerBase:
 
     def _encode_singles(
         self, rows: list[list[int]], words: Sequence[Any], keys: list[str], add_special_tokens: bool, truncation: str,
-        max_length: int | None, padding: str, pad_to_multiple_of: int | None, side: str,
-    ) -> tuple[dict[str, list], _SingleWordRecipes]:
+        max_length: int | None, padding: str, pad_to_multiple_of: int | None, side: str, return_tensors: str | None,
+    ) -> tuple[dict[str, Any], _SingleWordRecipes]:
         """`_build_example` and `_pad_batch` for a batch without pairs or offsets, one column at a time.
 
         The same lists as those two make, with no dict, `Encoded` or recipe per sequence: on a batch of short
         lines that bookkeeping (and the garbage collections its objects trigger) cost more than the BPE itself.
 
         Returns:
-            The columns named by `keys`, and the batch's word-id recipes (made on demand).
+            The columns named by `keys` (lists, or tensors of `return_tensors`), and the batch's word-id recipes
+            (made on demand).
         """
         n_bos = int(add_special_tokens and self.add_bos_token)
         starts = None
@@ -867,6 +881,15 @@ class PreTrainedTokenizerBase:
                 raise ValueError("add_bos_token=True but the tokenizer has no bos_token")
             rows = [[bos, *row] for row in rows]
             lengths = [n + 1 for n in kept]
+        missing = None
+        if padding != "do_not_pad":
+            target = max_length if padding == "max_length" else max(lengths, default=0)
+            if pad_to_multiple_of and target % pad_to_multiple_of:
+                target += pad_to_multiple_of - target % pad_to_multiple_of
+            missing = [max(target - n, 0) for n in lengths]
+        recipes = _SingleWordRecipes(words, starts, kept, n_bos, missing, side)
+        if return_tensors is not None and rows:
+            return self._single_arrays(rows, lengths, missing, n_bos, keys, side, return_tensors), recipes
         columns = {"input_ids": rows}
         if "attention_mask" in keys:
             columns["attention_mask"] = [[1] * n for n in lengths]
@@ -874,20 +897,43 @@ class PreTrainedTokenizerBase:
             columns["token_type_ids"] = [[0] * n for n in lengths]
         if "special_tokens_mask" in keys:
             columns["special_tokens_mask"] = [[1] * n_bos + [0] * n for n in kept]
-        missing = None
-        if padding != "do_not_pad":
-            target = max_length if padding == "max_length" else max(lengths, default=0)
-            if pad_to_multiple_of and target % pad_to_multiple_of:
-                target += pad_to_multiple_of - target % pad_to_multiple_of
-            missing = [max(target - n, 0) for n in lengths]
+        if missing is not None and any(missing):
             fill = {"input_ids": self.pad_token_id, "token_type_ids": 0, "attention_mask": 0, "special_tokens_mask": 1}
-            for key in list(columns) if any(missing) else ():
+            for key in list(columns):
                 pad = [fill[key]]
                 columns[key] = ([row + pad * n if n else row for row, n in zip(columns[key], missing)]
                                 if side == "right" else
                                 [pad * n + row if n else row for row, n in zip(columns[key], missing)])
-        recipes = _SingleWordRecipes(words, starts, kept, n_bos, missing, side)
+        if return_tensors is not None:  # an empty batch
+            return {key: to_tensor(columns[key], return_tensors, name=key) for key in keys}, recipes
         return {key: columns[key] for key in keys}, recipes
+
+    def _single_arrays(
+        self, rows: list[list[int]], lengths: list[int], missing: list[int] | None, n_bos: int, keys: list[str],
+        side: str, return_tensors: str,
+    ) -> dict[str, Any]:
+        """The columns of `_encode_singles` as (B, T) tensors, padded in NumPy rather than as Python lists."""
+        padded = lengths if missing is None else [n + m for n, m in zip(lengths, missing)]
+        _check_rectangular(set(padded), "input_ids")
+        width = padded[0]
+        sizes = np.asarray(lengths, dtype=np.int64)
+        positions = np.arange(width)
+        # (B, T): True on tokens, False on padding. Each row's tokens are contiguous, so assigning the
+        # concatenated rows through this mask (row-major order) puts every token in its place.
+        valid = positions < sizes[:, None] if side == "right" else positions >= (width - sizes)[:, None]
+        input_ids = np.full(valid.shape, 0 if missing is None else self.pad_token_id, dtype=np.int64)
+        input_ids[valid] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(sizes.sum()))
+        columns = {"input_ids": input_ids}
+        if "attention_mask" in keys:
+            columns["attention_mask"] = valid.astype(np.int64)
+        if "token_type_ids" in keys:
+            columns["token_type_ids"] = np.zeros(valid.shape, dtype=np.int64)
+        if "special_tokens_mask" in keys:
+            special = (~valid).astype(np.int64)
+            if n_bos:  # the first token of every row
+                special[np.arange(len(rows)), 0 if side == "right" else width - sizes] = 1
+            columns["special_tokens_mask"] = special
+        return {key: array_to_tensor(columns[key], return_tensors) for key in keys}
 
     def _pad_example(self, example: dict[str, list], length: int, side: str) -> None:
         missing = length - len(example["input_ids"])
@@ -1010,10 +1056,10 @@ class PreTrainedTokenizerBase:
             # The common call: no per-sequence objects (only_second needs a pair, and `_truncate` says so).
             rows, words = self._encode_ids(texts, is_split_into_words, add_prefix_space)
             data, recipes = self._encode_singles(rows, words, keys, add_special_tokens, truncation, max_length,
-                                                 padding, pad_to_multiple_of, side)
+                                                 padding, pad_to_multiple_of, side, return_tensors)
             if not batched and return_tensors is None:
                 data = {k: v[0] for k, v in data.items()}
-            return BatchEncoding(data, tensor_type=return_tensors, word_ids=recipes if self.is_fast else None)
+            return BatchEncoding(data, word_ids=recipes if self.is_fast else None)
         pairs = (list(text_pair) if batched else [text_pair]) if text_pair is not None else None
         firsts = self._encode_texts(texts, is_split_into_words, return_offsets_mapping, add_prefix_space)
         seconds = [None] * len(texts)
