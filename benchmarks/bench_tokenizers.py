@@ -10,7 +10,9 @@ The text ships with Python: `--corpus prose` (default) is the English documentat
 vocabulary. Prints a Markdown table with the best of `--repeats` runs. The pure-Python tokenizer is also
 timed with a cold cache (a fresh tokenizer), which is what one pass over new text costs. The fast
 tokenizer is timed on both of its paths: without offsets (`encode_batch_fast`, the default) and with
-`return_offsets_mapping=True` (`encode_batch`); the ids of the two are checked identical.
+`return_offsets_mapping=True` (`encode_batch`); the ids of the two are checked identical. It is also timed
+as a model's input is made, padded to the longest line as NumPy arrays. `tokenizers` alone is timed without
+and with reading each `Encoding`'s ids into a Python list, the least any wrapper that returns lists does.
 
 When `tiktoken` is installed (the `bench` extra; it is never a dependency of twinformers), the same
 vocab.json / merges.txt are also loaded into a `tiktoken.Encoding`, built here without network
@@ -211,6 +213,7 @@ def main() -> None:
         directory = args.vocab_dir or train_vocab(scratch, args.vocab_size)
         slow = GPT2Tokenizer.from_pretrained(directory)
         fast = GPT2TokenizerFast.from_pretrained(directory)
+        padded = GPT2TokenizerFast.from_pretrained(directory, pad_token=EOS)
         encoding = tiktoken_encoding(directory) if tiktoken is not None else None
 
     reference = fast(lines)["input_ids"]
@@ -227,8 +230,12 @@ def main() -> None:
         ("GPT2TokenizerFast (`tokenizers`, no offsets: fast path)", lambda: fast(lines)["input_ids"]),
         ("GPT2TokenizerFast (`tokenizers`, with offsets)",
          lambda: fast(lines, return_offsets_mapping=True)["input_ids"]),
+        ("GPT2TokenizerFast (no offsets, padding=True, return_tensors='np')",
+         lambda: padded(lines, padding=True, return_tensors="np")),
         ("`tokenizers` alone (encode_batch_fast)",
          lambda: backend.encode_batch_fast(lines, add_special_tokens=False)),
+        ("`tokenizers` alone (encode_batch_fast, ids read)",
+         lambda: [e.ids for e in backend.encode_batch_fast(lines, add_special_tokens=False)]),
         ("`tokenizers` alone (encode_batch)", lambda: backend.encode_batch(lines, add_special_tokens=False)),
     ]
     checked = [case[0] for case in cases[:3]]  # the rows whose results are lists of ids
@@ -259,6 +266,9 @@ def main() -> None:
     for name in checked:
         ids = results[name]
         check_same_ids(name, ids.to_list() if hasattr(ids, "to_list") else ids, reference, lines)  # TF: ragged
+    batch = results["GPT2TokenizerFast (no offsets, padding=True, return_tensors='np')"]
+    unpadded = [row[:n] for row, n in zip(batch["input_ids"].tolist(), batch["attention_mask"].sum(1).tolist())]
+    check_same_ids("GPT2TokenizerFast (padding=True, return_tensors='np')", unpadded, reference, lines)
     rows = [("GPT2Tokenizer (pure Python, cold cache)", cold_seconds), *best.items()]
 
     fast_seconds = next(s for name, s in rows if name.startswith("GPT2TokenizerFast"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -621,6 +622,90 @@ def test_fast_path_without_offsets_gives_the_same_ids_and_word_ids(twins) -> Non
     assert spaced["input_ids"] == spaced_full["input_ids"]
     assert [spaced.word_ids(i) for i in (0, 1)] == [spaced_full.word_ids(i) for i in (0, 1)]
     assert set(spaced.word_ids(1)) == {0, 1, 2}
+
+
+class _RecordingBackend:
+    """Wraps a `tokenizers.Tokenizer` and records which of its encode methods a tokenizer call uses."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.calls = backend, []
+
+    def __getattr__(self, name: str):
+        if name.startswith("encode"):
+            self.calls.append(name)
+        return getattr(self.backend, name)
+
+
+def test_fast_path_is_used_without_offsets_and_word_ids_are_encoded_once(trained_dir: str) -> None:
+    fast = GPT2TokenizerFast.from_pretrained(trained_dir, pad_token=EOS)
+    recorder = fast._tokenizer = _RecordingBackend(fast.backend_tokenizer)
+    texts = ["Hello world", "a b c d e f", ""]
+    plain = fast(texts)
+    fast(texts, padding=True, return_tensors="np")
+    fast.encode("Hello world")
+    fast(texts, max_length=3, add_special_tokens=False)
+    assert recorder.calls == ["encode_batch_fast"] * 4
+    recorder.calls.clear()
+    reference = fast(texts, return_offsets_mapping=True)
+    assert recorder.calls == ["encode_batch"]
+    recorder.calls.clear()
+    assert plain.word_ids(1) == plain.word_ids(1) == plain.word_ids(-2) == reference.word_ids(1)
+    assert recorder.calls == ["encode"]  # one sequence asked for, encoded once
+    with pytest.raises(IndexError):
+        plain.word_ids(3)
+
+
+def _same_encoding(ours, reference, where: str) -> None:
+    assert list(ours) == list(reference), where
+    for key, value in ours.items():
+        expected = reference[key]
+        assert type(value) is type(expected), f"{where}: {key}"
+        if isinstance(value, np.ndarray):
+            assert value.dtype == expected.dtype and value.tolist() == expected.tolist(), f"{where}: {key}"
+        else:
+            assert value == expected, f"{where}: {key}"
+
+
+def test_single_sequence_path_matches_the_general_path(trained_dir: str) -> None:
+    """Without pairs or offsets, `__call__` builds whole columns (and pads in NumPy for tensors) instead of one
+    example at a time. The general path, which offsets take, is the reference: same keys, values, types, errors
+    and word ids, for both tokenizers, over truncation, BOS, padding and tensor settings."""
+    import itertools
+
+    texts = ["", "a", "hello world again and again", "x y"]
+    tokenizers = {(kind, bos): load(kind, trained_dir, pad_token=EOS, add_bos_token=bos)
+                  for kind in ("slow", "fast") for bos in (False, True)}
+    flags = [{}, {"return_special_tokens_mask": True, "return_token_type_ids": True},
+             {"add_special_tokens": False, "return_special_tokens_mask": True, "return_attention_mask": False}]
+    grid = itertools.product((False, True), (False, True, "max_length"), (None, True, "only_first"),
+                             (None, 0, 1, 3), ("right", "left"), ("right", "left"), (None, 4), (None, "np"), flags,
+                             (texts, "hello world"))
+    checked = 0
+    for bos, padding, truncation, max_length, side, truncation_side, multiple, tensors, extra, text in grid:
+        kwargs = dict(padding=padding, truncation=truncation, max_length=max_length, padding_side=side,
+                      pad_to_multiple_of=multiple, return_tensors=tensors, **extra)
+        where = f"bos={bos} truncation_side={truncation_side} {kwargs} text={text!r}"
+        reference_tok = tokenizers["fast", bos]
+        reference_tok.truncation_side = truncation_side
+        try:
+            reference = reference_tok(text, return_offsets_mapping=True, **kwargs)
+            reference.pop("offset_mapping")
+        except ValueError as err:
+            reference = err
+        for kind in ("slow", "fast"):
+            tok = tokenizers[kind, bos]
+            tok.truncation_side = truncation_side
+            if isinstance(reference, ValueError):
+                with pytest.raises(ValueError, match=re.escape(str(reference))):
+                    tok(text, **kwargs)
+                continue
+            ours = tok(text, **kwargs)
+            _same_encoding(ours, reference, f"{kind} {where}")
+            if kind == "fast":
+                for i in range(len(text) if isinstance(text, list) else 1):
+                    assert ours.word_ids(i) == reference.word_ids(i), f"{where}: word_ids({i})"
+            checked += 1
+    assert checked > 5_000
 
 
 # --------------------------------------------------------------------------------------------- tiktoken (bench)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -174,6 +175,46 @@ def _word_ids_from_recipe(recipe: list[tuple[Any, int, int]]) -> list[int | None
     return word_ids
 
 
+class _SingleWordRecipes(Sequence):
+    """The word-id recipes of a batch of single sequences (see `PreTrainedTokenizerBase._encode_singles`).
+
+    Each recipe is made when `BatchEncoding.word_ids` first asks for it, so a call that never asks makes no
+    Python object per sequence. `words[i]` is sequence i's word source (see `Encoded.words`), `starts[i]`
+    where its kept tokens begin (None: all at 0), `kept[i]` how many it kept, `missing[i]` its padding.
+    """
+
+    def __init__(
+        self, words: Sequence[Any], starts: list[int] | None, kept: list[int], n_bos: int, missing: list[int] | None,
+        side: str,
+    ) -> None:
+        self._words, self._starts, self._kept, self._n_bos = words, starts, kept, n_bos
+        self._missing, self._side = missing, side
+        self._made: dict[int, list[tuple[Any, int, int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __getitem__(self, index: int) -> list[tuple[Any, int, int]]:
+        index = range(len(self._kept))[index]  # negative indices and IndexError, as a list has them
+        if index not in self._made:
+            source, start, kept = self._words[index], self._starts[index] if self._starts else 0, self._kept[index]
+            recipe = [(None, self._n_bos, 0)] if self._n_bos else []
+            recipe.append((None, kept, 0) if source is None else (source, start, start + kept))
+            missing = self._missing[index] if self._missing else 0
+            if missing:
+                recipe.insert(0 if self._side == "left" else len(recipe), (None, missing, 0))
+            self._made[index] = recipe
+        return self._made[index]
+
+
+def _check_rectangular(lengths: set[int], name: str) -> None:
+    if len(lengths) > 1:
+        raise ValueError(
+            f"cannot make a tensor of {name!r}: the sequences have different lengths {sorted(lengths)}; "
+            "pass padding=True (and truncation=True) to batch them"
+        )
+
+
 def to_tensor(values: Any, return_tensors: str, name: str = "input_ids") -> Any:
     """Rectangular nested lists → a tensor of `return_tensors` ('np', 'pt', 'tf', 'jax'), imported lazily.
 
@@ -183,15 +224,19 @@ def to_tensor(values: Any, return_tensors: str, name: str = "input_ids") -> Any:
     """
     if return_tensors not in TENSOR_BACKENDS:
         raise ValueError(f"return_tensors must be one of {sorted(TENSOR_BACKENDS)} or None; got {return_tensors!r}")
-    lengths = {len(row) for row in values} if values and isinstance(values[0], (list, tuple)) else set()
-    if len(lengths) > 1:
-        raise ValueError(
-            f"cannot make a tensor of {name!r}: the sequences have different lengths {sorted(lengths)}; "
-            "pass padding=True (and truncation=True) to batch them"
-        )
+    _check_rectangular({len(row) for row in values} if values and isinstance(values[0], (list, tuple)) else set(), name)
     array = np.asarray(values, dtype=np.int64)
     if name == "offset_mapping" and array.ndim == 2:  # a batch of empty sequences: (B, 0) -> (B, 0, 2)
         array = array.reshape(array.shape[0], 0, 2)
+    return array_to_tensor(array, return_tensors)
+
+
+def array_to_tensor(array: np.ndarray, return_tensors: str) -> Any:
+    """An int64 NumPy array → a tensor of `return_tensors` ('np', 'pt', 'tf', 'jax'), importing only that framework.
+
+    Raises:
+        ImportError: the framework is not installed (the message names the pip extra).
+    """
     module, extra, framework = TENSOR_BACKENDS[return_tensors]
     try:
         lib = importlib.import_module(module)
@@ -434,6 +479,17 @@ class PreTrainedTokenizerBase:
         `add_prefix_space` None means the tokenizer's own setting.
         """
         raise NotImplementedError
+
+    def _encode_ids(
+        self, texts: Sequence[Any], is_split_into_words: bool, add_prefix_space: bool | None = None
+    ) -> tuple[list[list[int]], Sequence[Any]]:
+        """Ids of each text without offsets, and the `Encoded.words` of each: what `__call__` needs most often.
+
+        The id lists are the caller's (never shared with a cache). By default they come from `_encode_texts`;
+        a subclass overrides this when it can skip the per-sequence `Encoded`.
+        """
+        encoded = self._encode_texts(texts, is_split_into_words, False, add_prefix_space)
+        return [e.ids for e in encoded], [e.words for e in encoded]
 
     def _decode_ids(self, ids: list[int]) -> str:
         """Text of valid ids (special tokens already filtered out when asked)."""
@@ -790,6 +846,95 @@ class PreTrainedTokenizerBase:
             example["word_ids"] = recipe
         return example
 
+    def _encode_singles(
+        self, rows: list[list[int]], words: Sequence[Any], keys: list[str], add_special_tokens: bool, truncation: str,
+        max_length: int | None, padding: str, pad_to_multiple_of: int | None, side: str, return_tensors: str | None,
+    ) -> tuple[dict[str, Any], _SingleWordRecipes]:
+        """`_build_example` and `_pad_batch` for a batch without pairs or offsets, one column at a time.
+
+        The same lists as those two make, with no dict, `Encoded` or recipe per sequence: on a batch of short
+        lines that bookkeeping (and the garbage collections its objects trigger) cost more than the BPE itself.
+
+        Returns:
+            The columns named by `keys` (lists, or tensors of `return_tensors`), and the batch's word-id recipes
+            (made on demand).
+        """
+        n_bos = int(add_special_tokens and self.add_bos_token)
+        starts = None
+        if rows and max_length is not None and truncation != "do_not_truncate":
+            n_special = self.num_special_tokens_to_add() if add_special_tokens else 0
+            if max_length < n_special:
+                raise ValueError(f"max_length={max_length} leaves no room beside the {n_special} special tokens")
+            # One sequence: longest_first and only_first both keep its first (or last) `budget` tokens.
+            budget = max_length - n_special
+            if max(map(len, rows)) > budget:
+                if self.truncation_side == "right":
+                    rows = [row[:budget] if len(row) > budget else row for row in rows]
+                else:
+                    starts = [max(len(row) - budget, 0) for row in rows]
+                    rows = [row[start:] if start else row for row, start in zip(rows, starts)]
+        kept = list(map(len, rows))
+        lengths = kept
+        if rows and n_bos:
+            bos = self.bos_token_id
+            if bos is None:
+                raise ValueError("add_bos_token=True but the tokenizer has no bos_token")
+            rows = [[bos, *row] for row in rows]
+            lengths = [n + 1 for n in kept]
+        missing = None
+        if padding != "do_not_pad":
+            target = max_length if padding == "max_length" else max(lengths, default=0)
+            if pad_to_multiple_of and target % pad_to_multiple_of:
+                target += pad_to_multiple_of - target % pad_to_multiple_of
+            missing = [max(target - n, 0) for n in lengths]
+        recipes = _SingleWordRecipes(words, starts, kept, n_bos, missing, side)
+        if return_tensors is not None and rows:
+            return self._single_arrays(rows, lengths, missing, n_bos, keys, side, return_tensors), recipes
+        columns = {"input_ids": rows}
+        if "attention_mask" in keys:
+            columns["attention_mask"] = [[1] * n for n in lengths]
+        if "token_type_ids" in keys:
+            columns["token_type_ids"] = [[0] * n for n in lengths]
+        if "special_tokens_mask" in keys:
+            columns["special_tokens_mask"] = [[1] * n_bos + [0] * n for n in kept]
+        if missing is not None and any(missing):
+            fill = {"input_ids": self.pad_token_id, "token_type_ids": 0, "attention_mask": 0, "special_tokens_mask": 1}
+            for key in list(columns):
+                pad = [fill[key]]
+                columns[key] = ([row + pad * n if n else row for row, n in zip(columns[key], missing)]
+                                if side == "right" else
+                                [pad * n + row if n else row for row, n in zip(columns[key], missing)])
+        if return_tensors is not None:  # an empty batch
+            return {key: to_tensor(columns[key], return_tensors, name=key) for key in keys}, recipes
+        return {key: columns[key] for key in keys}, recipes
+
+    def _single_arrays(
+        self, rows: list[list[int]], lengths: list[int], missing: list[int] | None, n_bos: int, keys: list[str],
+        side: str, return_tensors: str,
+    ) -> dict[str, Any]:
+        """The columns of `_encode_singles` as (B, T) tensors, padded in NumPy rather than as Python lists."""
+        padded = lengths if missing is None else [n + m for n, m in zip(lengths, missing)]
+        _check_rectangular(set(padded), "input_ids")
+        width = padded[0]
+        sizes = np.asarray(lengths, dtype=np.int64)
+        positions = np.arange(width)
+        # (B, T): True on tokens, False on padding. Each row's tokens are contiguous, so assigning the
+        # concatenated rows through this mask (row-major order) puts every token in its place.
+        valid = positions < sizes[:, None] if side == "right" else positions >= (width - sizes)[:, None]
+        input_ids = np.full(valid.shape, 0 if missing is None else self.pad_token_id, dtype=np.int64)
+        input_ids[valid] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(sizes.sum()))
+        columns = {"input_ids": input_ids}
+        if "attention_mask" in keys:
+            columns["attention_mask"] = valid.astype(np.int64)
+        if "token_type_ids" in keys:
+            columns["token_type_ids"] = np.zeros(valid.shape, dtype=np.int64)
+        if "special_tokens_mask" in keys:
+            special = (~valid).astype(np.int64)
+            if n_bos:  # the first token of every row
+                special[np.arange(len(rows)), 0 if side == "right" else width - sizes] = 1
+            columns["special_tokens_mask"] = special
+        return {key: array_to_tensor(columns[key], return_tensors) for key in keys}
+
     def _pad_example(self, example: dict[str, list], length: int, side: str) -> None:
         missing = length - len(example["input_ids"])
         if missing <= 0:
@@ -900,11 +1045,6 @@ class PreTrainedTokenizerBase:
         if is_split_into_words:
             self._check_split_into_words(add_prefix_space)
         texts = list(text) if batched else [text]
-        pairs = (list(text_pair) if batched else [text_pair]) if text_pair is not None else None
-        firsts = self._encode_texts(texts, is_split_into_words, return_offsets_mapping, add_prefix_space)
-        seconds = [None] * len(texts)
-        if pairs is not None:
-            seconds = self._encode_texts(pairs, is_split_into_words, return_offsets_mapping, add_prefix_space)
         keys = ["input_ids"]
         if return_token_type_ids or (return_token_type_ids is None and "token_type_ids" in self.model_input_names):
             keys.append("token_type_ids")
@@ -912,6 +1052,19 @@ class PreTrainedTokenizerBase:
             keys.append("attention_mask")
         if return_special_tokens_mask:
             keys.append("special_tokens_mask")
+        if text_pair is None and not return_offsets_mapping and truncation != "only_second":
+            # The common call: no per-sequence objects (only_second needs a pair, and `_truncate` says so).
+            rows, words = self._encode_ids(texts, is_split_into_words, add_prefix_space)
+            data, recipes = self._encode_singles(rows, words, keys, add_special_tokens, truncation, max_length,
+                                                 padding, pad_to_multiple_of, side, return_tensors)
+            if not batched and return_tensors is None:
+                data = {k: v[0] for k, v in data.items()}
+            return BatchEncoding(data, word_ids=recipes if self.is_fast else None)
+        pairs = (list(text_pair) if batched else [text_pair]) if text_pair is not None else None
+        firsts = self._encode_texts(texts, is_split_into_words, return_offsets_mapping, add_prefix_space)
+        seconds = [None] * len(texts)
+        if pairs is not None:
+            seconds = self._encode_texts(pairs, is_split_into_words, return_offsets_mapping, add_prefix_space)
         if return_offsets_mapping:
             keys.append("offset_mapping")
         wanted = set(keys) | ({"word_ids"} if self.is_fast else set())

@@ -60,22 +60,38 @@ def _check_backend(backend: Any, source: str) -> None:
 
 
 class _WordsOnDemand:
-    """The `words` of an `Encoded` made by the fast path: `word_ids` encodes the input again, once, when read.
+    """The `words` of the sequences of one fast-path batch: `batch[i].word_ids` encodes input i again, once.
 
-    The backend is the one that made the ids; tokens added to it in between would change the word ids, as they
-    would change the ids.
+    Nothing is made per sequence until its word ids are read (`BatchEncoding.word_ids`). The backend is the one
+    that made the ids; tokens added to it in between would change the word ids, as they would change the ids.
     """
 
-    def __init__(self, backend: Any, text: Any, is_pretokenized: bool) -> None:
-        self._backend, self._text, self._is_pretokenized = backend, text, is_pretokenized
+    def __init__(self, backend: Any, inputs: list[Any], is_pretokenized: bool) -> None:
+        self._backend, self._inputs, self._is_pretokenized = backend, inputs, is_pretokenized
+
+    def __len__(self) -> int:
+        return len(self._inputs)
+
+    def __getitem__(self, index: int) -> _SequenceWords:
+        return _SequenceWords(self, index)
+
+    def encode_words(self, index: int) -> list[int | None]:
+        return self._backend.encode(
+            self._inputs[index], is_pretokenized=self._is_pretokenized, add_special_tokens=False
+        ).word_ids
+
+
+class _SequenceWords:
+    """One sequence's `words` (an `Encoded.words`): its word ids, encoded once, when first read."""
+
+    def __init__(self, batch: _WordsOnDemand, index: int) -> None:
+        self._batch, self._index = batch, index
         self._word_ids: list[int | None] | None = None
 
     @property
     def word_ids(self) -> list[int | None]:
         if self._word_ids is None:
-            self._word_ids = self._backend.encode(
-                self._text, is_pretokenized=self._is_pretokenized, add_special_tokens=False
-            ).word_ids
+            self._word_ids = self._batch.encode_words(self._index)
         return self._word_ids
 
 
@@ -231,16 +247,24 @@ class GPT2TokenizerFast(PreTrainedTokenizerBase):
     def _encode_texts(
         self, texts: list[Any], is_split_into_words: bool, with_offsets: bool, add_prefix_space: bool | None = None
     ) -> list[Encoded]:
+        if not with_offsets:
+            ids, words = self._encode_ids(texts, is_split_into_words, add_prefix_space)
+            return [Encoded(row, None, words[i]) for i, row in enumerate(ids)]
         inputs = [list(words) for words in texts] if is_split_into_words else texts
-        backend = self._backend(add_prefix_space)
-        if with_offsets:
-            encodings = backend.encode_batch(inputs, is_pretokenized=is_split_into_words, add_special_tokens=False)
-            return [Encoded(e.ids, e.offsets, e) for e in encodings]
+        encodings = self._backend(add_prefix_space).encode_batch(
+            inputs, is_pretokenized=is_split_into_words, add_special_tokens=False
+        )
+        return [Encoded(e.ids, e.offsets, e) for e in encodings]
+
+    def _encode_ids(
+        self, texts: list[Any], is_split_into_words: bool, add_prefix_space: bool | None = None
+    ) -> tuple[list[list[int]], _WordsOnDemand]:
         # Without offsets, `encode_batch_fast` skips the offset and word bookkeeping (same ids); word ids are
         # made on demand by encoding that one sequence again, only if `BatchEncoding.word_ids()` is called.
+        inputs = [list(words) for words in texts] if is_split_into_words else texts
+        backend = self._backend(add_prefix_space)
         encodings = backend.encode_batch_fast(inputs, is_pretokenized=is_split_into_words, add_special_tokens=False)
-        return [Encoded(e.ids, None, _WordsOnDemand(backend, text, is_split_into_words))
-                for e, text in zip(encodings, inputs)]
+        return [e.ids for e in encodings], _WordsOnDemand(backend, inputs, is_split_into_words)
 
     def _decode_ids(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)
