@@ -22,6 +22,7 @@ import numpy as np
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # Object-header message types read here (spec IV.A.2).
 _DATASPACE, _DATATYPE, _FILTERS, _LAYOUT, _ATTRIBUTE, _CONTINUATION, _SYMBOL_TABLE = 0x1, 0x3, 0xB, 0x8, 0xC, 0x10, 0x11
+_FILL_VALUE = 0x5
 _LINK_INFO, _LINK, _ATTRIBUTE_INFO = 0x2, 0x6, 0x15  # new-style groups and dense attributes: not read here
 _MESSAGE_CONSTANT = 0x01  # message flag: the message never changes
 _MAX_BTREE_DEPTH = 32
@@ -267,7 +268,10 @@ class _Reader:
 
     # ----------------------------------------------------------------------------------------- attributes
     def strings(self, header: int, name: str) -> list[str]:
-        """The string attribute `name` (scalar or one-dimensional) of an object, as a list."""
+        """The string attribute `name` (scalar or one-dimensional) of an object, as a list.
+
+        HDF5 decodes every attribute message up to the one asked for: the ones before it are checked the same
+        way, and must be strings too (h5py and Keras write only strings on these objects)."""
         if any(kind == _ATTRIBUTE_INFO for kind, _ in self.messages(header)):
             raise _Unsupported("dense attribute storage")
         for kind, body in self.messages(header):
@@ -282,40 +286,48 @@ class _Reader:
             type_start = name_start + sizes[0]
             space_start = type_start + sizes[1]
             data_start = space_start + sizes[2]
-            if data_start > len(body):
+            if data_start > len(body) or not name_size:
                 raise _Unsupported("attribute parts run past the message")
-            if name_size and body[name_start:name_start + name_size - 1].split(b"\0", 1)[0] == name.encode():
-                count = math.prod(self._shape(body[space_start:data_start]))
-                return self._decode_strings(body[type_start:space_start], body[data_start:], count)
+            datatype, data = body[type_start:space_start], body[data_start:]
+            count, item_size = math.prod(self._shape(body[space_start:data_start])), self._string_size(datatype)
+            if len(data) < count * item_size:
+                raise _Unsupported("attribute data too short")
+            if body[name_start:name_start + name_size - 1].split(b"\0", 1)[0] == name.encode():
+                return self._decode_strings(datatype, data, count, item_size)
         raise _Unsupported(f"no attribute {name!r}")
 
-    def _decode_strings(self, datatype: bytes, data: bytes, count: int) -> list[str]:
+    def _string_size(self, datatype: bytes) -> int:
+        """Bytes per element of a string datatype (fixed-length, or variable-length of one-byte characters)."""
         kind, size = datatype[0] & 0x0F, self.unsigned(datatype, 4, 4)
         if datatype[0] >> 4 not in (1, 2, 3):
             raise _Unsupported("datatype version")
         if kind == 3:  # fixed-length strings, padded with NULs (or spaces), ASCII or UTF-8
-            if size == 0 or len(data) < count * size or datatype[1] & 0x0F > 2 or datatype[1] >> 4 > 1:
-                raise _Unsupported("attribute data too short")
-            return [data[i * size:(i + 1) * size].split(b"\0", 1)[0].decode("utf-8") for i in range(count)]
+            if size == 0 or datatype[1] & 0x0F > 2 or datatype[1] >> 4 > 1:
+                raise _Unsupported("string padding or character set unknown")
+            return size
         if kind == 9 and datatype[1] & 0x0F == 1:  # variable-length strings: length, then a global heap id
-            item_size = 4 + self.offset_size + 4
-            if size != item_size or len(data) < count * item_size or datatype[1] >> 4 > 2 or datatype[2] & 0x0F > 1:
-                raise _Unsupported("attribute data too short, or padding or character set unknown")
+            if size != 4 + self.offset_size + 4 or datatype[1] >> 4 > 2 or datatype[2] & 0x0F > 1:
+                raise _Unsupported("string size, padding or character set unknown")
             # The base type: one-byte characters (a fixed-point or string type of version 1-3, 8 bits at offset 0).
             base = datatype[8:]
             if base[0] >> 4 not in (1, 2, 3) or base[0] & 0x0F not in (0, 3) or self.unsigned(base, 4, 4) != 1 or (
                     base[0] & 0x0F == 0 and self.unsigned(base, 8, 4) != 8 << 16):
                 raise _Unsupported("variable-length string of multi-byte characters")
-            strings = []
-            for i in range(count):
-                start = i * item_size
-                value = self._global_heap_object(self.address_in(data, start + 4),
-                                                 self.unsigned(data, start + 4 + self.offset_size, 4))
-                if len(value) != self.unsigned(data, start, 4):
-                    raise _Unsupported("string length disagrees with its global heap object")
-                strings.append(value.decode("utf-8"))
-            return strings
+            return size
         raise _Unsupported(f"attribute datatype class {kind}")
+
+    def _decode_strings(self, datatype: bytes, data: bytes, count: int, item_size: int) -> list[str]:
+        if datatype[0] & 0x0F == 3:
+            return [data[i * item_size:(i + 1) * item_size].split(b"\0", 1)[0].decode("utf-8") for i in range(count)]
+        strings = []
+        for i in range(count):
+            start = i * item_size
+            value = self._global_heap_object(self.address_in(data, start + 4),
+                                             self.unsigned(data, start + 4 + self.offset_size, 4))
+            if len(value) != self.unsigned(data, start, 4):
+                raise _Unsupported("string length disagrees with its global heap object")
+            strings.append(value.decode("utf-8"))
+        return strings
 
     def _global_heap_object(self, collection: int, index: int) -> bytes:
         """Object `index` of a global heap collection, whose objects are all checked first, as HDF5 does."""
@@ -386,6 +398,10 @@ class _Reader:
         if datatype[0] >> 4 not in (1, 2, 3):
             raise _Unsupported("datatype version")
         dtype, shape = self._dtype(datatype), self._shape(dataspace)
+        fill = self.message(header, _FILL_VALUE)  # decoded by HDF5 when it opens the dataset
+        if fill is not None and (fill[0] not in (1, 2) or fill[1] not in (1, 2, 3) or fill[2] > 2 or fill[3] > 1
+                                 or (fill[3] and 8 + self.unsigned(fill, 4, 4) > len(fill))):
+            raise _Unsupported("fill value message")
         if layout[0] not in (3, 4) or layout[1] != 1:  # layout class 1: contiguous
             raise _Unsupported("not a contiguous layout")
         offset = self.unsigned(layout, 2, self.offset_size)
