@@ -332,7 +332,7 @@ class _Reader:
     def _global_heap_object(self, collection: int, index: int) -> bytes:
         """Object `index` of a global heap collection, whose objects are all checked first, as HDF5 does."""
         head = self.read(collection, 8 + self.length_size)
-        if head[:4] != b"GCOL" or head[4] != 1:
+        if head[:4] != b"GCOL" or head[4] != 1 or index == 0:  # index 0 is the free space
             raise _Unsupported("bad global heap collection")
         size = self.unsigned(head, 8, self.length_size)
         heap, position, found = self.read(collection, size), len(head), None
