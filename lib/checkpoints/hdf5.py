@@ -335,15 +335,16 @@ class _Reader:
         if head[:4] != b"GCOL" or head[4] != 1 or index == 0:  # index 0 is the free space
             raise _Unsupported("bad global heap collection")
         size = self.unsigned(head, 8, self.length_size)
-        heap, position, found = self.read(collection, size), len(head), None
+        heap, position, found, free_seen = self.read(collection, size), len(head), None, False
         object_head = 8 + self.length_size  # index, reference count, reserved, size
         while position + object_head <= size:
             object_index = self.unsigned(heap, position, 2)
             object_size = self.unsigned(heap, position + 8, self.length_size)
             # Free space (index 0) counts its header in its size; objects are padded to 8 bytes.
             need = object_size if object_index == 0 else object_head + -(-object_size // 8) * 8
-            if need <= 0 or position + need > size:
-                raise _Unsupported("global heap object runs past its collection")
+            if need <= 0 or position + need > size or (object_index == 0 and free_seen):
+                raise _Unsupported("global heap object runs past its collection, or a second free space")
+            free_seen = free_seen or object_index == 0
             if object_index == index:
                 found = heap[position + object_head:position + object_head + object_size]
             position += need
