@@ -335,19 +335,25 @@ class _Reader:
         if head[:4] != b"GCOL" or head[4] != 1 or index == 0:  # index 0 is the free space
             raise _Unsupported("bad global heap collection")
         size = self.unsigned(head, 8, self.length_size)
-        heap, position, found, free_seen = self.read(collection, size), len(head), None, False
+        heap, position, found, free_size = self.read(collection, size), len(head), None, None
         object_head = 8 + self.length_size  # index, reference count, reserved, size
-        while position + object_head <= size:
-            object_index = self.unsigned(heap, position, 2)
-            object_size = self.unsigned(heap, position + 8, self.length_size)
-            # Free space (index 0) counts its header in its size; objects are padded to 8 bytes.
+        while position < size:
+            if position + object_head > size:  # a tail too short for an object header is free space
+                object_index, object_size = 0, size - position
+            else:
+                object_index = self.unsigned(heap, position, 2)
+                object_size = self.unsigned(heap, position + 8, self.length_size)
+            # The free space (index 0, at most one) counts its header in its size; objects are padded to 8 bytes.
             need = object_size if object_index == 0 else object_head + -(-object_size // 8) * 8
-            if need <= 0 or position + need > size or (object_index == 0 and free_seen):
+            if need <= 0 or position + need > size or (object_index == 0 and free_size is not None):
                 raise _Unsupported("global heap object runs past its collection, or a second free space")
-            free_seen = free_seen or object_index == 0
-            if object_index == index:
+            if object_index == 0:
+                free_size = object_size
+            elif object_index == index:
                 found = heap[position + object_head:position + object_head + object_size]
             position += need
+        if free_size is not None and free_size % 8:
+            raise _Unsupported("global heap free space not aligned")
         if found is None:
             raise _Unsupported("global heap object not found")
         return found
