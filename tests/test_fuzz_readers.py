@@ -157,6 +157,28 @@ def test_tf_model_h5_bytes(data):
     only_documented_errors(lambda p: read_every_tensor(H5File(p)), file_of(payload, "tf_model.h5"))
 
 
+@FUZZ
+@given(data=st.data())
+def test_tf_model_h5_index_without_h5py_agrees_with_h5py(data):
+    """Where `hdf5.keras_weights` reads a (mutated) file without h5py, h5py reads it too and finds the same
+    tensors at the same offsets; anything else is left to h5py (None), so a damaged file keeps h5py's errors."""
+    pytest.importorskip("h5py")
+    from twinformers.checkpoints import keras_h5
+    from twinformers.checkpoints.hdf5 import keras_weights
+    from twinformers.checkpoints.keras_h5 import H5File, write_tf_h5
+
+    path = file_of(data.draw(mutated(_valid_h5(write_tf_h5))), "tf_model.h5")
+    found = keras_weights(path)
+    if found is None:
+        return
+    original, keras_h5.keras_weights = keras_h5.keras_weights, lambda path: None  # the h5py path
+    try:
+        reader = H5File(path)
+    finally:
+        keras_h5.keras_weights = original
+    assert found == {key: (reader.dtype(key), reader.shape(key), reader._offsets.get(key)) for key in reader}
+
+
 _H5: list[bytes] = []
 
 

@@ -225,7 +225,7 @@ def open_checkpoint(
     Raises:
         CheckpointError (an OSError): no weights, a missing shard, a truncated or corrupt file.
         ValueError: an unknown model_type, or tensor names the family's table does not know.
-        ImportError: a `.bin` file without torch, an `.h5` file without h5py.
+        ImportError: a `.bin` file without torch, an `.h5` file outside h5py's default layout without h5py.
     """
     hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
     name, kind, is_index, local = find_weights(path_or_repo_id, prefer=prefer, **hub)

@@ -17,6 +17,7 @@ from .files import (
     bfloat16_dtype,
     iter_blocks,
 )
+from .hdf5 import keras_weights
 
 # --------------------------------------------------------------------------------------------- tf_model.h5
 # The Keras version Hugging Face's reference files record; Keras only acts on it for Keras-1 files.
@@ -41,12 +42,21 @@ class H5File(TensorFile):
     """Hugging Face `tf_model.h5`, unsharded (Keras-2 `save_weights` layout) or one shard of a sharded save.
 
     Keys are TF variable names without the Keras model name, `:0` kept (`transformer/h_._0/ln_1/gamma:0`),
-    i.e. the "tf_h5" names of `conversion`. Contiguous datasets (Hugging Face never chunks or compresses)
-    are memory-mapped; others are read with h5py.
+    i.e. the "tf_h5" names of `conversion`. Files in h5py's default layout (every Hugging Face file) are
+    indexed without h5py (`hdf5.keras_weights`: importing h5py and opening the file keep ~13 MB resident);
+    others are opened with h5py, which also reports what is wrong with a damaged file. Contiguous datasets
+    (Hugging Face never chunks or compresses) are read with plain file reads or memory-mapped; others are
+    read with h5py.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
+        weights = keras_weights(self.path) if os.path.isfile(self.path) else None
+        if weights is not None:
+            self._datasets: dict[str, Any] = {}  # h5py datasets: none needed
+            self._specs = {key: (dtype, shape) for key, (dtype, shape, _) in weights.items()}
+            self._offsets = {key: offset for key, (_, _, offset) in weights.items()}
+            return
         h5py = _h5py()
         if not os.path.isfile(self.path):
             raise CheckpointError(f"checkpoint file not found: {self.path}")
@@ -67,7 +77,7 @@ class H5File(TensorFile):
         layer_names = _attr_strings(self._file.attrs.get("layer_names"))
         if not layer_names:
             raise CheckpointError(f"{self.path} is not a Keras weights file: its root has no 'layer_names'")
-        self._datasets: dict[str, Any] = {}
+        self._datasets = {}
         for layer in layer_names:
             node = self._file.get(layer)
             if isinstance(node, h5py.Dataset):  # sharded layout: layer_names are the variable names (FORMATS.md §8)
@@ -103,19 +113,38 @@ class H5File(TensorFile):
             raise CheckpointError(f"{self.path}: cannot read {key!r} (truncated or corrupt?): {err}") from err
 
     def read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
-        """Rows `start:stop` of `key`, read by h5py (file reads, no memory map)."""
+        """Rows `start:stop` of `key` with plain file reads (no memory map)."""
+        dtype, shape = self._specs[key]
+        if key in self._offsets:
+            start, stop, _ = slice(start, stop).indices(shape[0])
+            out = np.empty((max(stop - start, 0), *shape[1:]), dtype)
+            self._read_bytes(key, start * (self.nbytes(key) // shape[0]) if shape[0] else 0, out)
+            return out
         try:
             return self._datasets[key][start:stop]
         except OSError as err:
             raise CheckpointError(f"{self.path}: cannot read {key!r} (truncated or corrupt?): {err}") from err
 
     def read_into(self, key: str, out: np.ndarray) -> None:
+        """Read tensor `key` straight into the C-contiguous array `out` (same dtype and shape): plain file reads
+        for contiguous datasets (as `SafetensorsFile.read_into`), h5py for others."""
         self._check_out(key, out)
-        if out.size:
-            try:
-                self._datasets[key].read_direct(out)
-            except OSError as err:
-                raise CheckpointError(f"{self.path}: cannot read {key!r} (truncated or corrupt?): {err}") from err
+        if not out.size:
+            return
+        if key in self._offsets:
+            self._read_bytes(key, 0, out)
+            return
+        try:
+            self._datasets[key].read_direct(out)
+        except OSError as err:
+            raise CheckpointError(f"{self.path}: cannot read {key!r} (truncated or corrupt?): {err}") from err
+
+    def _read_bytes(self, key: str, skip: int, out: np.ndarray) -> None:
+        """Fill `out` with the bytes of contiguous dataset `key` from byte `skip` of its data on."""
+        with open(self.path, "rb") as f:
+            f.seek(self._offsets[key] + skip)
+            if f.readinto(out.reshape(-1).view(np.uint8)) != out.nbytes:
+                raise CheckpointError(f"{self.path} ended while reading {key!r}")
 
 
 def write_tf_h5(

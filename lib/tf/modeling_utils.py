@@ -309,11 +309,12 @@ class PreTrainedModel(QuantizationMixin, keras.Model, GenerationMixin, LoraMixin
 
         Any layout loads, read through the conversion tables one tensor at a time: PyTorch-layout safetensors
         (Hugging Face's default, single or sharded), TF-layout safetensors, `tf_model.h5` (single or sharded,
-        read with h5py), and `pytorch_model.bin` when torch is installed. Files are looked up in Hugging Face's
-        order — safetensors first; without torch `tf_model.h5` comes before `pytorch_model.bin`. Every variable
-        is created straight from its checkpoint tensor (no random initialization first), so loading needs
-        about 1× the model's bytes. Base-model checkpoints load into head models and vice versa; missing
-        variables are initialized randomly and, like unused checkpoint tensors, logged.
+        read without h5py where it is in h5py's default layout), and `pytorch_model.bin` when torch is installed.
+        Files are looked up in Hugging Face's order — safetensors first; without torch `tf_model.h5` comes before
+        `pytorch_model.bin`. Every variable is created straight from its checkpoint tensor (no random
+        initialization first), so loading needs about 1× the model's bytes. Base-model checkpoints load into
+        head models and vice versa; missing variables are initialized randomly and, like unused checkpoint
+        tensors, logged.
 
         Args:
             pretrained_model_name_or_path: checkpoint directory or Hub repository id.

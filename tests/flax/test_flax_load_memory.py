@@ -68,3 +68,18 @@ GPT2LMHeadModel.from_pretrained({str(tmp_path / "bin")!r})
 assert "torch" not in sys.modules"""
     added = peak_rss_added(SETUP, body)
     assert added <= sizes["total"] + sizes["largest"] + LOAD_MEMORY_SLACK, (added, sizes)
+
+
+def test_h5_loads_without_importing_h5py(tmp_path):
+    """A `tf_model.h5` in h5py's default layout (every Hugging Face file) is read without h5py: importing it and
+    opening the file with it kept ~13 MB resident."""
+    pytest.importorskip("h5py")  # to write the file
+    from twinformers.conversion.converter import convert
+
+    sizes = write_random_gpt2(str(tmp_path / "source"), **MEMORY_TEST_CONFIG)
+    convert(str(tmp_path / "source"), str(tmp_path / "h5"), to="tf", fmt="h5", max_shard_size="5GB", progress=False)
+    body = f"""import sys
+GPT2LMHeadModel.from_pretrained({str(tmp_path / "h5")!r})
+assert "h5py" not in sys.modules"""
+    added = peak_rss_added(SETUP, body)
+    assert added <= sizes["total"] + sizes["largest"] + LOAD_MEMORY_SLACK, (added, sizes)

@@ -8,14 +8,21 @@ import pytest
 import twinformers.tf as tft
 from helpers import LOAD_MEMORY_SLACK, MEMORY_TEST_CONFIG, peak_rss_added, tiny_config, write_random_gpt2
 from twinformers.checkpoints.canonical import open_checkpoint
+from twinformers.conversion.converter import convert
 
 SETUP = "import tensorflow as tf\nfrom twinformers.tf import GPT2LMHeadModel\ntf.zeros(1)"
 
 
 @pytest.mark.parametrize("dtype, itemsize", [("float32", 4), ("bfloat16", 2)])
-def test_load_peak_is_the_model_plus_one_tensor(tmp_path, dtype, itemsize):
-    sizes = write_random_gpt2(str(tmp_path), **MEMORY_TEST_CONFIG)
-    added = peak_rss_added(SETUP, f"GPT2LMHeadModel.from_pretrained({str(tmp_path)!r}, dtype={dtype!r})")
+@pytest.mark.parametrize("fmt", ["safetensors", "h5"])
+def test_load_peak_is_the_model_plus_one_tensor(tmp_path, fmt, dtype, itemsize):
+    """`tf_model.h5` is read with plain file reads too (Keras imports h5py anyway; the file is not opened with it)."""
+    sizes = write_random_gpt2(str(tmp_path / "st"), **MEMORY_TEST_CONFIG)
+    path = tmp_path / "st"
+    if fmt == "h5":
+        path = tmp_path / "h5"
+        convert(tmp_path / "st", path, to="tf", fmt="h5", progress=False)
+    added = peak_rss_added(SETUP, f"GPT2LMHeadModel.from_pretrained({str(path)!r}, dtype={dtype!r})")
     model_bytes = sizes["total"] // 4 * itemsize
     assert added <= model_bytes + sizes["largest"] + LOAD_MEMORY_SLACK, (added, sizes)
 
