@@ -56,30 +56,18 @@ np.asarray(model(np.arange(1, 9, dtype=np.int32)[None]).logits)"""
     assert added <= params_bytes + sizes["largest"] + LOAD_MEMORY_SLACK, (added, sizes)
 
 
-def test_bin_loads_without_importing_torch(tmp_path):
-    """A `pytorch_model.bin` of plain tensors is read without torch (importing it alone is ~230 MB)."""
-    pytest.importorskip("torch")  # to write the file
+@pytest.mark.parametrize("to, fmt, reader", [("pt", "bin", "torch"), ("tf", "h5", "h5py")])
+def test_loads_without_importing_the_writers_library(tmp_path, to, fmt, reader):
+    """A `pytorch_model.bin` of plain tensors is read without torch (importing it alone is ~230 MB), a
+    `tf_model.h5` in h5py's default layout (every Hugging Face file) without h5py (importing it and opening the
+    file with it kept ~13 MB resident)."""
+    pytest.importorskip(reader)  # to write the file
     from twinformers.conversion.converter import convert
 
     sizes = write_random_gpt2(str(tmp_path / "source"), **MEMORY_TEST_CONFIG)
-    convert(str(tmp_path / "source"), str(tmp_path / "bin"), to="pt", fmt="bin", max_shard_size="5GB", progress=False)
+    convert(str(tmp_path / "source"), str(tmp_path / fmt), to=to, fmt=fmt, max_shard_size="5GB", progress=False)
     body = f"""import sys
-GPT2LMHeadModel.from_pretrained({str(tmp_path / "bin")!r})
-assert "torch" not in sys.modules"""
-    added = peak_rss_added(SETUP, body)
-    assert added <= sizes["total"] + sizes["largest"] + LOAD_MEMORY_SLACK, (added, sizes)
-
-
-def test_h5_loads_without_importing_h5py(tmp_path):
-    """A `tf_model.h5` in h5py's default layout (every Hugging Face file) is read without h5py: importing it and
-    opening the file with it kept ~13 MB resident."""
-    pytest.importorskip("h5py")  # to write the file
-    from twinformers.conversion.converter import convert
-
-    sizes = write_random_gpt2(str(tmp_path / "source"), **MEMORY_TEST_CONFIG)
-    convert(str(tmp_path / "source"), str(tmp_path / "h5"), to="tf", fmt="h5", max_shard_size="5GB", progress=False)
-    body = f"""import sys
-GPT2LMHeadModel.from_pretrained({str(tmp_path / "h5")!r})
-assert "h5py" not in sys.modules"""
+GPT2LMHeadModel.from_pretrained({str(tmp_path / fmt)!r})
+assert {reader!r} not in sys.modules"""
     added = peak_rss_added(SETUP, body)
     assert added <= sizes["total"] + sizes["largest"] + LOAD_MEMORY_SLACK, (added, sizes)
