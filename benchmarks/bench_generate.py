@@ -15,8 +15,9 @@ Precisions: fp32; bf16 (PyTorch `model.to(torch.bfloat16)`, TensorFlow the "bflo
 int8 (`model.quantize("int8")`, weight-only).
 
 The limit: batch-1 decoding reads every weight once per token, so tokens/s can be at most
-bandwidth / (weight bytes per token). The bandwidth is measured here (`read_bandwidth`: a NumPy sum over a 1 GiB
-array, best of 5, before and after the cells; the better one counts); the weight bytes per token are every
+bandwidth / (weight bytes per token). The bandwidth is measured here (`read_bandwidth`: the faster of a NumPy sum
+and a BLAS matrix-vector product over a 1 GiB array, best of 5, in a child process with the cells' thread count,
+before and after the cells; the better one counts); the weight bytes per token are every
 weight of the model except the position table and, when the LM head has its own weight (untied, or int8), the
 token table (a gather reads one row of it). The KV cache and activations are left out, so the limit is an upper
 bound. Cells are interleaved over `--rounds` (each round runs every cell once, in its own process) and the best
@@ -59,17 +60,34 @@ PROMPT, NEW = 64, 32
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
-def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
-    """Bytes/s of a NumPy sum over a `gib` GiB float32 array (one thread, sequential reads), best of `repeats`."""
+def read_bandwidth(threads: int | None = None, gib: float = 1.0, repeats: int = 5) -> dict[str, float]:
+    """Bytes/s two sequential readers get over a `gib` GiB float32 array, best of `repeats` each: NumPy's sum and a
+    BLAS matrix-vector product (batch-1 decoding's own access pattern). Both count because either can fall short of
+    the memory's rate: on an AVX2-only EPYC NumPy's pairwise sum read 10.7 GB/s where OpenBLAS's sgemv read 18.1 (and
+    the TF and Flax twins' fp32 decode 11.6). Runs in a child process whose BLAS gets `threads` threads, as the cells'
+    frameworks do."""
+    env = dict(os.environ)
+    if threads:
+        env.update({name: str(threads) for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    command = [sys.executable, __file__, "--bandwidth-worker", str(gib), str(repeats)]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def bandwidth_worker(gib: float, repeats: int) -> dict[str, float]:
+    """`read_bandwidth`'s measurement, in its own process."""
     import numpy as np
 
     array = np.ones(int(gib * 2**30) // 4, np.float32)
-    best = float("inf")
+    matrix, vector = array.reshape(-1, 4096), np.ones(4096, np.float32)
+    readers = {"numpy_sum": array.sum, "blas_gemv": lambda: matrix @ vector}
+    best = dict.fromkeys(readers, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        array.sum()
-        best = min(best, time.perf_counter() - start)
-    return array.nbytes / best
+        for name, read in readers.items():  # interleaved, so both see the same moments of a shared machine
+            start = time.perf_counter()
+            read()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: array.nbytes / seconds for name, seconds in best.items()}
 
 
 def weight_bytes_per_token(named_sizes: dict[str, int]) -> int:
@@ -192,14 +210,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="intra-op threads of every framework (default: theirs)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", nargs=3, metavar=("BACKEND", "FAMILY", "PRECISION"), help=argparse.SUPPRESS)
+    parser.add_argument("--bandwidth-worker", nargs=2, type=float, metavar=("GIB", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bandwidth_worker:
+        gib, repeats = args.bandwidth_worker
+        print(json.dumps(bandwidth_worker(gib, int(repeats))))
+        return
     if args.worker:
         print("RESULT " + json.dumps(worker(*args.worker, args.cases, args.repeats, args.threads)))
         return
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    bandwidth = [read_bandwidth()]
-    print(f"read bandwidth: {bandwidth[0] / 1e9:.1f} GB/s", flush=True)
+    bandwidth = [read_bandwidth(args.threads)]
+    print(f"read bandwidth: {describe_bandwidth(bandwidth[0])}", flush=True)
     best: dict[tuple, dict] = {}
     for _ in range(args.rounds):
         for family in args.families:
@@ -217,13 +240,17 @@ def main() -> None:
                     report_row(result)
                     key = (backend, family, precision)
                     best[key] = _better(best.get(key), result)
-    bandwidth.append(read_bandwidth())
-    print(f"read bandwidth after: {bandwidth[1] / 1e9:.1f} GB/s", flush=True)
+    bandwidth.append(read_bandwidth(args.threads))
+    print(f"read bandwidth after: {describe_bandwidth(bandwidth[1])}", flush=True)
     results = list(best.values())
-    print_tables(results, max(bandwidth))
+    print_tables(results, max(max(readers.values()) for readers in bandwidth))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"read_bandwidth_bytes_per_s": bandwidth, "results": results}, f, indent=2)
+
+
+def describe_bandwidth(readers: dict[str, float]) -> str:
+    return ", ".join(f"{name} {rate / 1e9:.1f} GB/s" for name, rate in readers.items())
 
 
 def _better(old: dict | None, new: dict) -> dict:

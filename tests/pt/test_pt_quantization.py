@@ -15,6 +15,7 @@ from pt_testing import FAMILIES, LM_CLASSES, make_model, random_ids
 
 from twinformers.checkpoints.quantized import quantize_per_channel
 from twinformers.checkpoints.safetensors import open_safetensors
+from twinformers.pt import packing
 from twinformers.pt.ops import Conv1D
 from twinformers.pt.packing import MatvecConv1D, PackedLinear, bf16_packing_available
 from twinformers.pt.quantization import Int8Linear
@@ -183,18 +184,29 @@ def test_pack_for_inference_float32(family: str) -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_pack_for_inference_bfloat16(family: str) -> None:
-    """Untied bf16 projections become PackedLinear (where oneDNN runs bf16) and give the plain path's bits."""
+@pytest.mark.parametrize("onednn_bf16", [True, False], ids=["onednn-bf16", "no-onednn-bf16"])
+def test_pack_for_inference_bfloat16(family: str, onednn_bf16: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Untied bf16 projections become PackedLinear where oneDNN runs bf16; elsewhere (and a tied head always)
+    they stay plain, stored with each output's row contiguous. Either way the plain path's bits."""
+    if onednn_bf16 and not bf16_packing_available():
+        pytest.skip("this CPU has no oneDNN bfloat16 (AVX512-BF16 or AMX): only the plain layout can run here")
+    monkeypatch.setattr(packing, "bf16_packing_available", lambda: onednn_bf16)
     model, packed = packed_pair(family, torch.bfloat16)
     assert_same_state_dict(model.state_dict(), packed.state_dict())
     projections = [n for n, m in model.named_modules() if isinstance(m, (Conv1D, torch.nn.Linear))]
     tied = ["lm_head"] if model.config.tie_word_embeddings else []
     for name in projections:  # a tied head stays plain: the token table keeps its rows
-        kept = name in tied or not bf16_packing_available()
-        assert type(packed.get_submodule(name)) is (type(model.get_submodule(name)) if kept else PackedLinear), name
+        kept = name in tied or not onednn_bf16
+        module = packed.get_submodule(name)
+        assert type(module) is (type(model.get_submodule(name)) if kept else PackedLinear), name
+        if kept:  # each output's weights in one contiguous row: (out, in) storage
+            rows = module.weight.T if isinstance(module, Conv1D) else module.weight
+            assert rows.is_contiguous(), name
+            assert module.weight.untyped_storage().nbytes() == module.weight.numel() * 2, name
     ids = random_ids((2, 8))
     with torch.no_grad():
         torch.testing.assert_close(packed(ids).logits, model(ids).logits, rtol=0, atol=0)
+        torch.testing.assert_close(packed(ids[:1, :1]).logits, model(ids[:1, :1]).logits, rtol=0, atol=0)
 
 
 def test_packed_save_load_round_trip(tmp_path) -> None:
