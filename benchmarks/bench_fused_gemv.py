@@ -22,7 +22,7 @@ Every kernel is first checked against a float64 NumPy product of the same (dequa
 with the bound derived in `check`; a kernel off by more aborts the run, naming the shape.
 
 Usage: taskset -c 1 python benchmarks/bench_fused_gemv.py [--rounds 3] [--repeats 5] [--scale 1]
-       (--scale 0.25 divides every dimension by 4: a quick correctness and smoke run)
+       (--scale 0.25 makes every dimension 4x smaller: a quick correctness and smoke run)
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per cell per round (best counts)")
     parser.add_argument("--scale", type=float, default=1.0,
-                        help="divide every dimension by 1/scale (e.g. 0.25 for a quick smoke run); 1 = GPT-2")
+                        help="multiply every dimension by this (e.g. 0.25 for a quick smoke run); 1 = GPT-2 124M")
     args = parser.parse_args()
     shapes = {name: (max(1, int(fan_in * args.scale)), max(1, int(fan_out * args.scale)), copies)
               for name, (fan_in, fan_out, copies) in PROJECTIONS.items()}
